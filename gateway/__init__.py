@@ -1,0 +1,1 @@
+"""The gateway: authenticates SDK and API traffic, enforces limits, routes to the services."""

@@ -1,0 +1,151 @@
+"""Gateway use cases: credentials, request bodies, authentication, forwarding and composition."""
+
+import base64
+import binascii
+import hashlib
+import secrets
+import time
+import zlib
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway import repository
+from gateway.models import ApiKey, App, Workspace
+from gateway.schemas import WorkspaceCreated
+from kernel.errors import BadRequest, PayloadTooLarge, Unauthorized
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_workspace(session: AsyncSession, name: str) -> WorkspaceCreated:
+    """Create a workspace with one app (write key) and one API key, returned in the clear once."""
+    workspace = Workspace(id=new_id("ws"), name=name)
+    write_key = "wk_" + secrets.token_urlsafe(24)
+    api_key = "hk_" + secrets.token_urlsafe(32)
+    app = App(id=new_id("app"), workspace_id=workspace.id, name=f"{name} app", write_key=write_key)
+    key = ApiKey(
+        id=new_id("key"),
+        workspace_id=workspace.id,
+        name="default",
+        prefix=api_key[:8],
+        key_hash=hash_key(api_key),
+    )
+    await repository.add_workspace(session, workspace, app, key)
+    return WorkspaceCreated(
+        workspace_id=workspace.id, name=name, write_key=write_key, api_key=api_key
+    )
+
+
+class KeyCache:
+    """Remembers key → workspace for a short time so each call does not hit PostgreSQL."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, key: str) -> str | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, key: str, workspace_id: str) -> None:
+        if len(self._entries) > 100_000:
+            self._entries.clear()
+        self._entries[key] = (workspace_id, time.monotonic() + self.ttl)
+
+
+async def workspace_for_write_key(session: AsyncSession, cache: KeyCache, key: str) -> str:
+    """The workspace owning an SDK write key, or 401."""
+    workspace = cache.get("w:" + key) or await repository.workspace_for_write_key(session, key)
+    if workspace is None:
+        raise Unauthorized("unknown write key")
+    cache.put("w:" + key, workspace)
+    return workspace
+
+
+async def workspace_for_api_key(session: AsyncSession, cache: KeyCache, key: str) -> str:
+    """The workspace owning an API key, or 401."""
+    key_hash = hash_key(key)
+    workspace = cache.get("a:" + key_hash) or await repository.workspace_for_api_key_hash(
+        session, key_hash
+    )
+    if workspace is None:
+        raise Unauthorized("unknown or revoked API key", error="unauthorized")
+    cache.put("a:" + key_hash, workspace)
+    return workspace
+
+
+def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """Un-gzip (if asked) and enforce the size limit on what the JSON really weighs."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise BadRequest(f"body is not valid gzip: {exc}", error="invalid_gzip") from exc
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
+        return body
+    if encoding not in ("", "identity"):
+        raise BadRequest(f"unsupported Content-Encoding {encoding!r}; use gzip or none")
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"body exceeds {limit} bytes")
+    return raw
+
+
+def basic_auth_user(authorization: str | None) -> str | None:
+    """The user part of an HTTP Basic header (Segment puts the write key there), if any."""
+    if not authorization or not authorization.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthorized("malformed Basic authorization header") from exc
+    return decoded.split(":", 1)[0] or None
+
+
+def body_write_key(body: bytes) -> str | None:
+    """`writeKey` from a JSON body, for SDKs that send it there instead of in Basic auth."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", error="invalid_json") from exc
+    if isinstance(parsed, dict) and isinstance(parsed.get("writeKey"), str):
+        return parsed["writeKey"] or None
+    return None
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The API key from `Authorization: Bearer …`, or 401."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized("send your API key as `Authorization: Bearer <api key>`")
+    token = authorization[7:].strip()
+    if not token:
+        raise Unauthorized("empty bearer token")
+    return token
+
+
+def merge_messages(sends: list[dict[str, Any]], deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Join the scheduler's send decisions with the dispatcher's delivery log by `send_id`.
+
+    A send the dispatcher has seen takes its delivery status (sent, failed, skipped); a send it
+    has not seen keeps the scheduler's (scheduled, cancelled, not_in_audience, requested).
+    """
+    by_id = {d["send_id"]: d for d in deliveries}
+    merged = []
+    for send in sends:
+        delivery = by_id.pop(send["send_id"], None)
+        merged.append({**send, **delivery} if delivery else send)
+    merged.extend(by_id.values())
+    merged.sort(key=lambda m: m.get("created_at") or "", reverse=True)
+    return merged

@@ -1,0 +1,1 @@
+"""The herald command line and the local development stack."""

@@ -1,0 +1,227 @@
+"""`herald`: run the whole stack, or its pieces one at a time."""
+
+import asyncio
+import importlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
+from rich.markup import escape
+
+from herald.stack import PROCESSES, SERVICES, Stack, StackConfig
+
+app = typer.Typer(help="Herald: customer engagement you can run yourself.", no_args_is_help=True, add_completion=False)
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+COLORS = {
+    "gateway": "bright_cyan", "ingest": "green", "profiles": "yellow", "segmenter": "magenta",
+    "scheduler": "blue", "dispatcher": "bright_red", "sinks": "white", "herald": "bold",
+}
+APPS = {
+    "gateway": ("gateway.app", "gateway.config"),
+    **{s: (f"services.{s}.app", f"services.{s}.config") for s in SERVICES if s != "gateway"},
+}
+
+
+class DevSettings(BaseSettings):
+    """Settings of the local stack `herald up` runs (all overridable with HERALD_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    data_dir: Path = Path(".herald")
+    host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    smtp_port: int = 1025
+    sink_http_port: int = 8025
+    nats_port: int = 4222
+    postgres_port: int = 54329
+    nats_url: str | None = None
+    database_url: str | None = None
+    log_format: str = "console"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _database_url(settings: DevSettings) -> str:
+    """HERALD_DATABASE_URL, or the database of the local stack `herald up` started."""
+    if settings.database_url:
+        return settings.database_url
+    from herald.stack import load_state
+
+    url = load_state(settings.data_dir).get("database_url")
+    if not url:
+        raise _fail("set HERALD_DATABASE_URL (or run `make run` first, which records its database)")
+    return str(url)
+
+
+@app.command()
+def up() -> None:
+    """Start everything: embedded NATS and PostgreSQL (unless URLs are given), migrations, services, sinks."""
+    from herald import infra
+    from herald.stack import create_workspace, load_state, migrate, new_internal_token, save_state, workspace_exists
+
+    settings = DevSettings()
+    data = settings.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    state = load_state(data)
+    say = lambda text: console.print(f"[bold]{'herald':>10} |[/] {text}")  # noqa: E731
+    started: list[Any] = []
+
+    def shutdown(stack: Stack | None) -> None:
+        if stack is not None:
+            say("stopping services …")
+            stack.stop()
+        for server in reversed(started):
+            server.stop()
+        say("stopped; data kept in " + str(data))
+
+    stack: Stack | None = None
+    try:
+        nats_url = settings.nats_url
+        if not nats_url:
+            say(f"starting NATS JetStream on 127.0.0.1:{settings.nats_port} (data in {data / 'nats'})")
+            started.append(infra.EmbeddedNats(data / "nats", settings.nats_port).start())
+            nats_url = started[-1].url
+        database_url = settings.database_url
+        if not database_url:
+            say(f"starting PostgreSQL on 127.0.0.1:{settings.postgres_port} (data in {data / 'postgres'})")
+            started.append(infra.EmbeddedPostgres(data / "postgres", settings.postgres_port).start())
+            database_url = started[-1].url
+        say("applying migrations and creating streams")
+        migrate(database_url, nats_url)
+        state.setdefault("internal_token", new_internal_token())
+        state["database_url"], state["nats_url"] = database_url, nats_url
+        demo = state.get("workspace")
+        if not demo or not asyncio.run(workspace_exists(database_url, demo["workspace_id"])):
+            state["workspace"] = demo = asyncio.run(create_workspace(database_url, "Demo"))
+            say("created the demo workspace")
+        save_state(data, state)
+
+        config = StackConfig(
+            data_dir=data, database_url=database_url, nats_url=nats_url, internal_token=state["internal_token"],
+            gateway_port=settings.gateway_port, smtp_port=settings.smtp_port,
+            sink_http_port=settings.sink_http_port, host=settings.host, log_format=settings.log_format,
+        )
+        for name in PROCESSES:
+            if name != "sinks" and infra.port_open(config.port(name)):
+                raise RuntimeError(f"port {config.port(name)} for {name} is taken; set HERALD_GATEWAY_PORT")
+
+        def echo(name: str, line: str) -> None:
+            console.print(f"[{COLORS.get(name, 'white')}]{name:>10} |[/] {escape(line)}")
+
+        stack = Stack(config, echo=echo)
+        stack.start()
+        stack.wait_ready(timeout=90)
+        _banner(config, demo)
+        signal.signal(signal.SIGTERM, _interrupt)
+        while (gone := stack.first_exited()) is None:
+            time.sleep(0.5)
+        say(f"[red]{gone} exited unexpectedly (code {stack.procs[gone].returncode}); stopping[/]")
+        shutdown(stack)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        shutdown(stack)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        shutdown(stack)
+        raise _fail(str(exc)) from exc
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _banner(config: StackConfig, demo: dict[str, str]) -> None:
+    gw, sink = config.url("gateway"), config.url("sinks")
+    console.print(
+        f"""
+[bold green]Herald is up.[/] Ctrl-C stops everything; data and keys stay in {config.data_dir}.
+
+  Gateway      {gw}          API docs: {gw}/docs
+  Workspace    {demo['workspace_id']}
+  Write key    [bold]{demo['write_key']}[/]   (SDKs: HTTP Basic user, empty password)
+  API key      [bold]{demo['api_key']}[/]
+  Dev sinks    SMTP on {config.host}:{config.smtp_port}; caught mail and webhooks at {sink}/messages
+
+Try the README's walkthrough with:
+  export HERALD={gw} WRITE_KEY={demo['write_key']} API_KEY={demo['api_key']}
+"""
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every service's migrations (one schema each) and create the JetStream streams."""
+    from herald.stack import migrate as run_migrations
+
+    settings = DevSettings()
+    schemas = run_migrations(_database_url(settings), settings.nats_url)
+    console.print(f"migrated schemas: {', '.join(schemas)}" + ("; streams ready" if settings.nats_url else ""))
+
+
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(PROCESSES)}")]) -> None:
+    """Run one service (or the dev sinks) in the foreground."""
+    import uvicorn
+
+    if service == "sinks":
+        from herald.sinks import run_sinks
+
+        settings = DevSettings()
+        store = settings.data_dir / "sinks.jsonl"
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            asyncio.run(run_sinks(settings.host, settings.smtp_port, settings.sink_http_port, store))
+        except KeyboardInterrupt:
+            pass
+        return
+    if service not in APPS:
+        raise _fail(f"unknown service {service!r}; one of: {', '.join(PROCESSES)}")
+    app_module, config_module = (importlib.import_module(m) for m in APPS[service])
+    try:
+        settings = config_module.get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"HERALD_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+        raise _fail(f"{service} cannot start: {problems}") from exc
+    from kernel.logging import configure_logging
+
+    configure_logging(service, settings.log_format, settings.log_level)
+    port = int(os.environ.get("HERALD_PORT", settings.port))
+    uvicorn.run(
+        app_module.build(),
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.ack_wait_seconds) if hasattr(settings, "ack_wait_seconds") else 10,
+        loop="auto",
+    )
+
+
+@app.command("create-workspace")
+def create_workspace_command(
+    name: Annotated[str, typer.Argument(help="a name for the workspace")],
+    json: Annotated[bool, typer.Option("--json", help="print {workspace_id, write_key, api_key} as JSON")] = False,
+) -> None:
+    """Create a workspace with a write key and an API key (the API key is shown only now)."""
+    from herald.stack import create_workspace
+
+    created = asyncio.run(create_workspace(_database_url(DevSettings()), name))
+    if json:
+        typer.echo(orjson.dumps({k: created[k] for k in ("workspace_id", "write_key", "api_key")}).decode())
+        return
+    console.print(
+        f"Workspace [bold]{created['workspace_id']}[/] ({escape(name)})\n"
+        f"  write key  {created['write_key']}\n"
+        f"  API key    {created['api_key']}   [dim](shown once; store it now)[/]"
+    )

@@ -1,0 +1,205 @@
+"""The whole Herald stack as separate processes: what `herald up` runs and the e2e tests start."""
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import orjson
+
+from kernel.migrate import upgrade_all
+
+SERVICES = ("ingest", "profiles", "segmenter", "scheduler", "dispatcher", "gateway")
+PROCESSES = (*SERVICES, "sinks")
+Echo = Callable[[str, str], None]
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    database_url: str
+    nats_url: str
+    internal_token: str
+    gateway_port: int = 8000
+    smtp_port: int = 1025
+    sink_http_port: int = 8025
+    host: str = "127.0.0.1"
+    env: str = "development"
+    log_format: str = "console"
+    service_ports: dict[str, int] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def port(self, service: str) -> int:
+        if service == "gateway":
+            return self.gateway_port
+        if service == "sinks":
+            return self.sink_http_port
+        return self.service_ports.get(service, self.gateway_port + 1 + SERVICES.index(service))
+
+    def url(self, service: str) -> str:
+        return f"http://{self.host}:{self.port(service)}"
+
+    def environment(self, service: str) -> dict[str, str]:
+        """The environment a child process runs with."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        env.update(
+            {
+                "HERALD_ENV": self.env,
+                "HERALD_HOST": self.host,
+                "HERALD_PORT": str(self.port(service)),
+                "HERALD_DATABASE_URL": self.database_url,
+                "HERALD_NATS_URL": self.nats_url,
+                "HERALD_INTERNAL_TOKEN": self.internal_token,
+                "HERALD_LOG_FORMAT": self.log_format,
+                "HERALD_SMTP_HOST": self.host,
+                "HERALD_SMTP_PORT": str(self.smtp_port),
+                "HERALD_SINK_HTTP_PORT": str(self.sink_http_port),
+                "HERALD_DATA_DIR": str(self.data_dir),
+                **{f"HERALD_{s.upper()}_URL": self.url(s) for s in SERVICES if s != "gateway"},
+                **self.extra_env,
+            }
+        )
+        return env
+
+
+def migrate(database_url: str, nats_url: str | None) -> list[str]:
+    """Apply every schema's migrations and (given NATS) create the streams."""
+    from herald.infra import ensure_streams
+
+    schemas = upgrade_all(database_url)
+    if nats_url:
+        asyncio.run(ensure_streams(nats_url))
+    return schemas
+
+
+class Stack:
+    """Starts, watches and stops the service processes."""
+
+    def __init__(self, config: StackConfig, echo: Echo | None = None, log_dir: Path | None = None) -> None:
+        self.config = config
+        self.echo = echo
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self, names: tuple[str, ...] = PROCESSES) -> None:
+        for name in names:
+            self.start_one(name)
+
+    def start_one(self, name: str) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "herald", "serve", name]
+        out: int | IO[bytes] = subprocess.PIPE
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            cmd, env=self.config.environment(name), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs[name] = proc
+        if self.log_dir is None and proc.stdout is not None:
+            thread = threading.Thread(target=self._relay, args=(name, proc.stdout), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return proc
+
+    def _relay(self, name: str, stream: IO[bytes]) -> None:
+        for line in iter(stream.readline, b""):
+            if self.echo:
+                self.echo(name, line.decode(errors="replace").rstrip())
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until every process answers its health or readiness check."""
+        deadline = time.monotonic() + timeout
+        pending = dict(self.procs)
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                for name, proc in list(pending.items()):
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"{name} exited with code {proc.returncode} while starting{self.log_tail(name)}")
+                    path = "/healthz" if name == "sinks" else "/readyz"
+                    try:
+                        if client.get(self.config.url(name) + path).status_code == 200:
+                            del pending[name]
+                    except httpx.TransportError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(pending)}")
+                if pending:
+                    time.sleep(0.1)
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        if self.log_dir is None:
+            return ""
+        path = self.log_dir / f"{name}.log"
+        return "\n" + path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def first_exited(self) -> str | None:
+        return next((n for n, p in self.procs.items() if p.poll() is not None), None)
+
+    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every process (gateway first), wait for them to drain, kill stragglers."""
+        order = ["gateway", "ingest", "scheduler", "segmenter", "profiles", "dispatcher", "sinks"]
+        for name in order:
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return {name: proc.returncode for name, proc in self.procs.items()}
+
+
+def load_state(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "state.json"
+    return orjson.loads(path.read_bytes()) if path.exists() else {}
+
+
+def save_state(data_dir: Path, state: dict[str, Any]) -> None:
+    path = data_dir / "state.json"
+    path.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+    path.chmod(0o600)
+
+
+def new_internal_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+async def create_workspace(database_url: str, name: str) -> dict[str, str]:
+    """Create a workspace directly in the gateway's schema; returns its credentials."""
+    from gateway import service
+    from kernel.db import make_engine, make_sessionmaker, unit_of_work
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with unit_of_work(make_sessionmaker(engine)) as session:
+            created = await service.create_workspace(session, name)
+        return created.model_dump()
+    finally:
+        await engine.dispose()
+
+
+async def workspace_exists(database_url: str, workspace_id: str) -> bool:
+    from sqlalchemy import select
+
+    from gateway.models import Workspace
+    from kernel.db import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await session.scalar(select(Workspace.id).where(Workspace.id == workspace_id)) is not None
+    finally:
+        await engine.dispose()

@@ -1,0 +1,1 @@
+"""Herald's shared kernel: infrastructure and bus contracts only, no domain logic."""

@@ -1,0 +1,263 @@
+"""NATS JetStream plumbing: streams, de-duplicated publishes, pull consumers, request/reply."""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, StorageType, StreamConfig
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ValidationError
+
+from kernel.contracts import CONSUMERS, STREAMS
+from kernel.errors import PermanentError
+from kernel.logging import BUS_CORRELATION_HEADER, bind_correlation_id, current_correlation_id
+
+log = structlog.get_logger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+MESSAGES = Counter(
+    "herald_bus_messages_total", "Bus messages handled", ["consumer", "outcome"]
+)
+HANDLE_SECONDS = Histogram("herald_bus_handle_seconds", "Time to handle one message", ["consumer"])
+
+# Deduplication window for `Nats-Msg-Id`; later duplicates are absorbed by idempotent consumers.
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connect to NATS, reconnecting forever once connected."""
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        drain_timeout=10,
+    )
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create Herald's streams, or bring their subjects up to date; safe to run any number of times."""
+    for name, subjects in STREAMS.items():
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        )
+        try:
+            await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+
+
+def headers_for(message_id: str) -> dict[str, str]:
+    """Headers for a de-duplicated publish carrying the current correlation id."""
+    headers = {"Nats-Msg-Id": message_id}
+    correlation_id = current_correlation_id()
+    if correlation_id:
+        headers[BUS_CORRELATION_HEADER] = correlation_id
+    return headers
+
+
+async def publish(
+    js: JetStreamContext, subject: str, message: BaseModel, message_id: str, timeout: float = 5.0
+) -> None:
+    """Publish one contract message and wait until JetStream has stored it."""
+    await js.publish(
+        subject, message.model_dump_json().encode(), timeout=timeout, headers=headers_for(message_id)
+    )
+
+
+async def publish_many(
+    js: JetStreamContext, items: list[tuple[str, bytes, str]], timeout: float = 5.0
+) -> None:
+    """Publish (subject, payload, message id) triples pipelined; return once all are stored."""
+    futures = [
+        await js.publish_async(subject, payload, headers=headers_for(message_id))
+        for subject, payload, message_id in items
+    ]
+    async with asyncio.timeout(timeout):
+        for ack in asyncio.as_completed(futures):
+            await ack
+
+
+@dataclass
+class ConsumerSpec:
+    """A durable pull consumer and the typed handler its messages go to."""
+
+    stream: str
+    durable: str
+    subject: str
+    model: type[BaseModel]
+    handler: Callable[[Any], Awaitable[None]]
+    batch: int = 64
+    concurrency: int = 1
+    max_deliver: int = 20
+    ack_wait: float = 30.0
+
+
+    @classmethod
+    def for_service(
+        cls, service: str, model: type[BaseModel], handler: Callable[[Any], Awaitable[None]], **options: Any
+    ) -> "ConsumerSpec":
+        """The spec of a service's own durable consumer, as declared in the contracts."""
+        stream, durable, subject = CONSUMERS[service]
+        return cls(stream=stream, durable=durable, subject=subject, model=model, handler=handler, **options)
+
+
+@asynccontextmanager
+async def consuming(js: JetStreamContext, specs: list[ConsumerSpec]) -> AsyncIterator[None]:
+    """Run these consumers for the duration of the block; on exit stop fetching, finish in-flight."""
+    consumers = [Consumer(js, spec) for spec in specs]
+    for consumer in consumers:
+        await consumer.start()
+    try:
+        yield
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
+
+
+def backoff_seconds(num_delivered: int) -> float:
+    """Redelivery delay after a transient failure: 0.5 s doubling, capped at 30 s."""
+    return float(min(30.0, 0.5 * 2 ** max(0, num_delivered - 1)))
+
+
+class Consumer:
+    """Fetches from a durable pull consumer until stopped; acks only after the handler returns."""
+
+    def __init__(self, js: JetStreamContext, spec: ConsumerSpec) -> None:
+        self.js = js
+        self.spec = spec
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def start(self) -> None:
+        """Create or bind the durable consumer and start fetching in the background."""
+        config = ConsumerConfig(
+            durable_name=self.spec.durable,
+            ack_wait=self.spec.ack_wait,
+            max_deliver=self.spec.max_deliver,
+            max_ack_pending=max(1000, self.spec.batch * 4),
+            filter_subject=self.spec.subject,
+        )
+        sub = await self.js.pull_subscribe(
+            self.spec.subject, durable=self.spec.durable, stream=self.spec.stream, config=config
+        )
+        self._sub = sub
+        self._task = asyncio.create_task(self._run(sub), name=f"consumer:{self.spec.durable}")
+
+    async def stop(self) -> None:
+        """Stop fetching and let the batch in hand finish."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        if self._sub is not None:
+            # Unsubscribe rather than leave it to drain(): a late fetch status message left in the
+            # subscription's queue would make drain() wait for its whole timeout.
+            try:
+                await self._sub.unsubscribe()
+            except Exception as exc:
+                log.warning("consumer_unsubscribe_failed", consumer=self.spec.durable, error=repr(exc))
+
+    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+        limiter = asyncio.Semaphore(self.spec.concurrency)
+
+        async def handle_limited(msg: Msg) -> None:
+            async with limiter:
+                await self._handle(msg)
+
+        while not self._stop.is_set():
+            try:
+                msgs = await sub.fetch(self.spec.batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                break
+            except Exception as exc:  # the server went away: keep trying, the client reconnects
+                log.warning("consumer_fetch_failed", consumer=self.spec.durable, error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if self.spec.concurrency == 1:
+                for msg in msgs:
+                    await self._handle(msg)
+            else:
+                await asyncio.gather(*(handle_limited(m) for m in msgs))
+
+    async def _handle(self, msg: Msg) -> None:
+        name = self.spec.durable
+        structlog.contextvars.clear_contextvars()
+        bind_correlation_id((msg.headers or {}).get(BUS_CORRELATION_HEADER))
+        delivered = msg.metadata.num_delivered
+        try:
+            payload = self.spec.model.model_validate_json(msg.data)
+        except ValidationError as exc:
+            log.error("poison_message", consumer=name, subject=msg.subject, error=str(exc))
+            MESSAGES.labels(name, "poison").inc()
+            await msg.term()
+            return
+        try:
+            with HANDLE_SECONDS.labels(name).time():
+                await self.spec.handler(payload)
+        except PermanentError as exc:
+            log.error("message_rejected", consumer=name, subject=msg.subject, error=str(exc))
+            MESSAGES.labels(name, "rejected").inc()
+            await msg.term()
+        except Exception as exc:
+            delay = backoff_seconds(delivered)
+            log.warning(
+                "message_retry",
+                consumer=name,
+                subject=msg.subject,
+                delivered=delivered,
+                delay=delay,
+                error=repr(exc),
+                exc_info=delivered >= 3,
+            )
+            MESSAGES.labels(name, "retried").inc()
+            await msg.nak(delay=delay)
+        else:
+            MESSAGES.labels(name, "ok").inc()
+            await msg.ack()
+
+
+async def serve_requests(
+    nc: NATS,
+    subject: str,
+    model: type[M],
+    handler: Callable[[M], Awaitable[BaseModel]],
+) -> Any:
+    """Answer request/reply queries on `subject` (a queue group, so replicas share the load)."""
+
+    async def on_request(msg: Msg) -> None:
+        try:
+            query = model.model_validate_json(msg.data)
+            answer = await handler(query)
+            await msg.respond(answer.model_dump_json().encode())
+        except Exception as exc:
+            log.error("request_failed", subject=subject, error=repr(exc))
+            await msg.respond(b'{"error": "internal"}')
+
+    return await nc.subscribe(subject, queue=subject, cb=on_request)
+
+
+async def request(nc: NATS, subject: str, query: BaseModel, answer: type[M], timeout: float = 5.0) -> M:
+    """Ask a query over NATS request/reply and parse the typed answer."""
+    reply = await nc.request(subject, query.model_dump_json().encode(), timeout=timeout)
+    try:
+        return answer.model_validate_json(reply.data)
+    except ValidationError as exc:
+        raise RuntimeError(f"bad answer on {subject}: {reply.data[:200]!r}") from exc

@@ -1,0 +1,1 @@
+"""Herald services, one package each."""

@@ -1,0 +1,95 @@
+"""Ingest use cases: validate calls, enrich them, and hand them to JetStream."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import nats.errors
+import orjson
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from kernel import bus
+from kernel.contracts import Event, event_subject
+from kernel.errors import BadRequest, PayloadTooLarge, Unavailable
+from services.ingest.config import IngestSettings
+from services.ingest.domain import to_event
+from services.ingest.schemas import Batch, SegmentCall
+
+
+def _describe(exc: ValidationError, where: str = "") -> list[dict[str, Any]]:
+    return [
+        {"loc": [where, *e["loc"]] if where else list(e["loc"]), "msg": e["msg"]}
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", error="invalid_json") from exc
+
+
+def validate_call(obj: Any, call_type: str | None, where: str = "") -> SegmentCall:
+    """One Segment call, with its type forced by the route (or taken from the batch item)."""
+    if not isinstance(obj, dict):
+        raise BadRequest(f"{where or 'body'} must be a JSON object", error="invalid_call")
+    if call_type is not None:
+        obj = {**obj, "type": call_type}
+    try:
+        return SegmentCall.model_validate(obj)
+    except ValidationError as exc:
+        raise BadRequest(_describe(exc, where), error="invalid_call") from exc
+
+
+def events_from_body(
+    workspace_id: str, call: str, body: bytes, settings: IngestSettings, client_ip: str | None
+) -> list[Event]:
+    """Every event in a request, or a 400 naming the first problem (nothing is half-accepted)."""
+    received_at = datetime.now(UTC)
+    parsed = parse_json(body)
+    if call not in ("batch", "import"):
+        if len(body) > settings.max_call_bytes:
+            raise PayloadTooLarge(f"a call may be at most {settings.max_call_bytes} bytes")
+        return [to_event(workspace_id, validate_call(parsed, call), received_at, client_ip)]
+    if len(body) > settings.max_batch_bytes:
+        raise PayloadTooLarge(f"a batch may be at most {settings.max_batch_bytes} bytes")
+    try:
+        batch = Batch.model_validate(parsed)
+    except ValidationError as exc:
+        raise BadRequest(_describe(exc), error="invalid_batch") from exc
+    if len(batch.batch) > settings.max_batch_events:
+        raise PayloadTooLarge(f"a batch may hold at most {settings.max_batch_events} calls")
+    events = []
+    for index, item in enumerate(batch.batch):
+        where = f"batch[{index}]"
+        if isinstance(item, dict) and len(orjson.dumps(item)) > settings.max_call_bytes:
+            raise PayloadTooLarge(f"{where} exceeds {settings.max_call_bytes} bytes")
+        if isinstance(item, dict):
+            item = {
+                **item,
+                "context": {**batch.context, **(item.get("context") or {})},
+                "integrations": {**batch.integrations, **(item.get("integrations") or {})},
+            }
+            if batch.sentAt is not None and not item.get("sentAt"):
+                item["sentAt"] = batch.sentAt.isoformat()
+        if isinstance(item, dict) and "type" not in item:
+            raise BadRequest([{"loc": [where, "type"], "msg": "Field required"}], error="invalid_call")
+        events.append(to_event(workspace_id, validate_call(item, None, where), received_at, client_ip))
+    return events
+
+
+async def publish_events(js: JetStreamContext, events: list[Event], timeout: float) -> None:
+    """Store the events in the EVENTS stream; returns only once JetStream acknowledged all."""
+    items = [
+        (
+            event_subject(e.workspace_id, e.type),
+            e.model_dump_json().encode(),
+            f"{e.workspace_id}:{e.message_id}",
+        )
+        for e in events
+    ]
+    try:
+        await bus.publish_many(js, items, timeout=timeout)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise Unavailable(f"event storage is unavailable ({type(exc).__name__}); retry") from exc

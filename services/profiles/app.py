@@ -1,0 +1,39 @@
+"""Profiles app factory and lifespan: the API, the EVENTS consumer and the profile responder."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI
+
+from kernel import bus
+from kernel.contracts import PROFILE_QUERY_SUBJECT, Event, ProfileQuery
+from kernel.web import create_app, open_resources
+from services.profiles import handlers
+from services.profiles.api import router
+from services.profiles.config import get_settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    async with open_resources("profiles", settings) as res:
+        app.state.resources = res
+        consumer = bus.ConsumerSpec.for_service(
+            "profiles",
+            Event,
+            partial(handlers.on_event, sessions=res.db, js=res.jetstream),
+            batch=settings.consumer_batch,
+            concurrency=settings.consumer_concurrency,
+            ack_wait=settings.ack_wait_seconds,
+        )
+        await bus.serve_requests(
+            res.nats, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(handlers.on_profile_query, sessions=res.db)
+        )
+        async with bus.consuming(res.jetstream, [consumer]):
+            yield
+
+
+def build() -> FastAPI:
+    """The profiles ASGI app."""
+    return create_app("Herald profiles", lifespan, [router])

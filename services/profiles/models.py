@@ -1,0 +1,88 @@
+"""Profiles tables: profiles, identities, the event store and per-day event counts.
+
+The views in the `profiles` schema (`segment_profiles`, `segment_events`, `segment_event_counts`)
+are the read-only contract the segmenter compiles its SQL against; see the migration.
+"""
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Date, DateTime, Index, Integer, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kernel.db import Base
+
+SCHEMA = "profiles"
+
+
+class Profile(Base):
+    __tablename__ = "profiles"
+    __table_args__ = (
+        Index(
+            "profiles_user_id_key",
+            "workspace_id",
+            "user_id",
+            unique=True,
+            postgresql_where="user_id IS NOT NULL",
+        ),
+        {"schema": SCHEMA},
+    )
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(512))
+    traits: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    trait_times: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Identity(Base):
+    """A user id, alias or anonymous id, and the profile it belongs to."""
+
+    __tablename__ = "identities"
+    __table_args__ = (Index("identities_profile", "workspace_id", "profile_id"), {"schema": SCHEMA})
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class StoredEvent(Base):
+    """Every event once (the primary key de-duplicates redeliveries and SDK retries)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("events_profile_name_time", "workspace_id", "profile_id", "name", "timestamp"),
+        Index("events_anonymous", "workspace_id", "anonymous_id"),
+        {"schema": SCHEMA},
+    )
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(600))
+    user_id: Mapped[str | None] = mapped_column(String(512))
+    anonymous_id: Mapped[str | None] = mapped_column(String(512))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    traits: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    context: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EventCount(Base):
+    __tablename__ = "event_counts"
+    __table_args__ = {"schema": SCHEMA}
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(600), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,39 @@
+"""The read-only views the profiles service publishes for other services' SQL (a contract).
+
+Created by the profiles migrations. Columns may be added, never renamed or removed. The
+segmenter compiles segment filters against them; the scheduler reads `segment_events` to find
+exception events.
+"""
+
+from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table
+from sqlalchemy.dialects.postgresql import JSONB
+
+views = MetaData(schema="profiles")
+segment_profiles = Table(
+    "segment_profiles",
+    views,
+    Column("workspace_id", String),
+    Column("profile_id", String),
+    Column("user_id", String),
+    Column("traits", JSONB),
+    Column("first_seen", DateTime(timezone=True)),
+    Column("last_seen", DateTime(timezone=True)),
+)
+segment_events = Table(
+    "segment_events",
+    views,
+    Column("workspace_id", String),
+    Column("profile_id", String),
+    Column("name", String),
+    Column("properties", JSONB),
+    Column("timestamp", DateTime(timezone=True)),
+)
+segment_event_counts = Table(
+    "segment_event_counts",
+    views,
+    Column("workspace_id", String),
+    Column("profile_id", String),
+    Column("name", String),
+    Column("day", Date),
+    Column("count", Integer),
+)

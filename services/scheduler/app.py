@@ -1,0 +1,43 @@
+"""Scheduler app factory and lifespan: the API, the PROFILES consumer and the due-send timer."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI
+
+from kernel import bus
+from kernel.contracts import ResolvedEvent
+from kernel.web import create_app, open_resources
+from services.scheduler import handlers
+from services.scheduler.api import router
+from services.scheduler.config import get_settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    async with open_resources("scheduler", settings) as res:
+        app.state.resources = res
+        consumer = bus.ConsumerSpec.for_service(
+            "scheduler",
+            ResolvedEvent,
+            partial(handlers.on_resolved_event, sessions=res.db, nc=res.nats),
+            batch=settings.consumer_batch,
+            concurrency=settings.consumer_concurrency,
+            ack_wait=settings.ack_wait_seconds,
+        )
+        stop = asyncio.Event()
+        timer = asyncio.create_task(
+            handlers.run_timer(res.db, res.nats, res.jetstream, stop, settings.poll_seconds, settings.due_batch)
+        )
+        async with bus.consuming(res.jetstream, [consumer]):
+            yield
+            stop.set()
+            await timer
+
+
+def build() -> FastAPI:
+    """The scheduler ASGI app."""
+    return create_app("Herald scheduler", lifespan, [router])

@@ -1,0 +1,58 @@
+"""Scheduler tables: campaigns and the durable send decisions (timers are rows with due_at)."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Index, Integer, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kernel.db import Base
+
+SCHEMA = "scheduler"
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("campaigns_active", "workspace_id", "status"), {"schema": SCHEMA})
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    channel: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    audience: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    delay_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_on: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ScheduledSend(Base):
+    """One decision to message one profile; `status` moves scheduled → requested | cancelled | …"""
+
+    __tablename__ = "sends"
+    __table_args__ = (
+        Index("sends_due", "due_at", postgresql_where="status = 'scheduled'"),
+        Index("sends_profile", "workspace_id", "campaign_id", "profile_id", "status"),
+        Index("sends_user", "workspace_id", "user_id"),
+        {"schema": SCHEMA},
+    )
+
+    send_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    campaign_id: Mapped[str] = mapped_column(String(64))
+    profile_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(512))
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    trigger: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    triggered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

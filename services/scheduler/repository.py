@@ -1,0 +1,116 @@
+"""Scheduler queries."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.scheduler.models import Campaign, ScheduledSend
+from services.profiles.views import segment_events
+
+
+async def add_campaign(session: AsyncSession, campaign: Campaign) -> None:
+    session.add(campaign)
+    await session.flush()
+
+
+async def get_campaign(session: AsyncSession, workspace_id: str, campaign_id: str, lock: bool = False) -> Campaign | None:
+    query = select(Campaign).where(Campaign.workspace_id == workspace_id, Campaign.id == campaign_id)
+    return await session.scalar(query.with_for_update() if lock else query)
+
+
+async def active_campaigns(session: AsyncSession, workspace_id: str) -> list[Campaign]:
+    rows = await session.scalars(
+        select(Campaign).where(Campaign.workspace_id == workspace_id, Campaign.status == "active")
+    )
+    return list(rows)
+
+
+async def record_send(session: AsyncSession, row: dict[str, Any]) -> bool:
+    """Insert a send decision once (its id is deterministic); False if it already existed."""
+    result = await session.execute(
+        insert(ScheduledSend).values(row).on_conflict_do_nothing().returning(ScheduledSend.send_id)
+    )
+    return result.first() is not None
+
+
+async def cancel_pending(
+    session: AsyncSession, workspace_id: str, campaign_id: str, profile_id: str, performed_at: datetime, reason: str
+) -> int:
+    """Cancel this profile's pending sends of a campaign that were triggered before the exception."""
+    result = await session.execute(
+        update(ScheduledSend)
+        .where(
+            ScheduledSend.workspace_id == workspace_id,
+            ScheduledSend.campaign_id == campaign_id,
+            ScheduledSend.profile_id == profile_id,
+            ScheduledSend.status == "scheduled",
+            ScheduledSend.triggered_at <= performed_at,
+        )
+        .values(status="cancelled", reason=reason, updated_at=func.now())
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+async def claim_due(session: AsyncSession, limit: int) -> list[tuple[ScheduledSend, Campaign]]:
+    """Claim due sends of active campaigns; other replicas skip the rows this one locked."""
+    rows = await session.execute(
+        select(ScheduledSend, Campaign)
+        .join(Campaign, Campaign.id == ScheduledSend.campaign_id)
+        .where(
+            ScheduledSend.status == "scheduled",
+            ScheduledSend.due_at <= func.now(),
+            Campaign.status == "active",
+        )
+        .order_by(ScheduledSend.due_at)
+        .limit(limit)
+        .with_for_update(of=ScheduledSend, skip_locked=True)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def exception_performed(
+    session: AsyncSession, send: ScheduledSend, events: list[str], until: datetime
+) -> str | None:
+    """The first exception event the profile performed between the trigger and `until`, if any.
+
+    Reads the profiles service's published `segment_events` view, so an exception that was
+    processed before its trigger (out-of-order delivery) still cancels the send.
+    """
+    if not events:
+        return None
+    e = segment_events.c
+    return await session.scalar(
+        select(e.name)
+        .where(
+            e.workspace_id == send.workspace_id,
+            e.profile_id == send.profile_id,
+            e.name.in_(events),
+            and_(e.timestamp >= send.triggered_at, e.timestamp <= until),
+        )
+        .limit(1)
+    )
+
+
+async def stats(session: AsyncSession, workspace_id: str, campaign_id: str) -> dict[str, int]:
+    rows = await session.execute(
+        select(ScheduledSend.status, func.count())
+        .where(ScheduledSend.workspace_id == workspace_id, ScheduledSend.campaign_id == campaign_id)
+        .group_by(ScheduledSend.status)
+    )
+    return {status: int(n) for status, n in rows}
+
+
+async def sends_for_user(session: AsyncSession, workspace_id: str, user_id: str, limit: int) -> list[tuple[ScheduledSend, str | None]]:
+    rows = await session.execute(
+        select(ScheduledSend, Campaign.name)
+        .outerjoin(Campaign, Campaign.id == ScheduledSend.campaign_id)
+        .where(ScheduledSend.workspace_id == workspace_id, ScheduledSend.user_id == user_id)
+        .order_by(ScheduledSend.created_at.desc())
+        .limit(limit)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+

@@ -1,0 +1,189 @@
+"""Scheduler use cases: campaigns, trigger → durable send, due send → SENDS."""
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kernel import bus
+from kernel.contracts import (
+    AUDIENCE_QUERY_SUBJECT,
+    AudienceAnswer,
+    AudienceQuery,
+    ResolvedEvent,
+    SendRequested,
+    TriggerEvent,
+)
+from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
+from services.scheduler import domain, repository
+from services.scheduler.models import Campaign, ScheduledSend
+from services.scheduler.schemas import CampaignIn
+
+
+async def in_audience(nc: NATS, workspace_id: str, segment_id: str, profile_id: str) -> AudienceAnswer:
+    """Ask the segmenter, live, whether a profile is in a segment."""
+    return await bus.request(
+        nc,
+        AUDIENCE_QUERY_SUBJECT,
+        AudienceQuery(workspace_id=workspace_id, segment_id=segment_id, profile_id=profile_id),
+        AudienceAnswer,
+    )
+
+
+async def create_campaign(session: AsyncSession, nc: NATS, workspace_id: str, body: CampaignIn) -> Campaign:
+    """Store a draft campaign after checking that its audience segment exists."""
+    segment_id = body.audience.segment_id if body.audience else None
+    if segment_id:
+        try:
+            answer = await in_audience(nc, workspace_id, segment_id, "-")
+        except Exception as exc:
+            raise Unavailable("the segmenter did not answer; retry") from exc
+        if not answer.found:
+            raise Unprocessable(
+                [{"loc": ["audience", "segment_id"], "msg": f"no segment {segment_id!r} in this workspace"}]
+            )
+    campaign = Campaign(
+        id=f"cmp_{secrets.token_hex(8)}",
+        workspace_id=workspace_id,
+        name=body.name,
+        status="draft",
+        channel=body.channel,
+        trigger=body.trigger.model_dump(mode="json"),
+        audience=body.audience.model_dump(mode="json") if body.audience else None,
+        delay_seconds=body.delay_seconds,
+        cancel_on=body.cancel_on,
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
+        message=body.message,
+    )
+    await repository.add_campaign(session, campaign)
+    return campaign
+
+
+async def get_campaign(session: AsyncSession, workspace_id: str, campaign_id: str, lock: bool = False) -> Campaign:
+    campaign = await repository.get_campaign(session, workspace_id, campaign_id, lock)
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id!r} in this workspace")
+    return campaign
+
+
+async def set_status(session: AsyncSession, workspace_id: str, campaign_id: str, action: str) -> Campaign:
+    """Launch (draft/paused → active) or pause (active → paused) a campaign."""
+    campaign = await get_campaign(session, workspace_id, campaign_id, lock=True)
+    if action == "launch":
+        if campaign.ends_at and campaign.ends_at <= datetime.now(UTC):
+            raise Conflict("this campaign's ends_at has passed; it cannot be launched")
+        if campaign.status == "active":
+            return campaign
+        campaign.status = "active"
+    else:
+        if campaign.status != "active":
+            raise Conflict(f"only an active campaign can be paused (it is {campaign.status})")
+        campaign.status = "paused"
+    campaign.updated_at = datetime.now(UTC)
+    await session.flush()
+    return campaign
+
+
+async def on_event(session: AsyncSession, nc: NATS, resolved: ResolvedEvent) -> None:
+    """Cancel sends this event is an exception for; schedule sends it triggers."""
+    event = resolved.event
+    name = event.display_name
+    now = datetime.now(UTC)
+    for campaign in await repository.active_campaigns(session, resolved.workspace_id):
+        if name in campaign.cancel_on:
+            await repository.cancel_pending(
+                session, resolved.workspace_id, campaign.id, resolved.profile_id, event.timestamp,
+                f"exception event {name!r} performed",
+            )
+        if not domain.matches_trigger(campaign.trigger, name, event.properties):
+            continue
+        if not domain.in_window(campaign.starts_at, campaign.ends_at, now):
+            continue
+        status, reason = "scheduled", None
+        segment_id = (campaign.audience or {}).get("segment_id")
+        if segment_id:
+            answer = await in_audience(nc, resolved.workspace_id, segment_id, resolved.profile_id)
+            if not answer.member:
+                status, reason = "not_in_audience", f"not in segment {segment_id} when triggered"
+        trigger = TriggerEvent(
+            message_id=event.message_id, name=name, properties=event.properties, timestamp=event.timestamp
+        )
+        await repository.record_send(
+            session,
+            {
+                "send_id": domain.send_id(campaign.id, event.message_id, resolved.profile_id),
+                "workspace_id": resolved.workspace_id,
+                "campaign_id": campaign.id,
+                "profile_id": resolved.profile_id,
+                "user_id": resolved.user_id,
+                "channel": campaign.channel,
+                "status": status,
+                "reason": reason,
+                "trigger": trigger.model_dump(mode="json"),
+                "triggered_at": event.timestamp,
+                "due_at": now + timedelta(seconds=campaign.delay_seconds),
+            },
+        )
+
+
+async def release_due(session: AsyncSession, nc: NATS, limit: int) -> list[SendRequested]:
+    """Claim due sends and decide each: cancelled, out of audience, or requested (returned)."""
+    now = datetime.now(UTC)
+    requested: list[SendRequested] = []
+    for send, campaign in await repository.claim_due(session, limit):
+        decision = await _decide(session, nc, send, campaign, now)
+        send.updated_at = now
+        if decision is not None:
+            send.status, send.reason = decision
+            continue
+        send.status = "requested"
+        requested.append(
+            SendRequested(
+                send_id=send.send_id,
+                workspace_id=send.workspace_id,
+                campaign_id=send.campaign_id,
+                channel=send.channel,  # type: ignore[arg-type]
+                profile_id=send.profile_id,
+                user_id=send.user_id,
+                message=campaign.message,
+                trigger=TriggerEvent.model_validate(send.trigger),
+                requested_at=now,
+            )
+        )
+    await session.flush()
+    return requested
+
+
+async def _decide(
+    session: AsyncSession, nc: NATS, send: ScheduledSend, campaign: Campaign, now: datetime
+) -> tuple[str, str] | None:
+    if campaign.ends_at and now >= campaign.ends_at:
+        return "cancelled", "campaign ended before the send was due"
+    exception = await repository.exception_performed(session, send, campaign.cancel_on, now)
+    if exception:
+        return "cancelled", f"exception event {exception!r} performed"
+    segment_id = (campaign.audience or {}).get("segment_id")
+    if segment_id:
+        answer = await in_audience(nc, send.workspace_id, segment_id, send.profile_id)
+        if not answer.member:
+            return "not_in_audience", f"left segment {segment_id} before the send was due"
+    return None
+
+
+def describe_send(send: ScheduledSend, campaign_name: str | None) -> dict[str, Any]:
+    return {
+        "send_id": send.send_id,
+        "campaign_id": send.campaign_id,
+        "campaign_name": campaign_name,
+        "channel": send.channel,
+        "status": send.status,
+        "reason": send.reason,
+        "triggered_at": send.triggered_at,
+        "due_at": send.due_at,
+        "created_at": send.created_at,
+    }
+
+

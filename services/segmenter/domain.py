@@ -1,0 +1,252 @@
+"""Pure segment rules: parse a filter tree (with precise errors) and compile it to SQL.
+
+A filter is a tree of `all` / `any` / `not` over conditions:
+
+- trait conditions, `{"trait": "city", "op": "eq", "value": "Berlin"}`;
+- behaviour, `{"event": "Order Completed", "count": {"gte": 3}, "within_days": 30,
+  "where": [{"property": "total", "op": "gt", "value": 50}]}`.
+
+Semantics, chosen to match what a marketer reads: a condition on a missing trait is false, so
+`neq` and `not` include users who lack the trait; `gt`/`gte`/`lt`/`lte` compare numbers with
+numbers and strings with strings (ISO dates compare correctly as strings); `contains` is a
+case-insensitive substring on strings and membership on arrays; `in` takes a list.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+from sqlalchemy import (
+    ColumnElement,
+    Numeric,
+    and_,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.sql.elements import KeyedColumnElement
+
+from services.profiles.views import segment_events, segment_profiles
+
+OPS = ("eq", "neq", "gt", "gte", "lt", "lte", "exists", "not_exists", "contains", "in")
+ORDERED = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
+MAX_DEPTH = 12
+MAX_CONDITIONS = 100
+
+
+class FilterError(ValueError):
+    """A filter that cannot be compiled, with where in the tree and why."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Compare:
+    key: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Performed:
+    event: str
+    gte: int | None
+    lte: int | None
+    within_days: int | None
+    where: tuple[Compare, ...]
+
+
+@dataclass(frozen=True)
+class AllOf:
+    children: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    children: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    child: "Node"
+
+
+Node = Union[AllOf, AnyOf, Not, Compare, Performed]
+
+
+def parse(obj: Any, path: str = "filter", depth: int = 0, budget: list[int] | None = None) -> Node:
+    """Parse and check a filter tree; raises FilterError naming the first problem."""
+    budget = budget if budget is not None else [MAX_CONDITIONS]
+    if depth > MAX_DEPTH:
+        raise FilterError(path, f"nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(obj, dict):
+        raise FilterError(path, "must be an object")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise FilterError(path, f"more than {MAX_CONDITIONS} conditions")
+    kinds = [k for k in ("all", "any", "not", "trait", "event") if k in obj]
+    if len(kinds) != 1:
+        raise FilterError(path, "needs exactly one of `all`, `any`, `not`, `trait`, `event`")
+    kind = kinds[0]
+    if kind in ("all", "any"):
+        items = obj[kind]
+        if not isinstance(items, list) or not items:
+            raise FilterError(f"{path}.{kind}", "must be a non-empty list")
+        children = tuple(parse(c, f"{path}.{kind}[{i}]", depth + 1, budget) for i, c in enumerate(items))
+        return AllOf(children) if kind == "all" else AnyOf(children)
+    if kind == "not":
+        return Not(parse(obj["not"], f"{path}.not", depth + 1, budget))
+    if kind == "trait":
+        return _parse_compare(obj, "trait", path)
+    return _parse_performed(obj, path)
+
+
+def _parse_compare(obj: dict[str, Any], key_name: str, path: str) -> Compare:
+    key = obj.get(key_name)
+    if not isinstance(key, str) or not key:
+        raise FilterError(f"{path}.{key_name}", "must be a non-empty string")
+    op = obj.get("op")
+    if op not in OPS:
+        raise FilterError(f"{path}.op", f"unknown operator {op!r}; one of {', '.join(OPS)}")
+    value = obj.get("value")
+    if op in ("exists", "not_exists"):
+        return Compare(key, op)
+    if "value" not in obj:
+        raise FilterError(f"{path}.value", f"`{op}` needs a value")
+    if op == "in" and (not isinstance(value, list) or not value):
+        raise FilterError(f"{path}.value", "`in` needs a non-empty list")
+    if op in ORDERED and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+        raise FilterError(f"{path}.value", f"`{op}` compares a number or a string")
+    if op == "contains" and not isinstance(value, (str, int, float, bool)):
+        raise FilterError(f"{path}.value", "`contains` takes a string or a scalar")
+    return Compare(key, op, value)
+
+
+def _count_bound(count: dict[str, Any], path: str) -> tuple[int | None, int | None]:
+    allowed = {"gte", "gt", "lte", "lt", "eq"}
+    unknown = set(count) - allowed
+    if unknown or not count:
+        raise FilterError(path, f"use gte, gt, lte, lt or eq (got {sorted(unknown) or 'nothing'})")
+    for k, v in count.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise FilterError(f"{path}.{k}", "must be a whole number ≥ 0")
+    lows = [count["gte"]] if "gte" in count else []
+    lows += [count["gt"] + 1] if "gt" in count else []
+    highs = [count["lte"]] if "lte" in count else []
+    highs += [count["lt"] - 1] if "lt" in count else []
+    if "eq" in count:
+        lows.append(count["eq"])
+        highs.append(count["eq"])
+    low, high = (max(lows) if lows else None), (min(highs) if highs else None)
+    if low is not None and high is not None and low > high:
+        raise FilterError(path, "no count satisfies these bounds")
+    return low, high
+
+
+def _parse_performed(obj: dict[str, Any], path: str) -> Performed:
+    event = obj.get("event")
+    if not isinstance(event, str) or not event:
+        raise FilterError(f"{path}.event", "must be a non-empty event name")
+    count = obj.get("count", {"gte": 1})
+    if not isinstance(count, dict):
+        raise FilterError(f"{path}.count", "must be an object such as {\"gte\": 3}")
+    low, high = _count_bound(count, f"{path}.count")
+    within = obj.get("within_days")
+    if within is not None and (isinstance(within, bool) or not isinstance(within, int) or within < 1):
+        raise FilterError(f"{path}.within_days", "must be a whole number of days ≥ 1")
+    where = obj.get("where", [])
+    if not isinstance(where, list):
+        raise FilterError(f"{path}.where", "must be a list of property conditions")
+    parsed = tuple(_parse_compare(w, "property", f"{path}.where[{i}]") if isinstance(w, dict)
+                   else _fail(f"{path}.where[{i}]") for i, w in enumerate(where))
+    return Performed(event, low, high, within, parsed)
+
+
+def _fail(path: str) -> Compare:
+    raise FilterError(path, "must be an object")
+
+
+# --- compilation ----------------------------------------------------------------------------
+
+
+def _leaf(expr: ColumnElement[Any]) -> ColumnElement[bool]:
+    # Two-valued logic: a missing or mistyped value makes a condition false, never NULL.
+    return func.coalesce(expr, false())
+
+
+def compare(doc: KeyedColumnElement[Any], c: Compare) -> ColumnElement[bool]:
+    """One comparison on a JSONB document (traits or event properties)."""
+    field = doc[c.key]
+    kind = func.jsonb_typeof(field)
+    if c.op == "exists":
+        return _leaf(kind != "null")
+    if c.op == "not_exists":
+        return not_(_leaf(kind != "null"))
+    if c.op == "eq":
+        return _leaf(doc.contains({c.key: c.value}))
+    if c.op == "neq":
+        return not_(_leaf(doc.contains({c.key: c.value})))
+    if c.op == "in":
+        return or_(*(_leaf(doc.contains({c.key: v})) for v in c.value))
+    if c.op == "contains":
+        text_match = case(
+            (kind == "string", field.astext.ilike(f"%{_escape_like(str(c.value))}%", escape="\\")),
+            else_=None,
+        )
+        array_match = case((kind == "array", field.contains([c.value])), else_=None)
+        return or_(_leaf(text_match), _leaf(array_match))
+    method = ORDERED[c.op]
+    if isinstance(c.value, str):
+        typed = case((kind == "string", field.astext), else_=None)
+        return _leaf(getattr(typed, method)(literal(c.value)))
+    number = case((kind == "number", field.astext.cast(Numeric)), else_=None)
+    return _leaf(getattr(number, method)(literal(c.value, Numeric)))
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def compile_filter(node: Node, now: ColumnElement[Any] | None = None) -> ColumnElement[bool]:
+    """The filter as a boolean SQL expression over `profiles.segment_profiles`."""
+    now = now if now is not None else func.now()
+    p = segment_profiles.c
+    if isinstance(node, AllOf):
+        return and_(true(), *(compile_filter(c, now) for c in node.children))
+    if isinstance(node, AnyOf):
+        return or_(false(), *(compile_filter(c, now) for c in node.children))
+    if isinstance(node, Not):
+        return not_(compile_filter(node.child, now))
+    if isinstance(node, Compare):
+        return compare(p.traits, node)
+    e = segment_events.alias("e")
+    conditions = [
+        e.c.workspace_id == p.workspace_id,
+        e.c.profile_id == p.profile_id,
+        e.c.name == node.event,
+        *(compare(e.c.properties, w) for w in node.where),
+    ]
+    if node.within_days:
+        conditions.append(e.c.timestamp >= now - func.make_interval(0, 0, 0, node.within_days))
+    matching = select(1).where(*conditions).correlate(segment_profiles)
+    if node.gte in (None, 0, 1) and node.lte is None:
+        return exists(matching) if node.gte == 1 else true()
+    if node.lte == 0 and node.gte in (None, 0):
+        return not_(exists(matching))
+    counted = (
+        select(func.count()).where(*conditions).correlate(segment_profiles).scalar_subquery()
+    )
+    bounds = []
+    if node.gte is not None:
+        bounds.append(counted >= node.gte)
+    if node.lte is not None:
+        bounds.append(counted <= node.lte)
+    return and_(*bounds)

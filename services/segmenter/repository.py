@@ -1,0 +1,102 @@
+"""Segmenter queries."""
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, insert, literal, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.profiles.views import segment_profiles
+from services.segmenter.models import Membership, Segment
+
+
+async def add_segment(session: AsyncSession, segment: Segment) -> None:
+    session.add(segment)
+    await session.flush()
+
+
+async def get_segment(session: AsyncSession, workspace_id: str, segment_id: str) -> Segment | None:
+    return await session.scalar(
+        select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id)
+    )
+
+
+async def list_segments(session: AsyncSession, workspace_id: str) -> list[Segment]:
+    rows = await session.scalars(
+        select(Segment).where(Segment.workspace_id == workspace_id).order_by(Segment.created_at)
+    )
+    return list(rows)
+
+
+async def count_matching(session: AsyncSession, workspace_id: str, condition: ColumnElement[bool]) -> int:
+    p = segment_profiles.c
+    total = await session.scalar(
+        select(func.count()).select_from(segment_profiles).where(p.workspace_id == workspace_id, condition)
+    )
+    return int(total or 0)
+
+
+async def backfill(session: AsyncSession, workspace_id: str, segment_id: str, condition: ColumnElement[bool]) -> None:
+    """Store today's members of a new segment in one INSERT … SELECT."""
+    p = segment_profiles.c
+    members = select(literal(workspace_id), literal(segment_id), p.profile_id, p.user_id).where(
+        p.workspace_id == workspace_id, condition
+    )
+    await session.execute(
+        insert(Membership).from_select(["workspace_id", "segment_id", "profile_id", "user_id"], members)
+    )
+
+
+async def evaluate_for_profile(
+    session: AsyncSession, workspace_id: str, profile_id: str, conditions: dict[str, ColumnElement[bool]]
+) -> dict[str, bool] | None:
+    """Every segment's verdict for one profile in one query; None if the profile is gone."""
+    p = segment_profiles.c
+    labelled = [cond.label(f"s{i}") for i, cond in enumerate(conditions.values())]
+    row = (
+        await session.execute(
+            select(p.profile_id, *labelled).where(p.workspace_id == workspace_id, p.profile_id == profile_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return {segment_id: bool(row[i + 1]) for i, segment_id in enumerate(conditions)}
+
+
+async def memberships_of(session: AsyncSession, workspace_id: str, profile_id: str) -> set[str]:
+    rows = await session.scalars(
+        select(Membership.segment_id)
+        .where(Membership.workspace_id == workspace_id, Membership.profile_id == profile_id)
+        .with_for_update()
+    )
+    return set(rows)
+
+
+async def enter(session: AsyncSession, workspace_id: str, profile_id: str, user_id: str | None, segment_ids: list[str]) -> None:
+    if not segment_ids:
+        return
+    rows: list[dict[str, Any]] = [
+        {"workspace_id": workspace_id, "segment_id": s, "profile_id": profile_id, "user_id": user_id}
+        for s in segment_ids
+    ]
+    await session.execute(pg_insert(Membership).values(rows).on_conflict_do_nothing())
+
+
+async def leave(session: AsyncSession, workspace_id: str, profile_id: str, segment_ids: list[str]) -> None:
+    if not segment_ids:
+        return
+    await session.execute(
+        delete(Membership).where(
+            Membership.workspace_id == workspace_id,
+            Membership.profile_id == profile_id,
+            Membership.segment_id.in_(segment_ids),
+        )
+    )
+
+
+async def lock_profile(session: AsyncSession, workspace_id: str, profile_id: str) -> None:
+    """Serialize re-evaluations of one profile, so entered/exited are published exactly once."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 1))"),
+        {"k": f"{workspace_id}\x1f{profile_id}"},
+    )

@@ -1,0 +1,95 @@
+"""Segmenter use cases: define segments, count them, re-evaluate one changed profile."""
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kernel.contracts import AudienceAnswer, AudienceQuery, MembershipChanged, ProfileChanged
+from kernel.errors import NotFound, Unprocessable
+from services.segmenter import domain, repository
+from services.segmenter.models import Segment
+
+
+def compiled(filter_tree: dict[str, Any]) -> ColumnElement[bool]:
+    """The SQL condition of a stored (already validated) filter."""
+    return domain.compile_filter(domain.parse(filter_tree))
+
+
+async def create_segment(session: AsyncSession, workspace_id: str, name: str, filter_tree: dict[str, Any]) -> Segment:
+    """Validate and store a segment, and record who is in it today."""
+    try:
+        condition = domain.compile_filter(domain.parse(filter_tree))
+    except domain.FilterError as exc:
+        raise Unprocessable([{"loc": exc.path.split("."), "msg": exc.message}], error="invalid_filter") from exc
+    segment = Segment(id=f"seg_{secrets.token_hex(8)}", workspace_id=workspace_id, name=name, filter=filter_tree)
+    await repository.add_segment(session, segment)
+    await repository.backfill(session, workspace_id, segment.id, condition)
+    return segment
+
+
+async def get_segment(session: AsyncSession, workspace_id: str, segment_id: str) -> Segment:
+    segment = await repository.get_segment(session, workspace_id, segment_id)
+    if segment is None:
+        raise NotFound(f"no segment {segment_id!r} in this workspace")
+    return segment
+
+
+async def size(session: AsyncSession, segment: Segment) -> int:
+    """The live number of profiles matching the segment, counted in SQL."""
+    return await repository.count_matching(session, segment.workspace_id, compiled(segment.filter))
+
+
+async def reevaluate(session: AsyncSession, change: ProfileChanged) -> list[MembershipChanged]:
+    """Re-evaluate only the changed profile against the workspace's segments."""
+    ws = change.workspace_id
+    now = datetime.now(UTC)
+    out: list[MembershipChanged] = []
+
+    def note(segment_id: str, profile_id: str, user_id: str | None, what: str) -> None:
+        out.append(
+            MembershipChanged(
+                workspace_id=ws, segment_id=segment_id, profile_id=profile_id, user_id=user_id,
+                change=what, at=now, cause_message_id=change.cause_message_id,  # type: ignore[arg-type]
+            )
+        )
+
+    for merged in change.merged_profile_ids:
+        await repository.lock_profile(session, ws, merged)
+        gone = sorted(await repository.memberships_of(session, ws, merged))
+        await repository.leave(session, ws, merged, gone)
+        for segment_id in gone:
+            note(segment_id, merged, None, "exited")
+
+    segments = await repository.list_segments(session, ws)
+    if not segments:
+        return out
+    await repository.lock_profile(session, ws, change.profile_id)
+    verdicts = await repository.evaluate_for_profile(
+        session, ws, change.profile_id, {s.id: compiled(s.filter) for s in segments}
+    )
+    current = await repository.memberships_of(session, ws, change.profile_id)
+    if verdicts is None:  # merged away since: it leaves everything
+        verdicts = {s.id: False for s in segments}
+    entered = sorted(s for s, member in verdicts.items() if member and s not in current)
+    exited = sorted(s for s, member in verdicts.items() if not member and s in current)
+    await repository.enter(session, ws, change.profile_id, change.user_id, entered)
+    await repository.leave(session, ws, change.profile_id, exited)
+    for segment_id in entered:
+        note(segment_id, change.profile_id, change.user_id, "entered")
+    for segment_id in exited:
+        note(segment_id, change.profile_id, change.user_id, "exited")
+    return out
+
+
+async def check_member(session: AsyncSession, query: AudienceQuery) -> AudienceAnswer:
+    """Is this profile in the segment right now? Evaluated live, not from stored memberships."""
+    segment = await repository.get_segment(session, query.workspace_id, query.segment_id)
+    if segment is None:
+        return AudienceAnswer(member=False, found=False)
+    verdicts = await repository.evaluate_for_profile(
+        session, query.workspace_id, query.profile_id, {segment.id: compiled(segment.filter)}
+    )
+    return AudienceAnswer(member=bool(verdicts and verdicts[segment.id]))
