@@ -91,7 +91,8 @@ async def open_resources(name: str, settings: HeraldSettings) -> AsyncIterator[R
         if res.http is not None:
             await res.http.aclose()
         if res.nc is not None and not res.nc.is_closed:
-            await res.nc.drain()
+            # drain() needs a live connection; during an outage there is nothing left to flush.
+            await (res.nc.drain() if res.nc.is_connected else res.nc.close())
         if res.engine is not None:
             await res.engine.dispose()
 

@@ -1,0 +1,83 @@
+"""Session fixtures: real NATS JetStream and PostgreSQL, started from the same wheels `make run` uses."""
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port
+from herald.stack import migrate
+from kernel.db import make_engine, make_sessionmaker
+
+INTERNAL_TOKEN = "test-" + secrets.token_urlsafe(16)
+
+
+class Infra:
+    def __init__(self, nats_url: str, database_url: str, root: Path) -> None:
+        self.nats_url, self.database_url, self.root = nats_url, database_url, root
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """NATS and PostgreSQL for the whole session, migrated, with the streams created."""
+    root = tmp_path_factory.mktemp("herald")
+    nats_server = postgres = None
+    try:
+        nats_server = EmbeddedNats(root / "nats", free_port()).start()
+        postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=False).start()
+        migrate(postgres.url, nats_server.url)
+        os.environ.update(
+            {
+                "HERALD_ENV": "test",
+                "HERALD_DATABASE_URL": postgres.url,
+                "HERALD_NATS_URL": nats_server.url,
+                "HERALD_INTERNAL_TOKEN": INTERNAL_TOKEN,
+                "HERALD_LOG_FORMAT": "console",
+            }
+        )
+        yield Infra(nats_server.url, postgres.url, root)
+    finally:
+        if postgres:
+            postgres.stop()
+        if nats_server:
+            nats_server.stop()
+
+
+@pytest.fixture
+def workspace_id() -> str:
+    """A workspace id nobody else uses, so tests never see each other's data."""
+    return f"ws_{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+async def sessions(infra: Infra) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(infra.database_url, pool_size=5)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def nc(infra: Infra) -> AsyncIterator[NATS]:
+    client = await nats.connect(infra.nats_url)
+    yield client
+    await client.drain()
+
+
+async def eventually(check, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll an async check until it returns something truthy; fail with the last value on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while True:
+        last = await check()
+        if last:
+            return last
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,52 @@
+"""The pull-consumer loop: ack after success, redeliver after a transient failure, drop poison."""
+
+import asyncio
+import uuid
+
+from nats.aio.client import Client as NATS
+from nats.js.api import StreamConfig
+
+from kernel import bus
+from kernel.contracts import MembershipChanged
+from kernel.errors import PermanentError
+
+PAYLOAD = MembershipChanged(
+    workspace_id="ws", segment_id="s", profile_id="p", change="entered", at="2026-11-22T00:00:00Z", cause_message_id="m"
+)
+
+
+async def test_transient_failures_are_redelivered_poison_and_permanent_failures_are_dropped(nc: NATS) -> None:
+    js = nc.jetstream()
+    tag = uuid.uuid4().hex[:10]
+    await js.add_stream(StreamConfig(name=f"T_{tag}", subjects=[f"t{tag}.>"]))
+    seen: list[str] = []
+    done = asyncio.Event()
+    failures = {"transient": 1}
+
+    async def handler(message: MembershipChanged) -> None:
+        seen.append(message.segment_id)
+        if message.segment_id == "flaky" and failures["transient"] > 0:
+            failures["transient"] -= 1
+            raise RuntimeError("database blinked")
+        if message.segment_id == "hopeless":
+            raise PermanentError("cannot ever work")
+        if message.segment_id == "last":
+            done.set()
+
+    spec = bus.ConsumerSpec(stream=f"T_{tag}", durable=f"d{tag}", subject=f"t{tag}.>", model=MembershipChanged, handler=handler)
+    async with bus.consuming(js, [spec]):
+        await js.publish(f"t{tag}.a", b"{not json")
+        for segment in ("flaky", "hopeless", "last"):
+            await js.publish(f"t{tag}.a", PAYLOAD.model_copy(update={"segment_id": segment}).model_dump_json().encode())
+        await asyncio.wait_for(done.wait(), 10)
+        # The flaky message comes back after its backoff and succeeds.
+        await _wait_until(lambda: seen.count("flaky") == 2)
+    assert seen.count("hopeless") == 1  # terminated, not retried
+    info = await js.consumer_info(f"T_{tag}", f"d{tag}")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def _wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)

@@ -1,0 +1,42 @@
+"""Ingest answers 200 only for what JetStream stored, and 503 when it cannot store."""
+
+import orjson
+from nats.aio.client import Client as NATS
+
+from herald.infra import EmbeddedNats, free_port
+from kernel import bus
+from services.ingest.app import build
+from services.ingest.config import get_settings
+from tests.integration.helpers import running
+
+
+async def test_accepted_calls_are_in_the_stream_with_their_message_id(infra, nc: NATS, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
+    sub = await nc.jetstream().subscribe(f"events.{workspace_id}.>", ordered_consumer=True)
+    async with running(build, get_settings, workspace_id) as client:
+        r = await client.post("/v1/track", json={"userId": "u1", "event": "Signed Up", "messageId": "m-1"})
+        assert r.status_code == 200 and r.json() == {"success": True}
+    msg = await sub.next_msg(timeout=5)
+    stored = orjson.loads(msg.data)
+    assert msg.subject == f"events.{workspace_id}.track"
+    assert stored["message_id"] == "m-1" and stored["workspace_id"] == workspace_id
+    assert msg.headers and msg.headers["Nats-Msg-Id"] == f"{workspace_id}:m-1"
+
+
+async def test_nats_down_means_503_with_retry_after_never_200(infra, tmp_path, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
+    private = EmbeddedNats(tmp_path / "nats", free_port()).start()
+    try:
+        setup = await bus.connect(private.url, "setup")
+        await bus.ensure_streams(setup.jetstream())
+        await setup.drain()
+        async with running(build, get_settings, workspace_id, HERALD_NATS_URL=private.url) as client:
+            ok = await client.post("/v1/track", json={"userId": "u1", "event": "Before"})
+            assert ok.status_code == 200
+            private.stop()
+            down = await client.post("/v1/track", json={"userId": "u1", "event": "During"})
+            assert down.status_code == 503
+            assert down.headers["retry-after"]
+            assert down.json()["error"] == "unavailable"
+            batch = await client.post("/v1/batch", json={"batch": [{"type": "track", "userId": "u", "event": "e"}]})
+            assert batch.status_code == 503
+    finally:
+        private.stop()
