@@ -110,11 +110,20 @@ class ConsumerSpec:
 
     @classmethod
     def for_service(
-        cls, service: str, model: type[BaseModel], handler: Callable[[Any], Awaitable[None]], **options: Any
+        cls, service: str, model: type[BaseModel], handler: Callable[[Any], Awaitable[None]], settings: Any
     ) -> "ConsumerSpec":
-        """The spec of a service's own durable consumer, as declared in the contracts."""
+        """A service's own durable consumer, as the contracts declare it, tuned by its settings."""
         stream, durable, subject = CONSUMERS[service]
-        return cls(stream=stream, durable=durable, subject=subject, model=model, handler=handler, **options)
+        return cls(
+            stream=stream,
+            durable=durable,
+            subject=subject,
+            model=model,
+            handler=handler,
+            batch=settings.consumer_batch,
+            concurrency=settings.consumer_concurrency,
+            ack_wait=settings.ack_wait_seconds,
+        )
 
 
 @asynccontextmanager

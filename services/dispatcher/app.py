@@ -41,9 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "dispatcher",
             SendRequested,
             partial(handlers.on_send_requested, deps=deps),
-            batch=settings.consumer_batch,
-            concurrency=settings.consumer_concurrency,
-            ack_wait=settings.ack_wait_seconds,
+            settings,
         )
         async with bus.consuming(res.jetstream, [consumer]):
             yield

@@ -23,9 +23,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "profiles",
             Event,
             partial(handlers.on_event, sessions=res.db, js=res.jetstream),
-            batch=settings.consumer_batch,
-            concurrency=settings.consumer_concurrency,
-            ack_wait=settings.ack_wait_seconds,
+            settings,
         )
         await bus.serve_requests(
             res.nats, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(handlers.on_profile_query, sessions=res.db)

@@ -24,9 +24,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "scheduler",
             ResolvedEvent,
             partial(handlers.on_resolved_event, sessions=res.db, nc=res.nats),
-            batch=settings.consumer_batch,
-            concurrency=settings.consumer_concurrency,
-            ack_wait=settings.ack_wait_seconds,
+            settings,
         )
         stop = asyncio.Event()
         timer = asyncio.create_task(

@@ -23,9 +23,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "segmenter",
             ProfileChanged,
             partial(handlers.on_profile_changed, sessions=res.db, js=res.jetstream),
-            batch=settings.consumer_batch,
-            concurrency=settings.consumer_concurrency,
-            ack_wait=settings.ack_wait_seconds,
+            settings,
         )
         await bus.serve_requests(
             res.nats, AUDIENCE_QUERY_SUBJECT, AudienceQuery, partial(handlers.on_audience_query, sessions=res.db)
