@@ -69,7 +69,14 @@ def _database_url(settings: DevSettings) -> str:
 def up() -> None:
     """Start everything: embedded NATS and PostgreSQL (unless URLs are given), migrations, services, sinks."""
     from herald import infra
-    from herald.stack import create_workspace, load_state, migrate, new_internal_token, save_state, workspace_exists
+    from herald.stack import (
+        create_workspace,
+        load_state,
+        migrate,
+        new_internal_token,
+        save_state,
+        workspace_exists,
+    )
 
     settings = DevSettings()
     data = settings.data_dir.resolve()

@@ -62,10 +62,10 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config)
 
 
-def headers_for(message_id: str) -> dict[str, str]:
-    """Headers for a de-duplicated publish carrying the current correlation id."""
+def headers_for(message_id: str, correlation_id: str | None = None) -> dict[str, str]:
+    """Headers for a de-duplicated publish carrying a correlation id (by default the current one)."""
     headers = {"Nats-Msg-Id": message_id}
-    correlation_id = current_correlation_id()
+    correlation_id = correlation_id or current_correlation_id()
     if correlation_id:
         headers[BUS_CORRELATION_HEADER] = correlation_id
     return headers
@@ -81,12 +81,16 @@ async def publish(
 
 
 async def publish_many(
-    js: JetStreamContext, items: list[tuple[str, bytes, str]], timeout: float = 5.0
+    js: JetStreamContext,
+    items: list[tuple[str, bytes, str]],
+    timeout: float = 5.0,
+    correlation_ids: list[str | None] | None = None,
 ) -> None:
     """Publish (subject, payload, message id) triples pipelined; return once all are stored."""
+    correlation_ids = correlation_ids or [None] * len(items)
     futures = [
-        await js.publish_async(subject, payload, headers=headers_for(message_id))
-        for subject, payload, message_id in items
+        await js.publish_async(subject, payload, headers=headers_for(message_id, correlation))
+        for (subject, payload, message_id), correlation in zip(items, correlation_ids, strict=True)
     ]
     async with asyncio.timeout(timeout):
         for ack in asyncio.as_completed(futures):

@@ -138,6 +138,7 @@ class TriggerEvent(Contract):
     name: str
     properties: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime
+    correlation_id: str | None = None  # of the request that triggered it, for logs across services
 
 
 class SendRequested(Contract):

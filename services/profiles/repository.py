@@ -8,7 +8,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profiles.domain import Identity, KnownProfile
-from services.profiles.models import EventCount, Identity as IdentityRow, Profile, StoredEvent
+from services.profiles.models import EventCount, Profile, StoredEvent
+from services.profiles.models import Identity as IdentityRow
 
 
 async def lock_identities(session: AsyncSession, workspace_id: str, ids: list[Identity]) -> None:

@@ -39,6 +39,7 @@ async def release_due_sends(
                     (send_subject(s.workspace_id, s.channel), s.model_dump_json().encode(), s.send_id)
                     for s in requested
                 ],
+                correlation_ids=[s.trigger.correlation_id if s.trigger else None for s in requested],
             )
     return len(requested)
 

@@ -7,8 +7,8 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scheduler.models import Campaign, ScheduledSend
 from services.profiles.views import segment_events
+from services.scheduler.models import Campaign, ScheduledSend
 
 
 async def add_campaign(session: AsyncSession, campaign: Campaign) -> None:

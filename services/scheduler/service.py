@@ -17,6 +17,7 @@ from kernel.contracts import (
     TriggerEvent,
 )
 from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
+from kernel.logging import current_correlation_id
 from services.scheduler import domain, repository
 from services.scheduler.models import Campaign, ScheduledSend
 from services.scheduler.schemas import CampaignIn
@@ -109,7 +110,11 @@ async def on_event(session: AsyncSession, nc: NATS, resolved: ResolvedEvent) -> 
             if not answer.member:
                 status, reason = "not_in_audience", f"not in segment {segment_id} when triggered"
         trigger = TriggerEvent(
-            message_id=event.message_id, name=name, properties=event.properties, timestamp=event.timestamp
+            message_id=event.message_id,
+            name=name,
+            properties=event.properties,
+            timestamp=event.timestamp,
+            correlation_id=current_correlation_id(),
         )
         await repository.record_send(
             session,

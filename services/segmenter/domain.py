@@ -13,7 +13,7 @@ case-insensitive substring on strings and membership on arrays; `in` takes a lis
 """
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -79,7 +79,7 @@ class Not:
     child: "Node"
 
 
-Node = Union[AllOf, AnyOf, Not, Compare, Performed]
+Node = AllOf | AnyOf | Not | Compare | Performed
 
 
 def parse(obj: Any, path: str = "filter", depth: int = 0, budget: list[int] | None = None) -> Node:

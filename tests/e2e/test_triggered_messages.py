@@ -10,12 +10,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def test_a_triggering_event_delivers_one_personalised_email(ws: Workspace) -> None:
+async def test_a_triggering_event_delivers_one_personalised_email(ws: Workspace, stack) -> None:  # type: ignore[no-untyped-def]
     user, address = unique("ada"), f"{unique('ada')}@example.com"
     await ws.campaign()
     assert (await ws.identify(user, {"first_name": "Ada", "email": address})).json() == {"success": True}
     r = await ws.track(user, properties={"name": "Red Shoes", "price": 150})
     assert r.status_code == 200 and r.json() == {"success": True}
+    correlation_id = r.headers["x-correlation-id"]
 
     emails = await eventually(lambda: ws.emails_to(address), timeout=20)
     assert len(emails) == 1
@@ -29,6 +30,26 @@ async def test_a_triggering_event_delivers_one_personalised_email(ws: Workspace)
     # The delivery is on the user's timeline as an engagement event.
     timeline = await ws.stored(user, count=3)
     assert "$message_sent" in [e["name"] for e in timeline["events"]]
+    # The request's correlation id travelled through every hop to the dispatcher's log.
+    dispatcher_log = (stack.log_dir / "dispatcher.log").read_text()
+    assert any(correlation_id in line and "send_attempted" in line for line in dispatcher_log.splitlines())
+
+
+async def test_a_scheduler_restart_during_the_delay_loses_nothing(ws: Workspace, stack) -> None:  # type: ignore[no-untyped-def]
+    user, address = unique("eve"), f"{unique('eve')}@example.com"
+    await ws.campaign(delay_seconds=3)
+    await ws.identify(user, {"first_name": "Eve", "email": address})
+    await ws.track(user, properties={"name": "Tent", "price": 400})
+    await eventually(lambda: _when(ws.messages(user), lambda ms: ms and ms[0]["status"] == "scheduled"))
+
+    scheduler = stack.procs["scheduler"]
+    scheduler.terminate()
+    assert scheduler.wait(20) in (0, -15)
+    stack.start_one("scheduler")
+    stack.wait_ready(timeout=30)
+
+    emails = await eventually(lambda: ws.emails_to(address), timeout=20)
+    assert len(emails) == 1 and "Eve" in emails[0]["subject"]
 
 
 async def test_an_exception_event_before_the_delay_cancels_the_send(ws: Workspace) -> None:

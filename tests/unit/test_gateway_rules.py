@@ -3,7 +3,13 @@ import gzip
 
 import pytest
 
-from gateway.service import basic_auth_user, bearer_token, body_write_key, decode_body, merge_messages
+from gateway.service import (
+    basic_auth_user,
+    bearer_token,
+    body_write_key,
+    decode_body,
+    merge_messages,
+)
 from kernel.errors import BadRequest, PayloadTooLarge, Unauthorized
 
 

@@ -1,7 +1,14 @@
 from datetime import UTC, datetime, timedelta
 
 from kernel.contracts import Event
-from services.profiles.domain import ANONYMOUS, USER, KnownProfile, apply_traits, merge_traits, resolve
+from services.profiles.domain import (
+    ANONYMOUS,
+    USER,
+    KnownProfile,
+    apply_traits,
+    merge_traits,
+    resolve,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -1,7 +1,15 @@
 import pytest
 from sqlalchemy.dialects import postgresql
 
-from services.segmenter.domain import AllOf, Compare, FilterError, Not, Performed, compile_filter, parse
+from services.segmenter.domain import (
+    AllOf,
+    Compare,
+    FilterError,
+    Not,
+    Performed,
+    compile_filter,
+    parse,
+)
 
 
 def test_the_design_example_parses_to_its_tree() -> None:
