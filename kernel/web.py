@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import httpx
+import nats.errors
 import orjson
+import sqlalchemy.exc
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -176,6 +178,26 @@ async def _herald_error(_: Request, exc: Exception) -> Response:
     return JSON(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
+# A dependency that is down (connection refused, pool exhausted, server gone): 503, never 500.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+)
+
+
+async def _dependency_down(request: Request, exc: Exception) -> Response:
+    log.warning("dependency_unavailable", path=request.url.path, error=repr(exc))
+    return JSON(
+        {"error": "unavailable", "detail": "a dependency (database or bus) is unavailable; retry"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     detail = [
@@ -227,6 +249,8 @@ def create_app(
     app.add_middleware(ObservabilityMiddleware)
     app.add_exception_handler(HeraldError, _herald_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for error in DEPENDENCY_ERRORS:
+        app.add_exception_handler(error, _dependency_down)
     app.include_router(health)
     for router in routers:
         app.include_router(router)

@@ -40,3 +40,17 @@ async def test_nats_down_means_503_with_retry_after_never_200(infra, tmp_path, w
             assert batch.status_code == 503
     finally:
         private.stop()
+
+
+async def test_postgres_down_means_503_at_the_gateway_and_not_ready(infra, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
+    from gateway.app import build as build_gateway
+    from gateway.config import get_settings as gateway_settings
+    from herald.infra import free_port
+
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/herald"
+    async with running(build_gateway, gateway_settings, workspace_id, HERALD_DATABASE_URL=nowhere) as client:
+        r = await client.post("/v1/track", json={"userId": "u", "event": "e"}, auth=("wk_any", ""))
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.json()["error"] == "unavailable"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and "postgresql" in ready.json()["detail"]
