@@ -36,7 +36,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ),
             webhook=WebhookProvider(res.http),
         )
-        deps = handlers.Deps(res.db, res.nats, res.jetstream, providers, settings.max_attempts)
+        deps = handlers.Deps(
+            res.db, res.nats, res.jetstream, providers, settings.max_attempts, settings.ack_wait_seconds
+        )
         consumer = bus.ConsumerSpec.for_service(
             "dispatcher",
             SendRequested,

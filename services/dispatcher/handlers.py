@@ -30,12 +30,14 @@ class Deps:
     js: JetStreamContext
     providers: service.Providers
     max_attempts: int
+    # A `sending` row younger than this is another worker's attempt in progress (the ack wait).
+    in_flight_seconds: float = 30.0
 
 
 async def on_send_requested(send: SendRequested, deps: Deps) -> None:
     """Deliver one send at most once; transient failures are retried with backoff (nak)."""
     async with unit_of_work(deps.sessions) as session:
-        delivery = await service.begin(session, send)
+        delivery = await service.begin(session, send, deps.in_flight_seconds)
     if delivery.status in service.FINAL:
         await _publish_outcome(deps, delivery)
         return

@@ -1,11 +1,12 @@
 """Dispatcher use cases: claim a send once, render it, deliver it, record the outcome."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import Event, ProfileSnapshot, SendRequested
+from kernel.errors import TransientError
 from services.dispatcher import domain, repository
 from services.dispatcher.models import Delivery
 from services.dispatcher.providers import DeliveryError, SmtpProvider, WebhookProvider
@@ -29,11 +30,18 @@ class Result:
     provider_response: str | None = None
 
 
-async def begin(session: AsyncSession, send: SendRequested) -> Delivery:
-    """Claim the send for one attempt. A final row is returned as it is (never sent twice)."""
+async def begin(session: AsyncSession, send: SendRequested, in_flight_seconds: float) -> Delivery:
+    """Claim the send for one attempt. A final row is returned as it is (never sent twice).
+
+    A row left `sending` for less than `in_flight_seconds` belongs to a worker that is still
+    delivering it (a redelivery raced it): that is retried later, not judged.
+    """
     delivery = await repository.lock_delivery(session, send)
     if delivery.status in FINAL:
         return delivery
+    now = datetime.now(UTC)
+    if delivery.status == "sending" and delivery.updated_at > now - timedelta(seconds=in_flight_seconds):
+        raise TransientError("another worker is delivering this send right now")
     if delivery.status == "sending":
         # A worker died mid-attempt: the provider may or may not have delivered. Resending
         # could duplicate the message, so the send is failed with the reason on record.
@@ -42,7 +50,7 @@ async def begin(session: AsyncSession, send: SendRequested) -> Delivery:
     else:
         delivery.status = "sending"
         delivery.attempts += 1
-    delivery.updated_at = datetime.now(UTC)
+    delivery.updated_at = now
     await session.flush()
     return delivery
 

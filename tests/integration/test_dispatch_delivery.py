@@ -3,7 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import httpx
@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from nats.aio.client import Client as NATS
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.infra import free_port
@@ -154,7 +154,15 @@ async def test_an_interrupted_attempt_is_not_resent(deps, hook, sessions, worksp
     profile_id = await person(sessions, workspace_id, {})
     send = a_send(workspace_id, profile_id, "webhook", {"url": url})
     async with unit_of_work(sessions) as s:
-        await service.begin(s, send)  # a worker claimed it ... and died before recording the outcome
+        await service.begin(s, send, deps.in_flight_seconds)  # a worker claimed it ...
+    # ... while it may still be working, a redelivery waits instead of judging it
+    with pytest.raises(TransientError):
+        await handlers.on_send_requested(send, deps)
+    # ... and once the ack wait has passed, it has died before recording the outcome
+    async with unit_of_work(sessions) as s:
+        await s.execute(
+            update(Delivery).where(Delivery.send_id == send.send_id).values(updated_at=NOW - timedelta(minutes=5))
+        )
     await handlers.on_send_requested(send, deps)
     row = await delivery(sessions, send.send_id)
     assert row.status == "failed" and "interrupted" in (row.reason or "")

@@ -1,0 +1,41 @@
+"""SIGTERM under load: the profiles service finishes what it holds, and nothing is lost or doubled."""
+
+import asyncio
+import uuid
+
+from tests.conftest import eventually
+from tests.e2e.conftest import Workspace
+
+USERS, EVENTS_EACH, BATCH = 30, 20, 50
+
+
+async def test_profiles_restarted_mid_stream_counts_every_event_exactly_once(ws: Workspace, stack) -> None:  # type: ignore[no-untyped-def]
+    run = uuid.uuid4().hex[:6]
+    calls = [
+        {"type": "track", "userId": f"load-{run}-{u}", "event": "Load Tested", "messageId": f"{run}-{u}-{i}"}
+        for i in range(EVENTS_EACH)
+        for u in range(USERS)
+    ]
+    batches = [calls[i : i + BATCH] for i in range(0, len(calls), BATCH)]
+    half = len(batches) // 2
+    for batch in batches[:half]:
+        assert (await ws.sdk.post("/v1/batch", json={"batch": batch})).status_code == 200
+
+    profiles = stack.procs["profiles"]
+    profiles.terminate()  # SIGTERM while it is working through the first half
+    ingest_more = asyncio.gather(*(ws.sdk.post("/v1/batch", json={"batch": b}) for b in batches[half:]))
+    code = await asyncio.to_thread(profiles.wait, 40)
+    assert code in (0, -15), f"profiles exited with {code}"
+    assert all(r.status_code == 200 for r in await ingest_more)  # ingest keeps accepting meanwhile
+    stack.start_one("profiles")
+    await asyncio.to_thread(stack.wait_ready, 30)
+
+    async def all_counted() -> dict[str, int] | None:
+        counts = {}
+        for u in range(USERS):
+            profile = await ws.user(f"load-{run}-{u}")
+            counts[u] = profile["computed"]["event_counts"].get("Load Tested", 0) if profile else 0
+        return counts if all(c >= EVENTS_EACH for c in counts.values()) else None
+
+    counts = await eventually(all_counted, timeout=60, interval=0.5)
+    assert set(counts.values()) == {EVENTS_EACH}
