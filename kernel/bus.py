@@ -209,6 +209,20 @@ class Consumer:
                     await self._handle(msg)
             else:
                 await asyncio.gather(*(handle_limited(m) for m in msgs))
+        # A fetch reply can land just after its client-side timeout; those messages wait in the
+        # subscription's queue. Handle them now rather than leave them to the ack wait.
+        for msg in self._late_arrivals(sub):
+            await self._handle(msg)
+
+    @staticmethod
+    def _late_arrivals(sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
+        late: list[Msg] = []
+        while queue is not None and not queue.empty():
+            msg = queue.get_nowait()
+            if msg.reply and msg.reply.startswith("$JS.ACK."):  # skip pull status messages
+                late.append(msg)
+        return late
 
     async def _handle(self, msg: Msg) -> None:
         name = self.spec.durable
