@@ -226,7 +226,6 @@ class Consumer:
 
     async def _handle(self, msg: Msg) -> None:
         name = self.spec.durable
-        structlog.contextvars.clear_contextvars()
         bind_correlation_id((msg.headers or {}).get(BUS_CORRELATION_HEADER))
         delivered = msg.metadata.num_delivered
         try:

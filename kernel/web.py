@@ -147,7 +147,6 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        structlog.contextvars.clear_contextvars()
         raw = dict(scope.get("headers") or [])
         correlation_id = bind_correlation_id(
             raw.get(CORRELATION_HEADER.lower().encode(), b"").decode() or None
