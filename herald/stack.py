@@ -8,13 +8,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.migrate import upgrade_all
 
@@ -177,29 +179,32 @@ def new_internal_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-async def create_workspace(database_url: str, name: str) -> dict[str, str]:
-    """Create a workspace directly in the gateway's schema; returns its credentials."""
-    from gateway import service
+@asynccontextmanager
+async def _gateway_session(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A short-lived engine and one committed unit of work, for the command line."""
     from kernel.db import make_engine, make_sessionmaker, unit_of_work
 
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
     try:
         async with unit_of_work(make_sessionmaker(engine)) as session:
-            created = await service.create_workspace(session, name)
-        return created.model_dump()
+            yield session
     finally:
         await engine.dispose()
+
+
+async def create_workspace(database_url: str, name: str) -> dict[str, str]:
+    """Create a workspace directly in the gateway's schema; returns its credentials."""
+    from gateway import service
+
+    async with _gateway_session(database_url) as session:
+        created = await service.create_workspace(session, name)
+    return created.model_dump()
 
 
 async def workspace_exists(database_url: str, workspace_id: str) -> bool:
     from sqlalchemy import select
 
     from gateway.models import Workspace
-    from kernel.db import make_engine, make_sessionmaker
 
-    engine = make_engine(database_url, pool_size=1, max_overflow=0)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            return await session.scalar(select(Workspace.id).where(Workspace.id == workspace_id)) is not None
-    finally:
-        await engine.dispose()
+    async with _gateway_session(database_url) as session:
+        return await session.scalar(select(Workspace.id).where(Workspace.id == workspace_id)) is not None

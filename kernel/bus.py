@@ -204,11 +204,7 @@ class Consumer:
                 log.warning("consumer_fetch_failed", consumer=self.spec.durable, error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue
-            if self.spec.concurrency == 1:
-                for msg in msgs:
-                    await self._handle(msg)
-            else:
-                await asyncio.gather(*(handle_limited(m) for m in msgs))
+            await asyncio.gather(*(handle_limited(m) for m in msgs))
         # A fetch reply can land just after its client-side timeout; those messages wait in the
         # subscription's queue. Handle them now rather than leave them to the ack wait.
         for msg in self._late_arrivals(sub):

@@ -63,18 +63,15 @@ def events_from_body(
     events = []
     for index, item in enumerate(batch.batch):
         where = f"batch[{index}]"
-        if isinstance(item, dict) and len(orjson.dumps(item)) > settings.max_call_bytes:
+        if len(orjson.dumps(item)) > settings.max_call_bytes:
             raise PayloadTooLarge(f"{where} exceeds {settings.max_call_bytes} bytes")
-        if isinstance(item, dict):
-            item = {
-                **item,
-                "context": {**batch.context, **(item.get("context") or {})},
-                "integrations": {**batch.integrations, **(item.get("integrations") or {})},
-            }
-            if batch.sentAt is not None and not item.get("sentAt"):
-                item["sentAt"] = batch.sentAt.isoformat()
-        if isinstance(item, dict) and "type" not in item:
-            raise BadRequest([{"loc": [where, "type"], "msg": "Field required"}], error="invalid_call")
+        item = {
+            **item,
+            "context": {**batch.context, **(item.get("context") or {})},
+            "integrations": {**batch.integrations, **(item.get("integrations") or {})},
+        }
+        if batch.sentAt is not None and not item.get("sentAt"):
+            item["sentAt"] = batch.sentAt.isoformat()
         events.append(to_event(workspace_id, validate_call(item, None, where), received_at, client_ip))
     return events
 

@@ -114,12 +114,9 @@ async def move_profile(session: AsyncSession, workspace_id: str, source: str, ta
     )
 
 
-async def insert_event(session: AsyncSession, row: dict[str, Any]) -> bool:
-    """Store an event once; False if its messageId was already stored."""
-    result = await session.execute(
-        insert(StoredEvent).values(row).on_conflict_do_nothing().returning(StoredEvent.message_id)
-    )
-    return result.first() is not None
+async def insert_event(session: AsyncSession, row: dict[str, Any]) -> None:
+    """Store an event; the primary key keeps a messageId to one row whatever happens."""
+    await session.execute(insert(StoredEvent).values(row).on_conflict_do_nothing())
 
 
 async def bump_count(session: AsyncSession, workspace_id: str, profile_id: str, name: str, day: date) -> None:

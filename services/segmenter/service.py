@@ -2,8 +2,10 @@
 
 import secrets
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,14 +16,20 @@ from services.segmenter.models import Segment
 
 
 def compiled(filter_tree: dict[str, Any]) -> ColumnElement[bool]:
-    """The SQL condition of a stored (already validated) filter."""
-    return domain.compile_filter(domain.parse(filter_tree))
+    """The SQL condition of a stored (already validated) filter, compiled once per process."""
+    return _compiled(orjson.dumps(filter_tree, option=orjson.OPT_SORT_KEYS))
+
+
+@lru_cache(maxsize=4096)
+def _compiled(canonical: bytes) -> ColumnElement[bool]:
+    # Every profile change re-evaluates every segment of its workspace: parse and compile once.
+    return domain.compile_filter(domain.parse(orjson.loads(canonical)))
 
 
 async def create_segment(session: AsyncSession, workspace_id: str, name: str, filter_tree: dict[str, Any]) -> Segment:
     """Validate and store a segment, and record who is in it today."""
     try:
-        condition = domain.compile_filter(domain.parse(filter_tree))
+        condition = compiled(filter_tree)
     except domain.FilterError as exc:
         raise Unprocessable([{"loc": exc.path.split("."), "msg": exc.message}], error="invalid_filter") from exc
     segment = Segment(id=f"seg_{secrets.token_hex(8)}", workspace_id=workspace_id, name=name, filter=filter_tree)

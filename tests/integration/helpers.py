@@ -1,14 +1,20 @@
 """Run one service's app in-process, lifespan and all, against the session's real infrastructure."""
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from kernel.db import unit_of_work
 from kernel.web import INTERNAL_TOKEN_HEADER, WORKSPACE_HEADER
+from services.profiles.models import Profile
 
 
 @asynccontextmanager
@@ -31,3 +37,14 @@ async def running(build: Any, get_settings: Any, workspace_id: str, **env: str) 
             else:
                 os.environ[key] = value
         get_settings.cache_clear()
+
+
+async def person(sessions: async_sessionmaker[AsyncSession], workspace_id: str, traits: dict) -> str:
+    """A profile with these traits, written straight into the profiles schema; returns its id."""
+    profile_id = f"p_{uuid.uuid4().hex}"
+    async with unit_of_work(sessions) as s:
+        await s.execute(insert(Profile).values(
+            workspace_id=workspace_id, profile_id=profile_id, user_id=profile_id, traits=traits,
+            trait_times={}, first_seen=datetime.now(UTC), last_seen=datetime.now(UTC),
+        ))
+    return profile_id

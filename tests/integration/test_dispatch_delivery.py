@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from nats.aio.client import Client as NATS
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.infra import free_port
@@ -25,7 +25,7 @@ from services.dispatcher import handlers, service
 from services.dispatcher.models import Delivery
 from services.dispatcher.providers import SmtpProvider, WebhookProvider
 from services.profiles import handlers as profile_handlers
-from services.profiles.models import Profile
+from tests.integration.helpers import person
 
 NOW = datetime.now(UTC)
 
@@ -76,16 +76,6 @@ async def deps(sessions: async_sessionmaker[AsyncSession], nc: NATS, smtp) -> As
         providers = service.Providers(SmtpProvider("127.0.0.1", smtp[1], "Herald <t@herald.local>"), WebhookProvider(client))
         yield handlers.Deps(sessions, nc, nc.jetstream(), providers, max_attempts=3)
     await responder.unsubscribe()
-
-
-async def person(sessions: async_sessionmaker[AsyncSession], workspace_id: str, traits: dict) -> str:
-    profile_id = f"p_{uuid.uuid4().hex}"
-    async with unit_of_work(sessions) as s:
-        await s.execute(insert(Profile).values(
-            workspace_id=workspace_id, profile_id=profile_id, user_id=profile_id, traits=traits,
-            trait_times={}, first_seen=NOW, last_seen=NOW,
-        ))
-    return profile_id
 
 
 def a_send(workspace_id: str, profile_id: str, channel: str, message: dict) -> SendRequested:

@@ -10,7 +10,7 @@ from kernel.contracts import ProfileChanged
 from kernel.db import unit_of_work
 from services.profiles.models import Profile
 from services.segmenter import handlers, service
-from tests.integration.test_dispatch_delivery import person
+from tests.integration.helpers import person
 
 
 async def test_entered_then_exited_are_published_once_each(sessions, nc: NATS, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
