@@ -5,12 +5,13 @@ import importlib
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.markup import escape
@@ -36,16 +37,19 @@ class DevSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
-    data_dir: Path = Path(".herald")
-    host: str = "127.0.0.1"
-    gateway_port: int = 8000
-    smtp_port: int = 1025
-    sink_http_port: int = 8025
-    nats_port: int = 4222
-    postgres_port: int = 54329
-    nats_url: str | None = None
-    database_url: str | None = None
-    log_format: str = "console"
+    data_dir: Path = Field(Path(".herald"), description="where the local stack keeps NATS, PostgreSQL and logs")
+    host: str = Field("127.0.0.1", description="address the local stack binds")
+    gateway_port: int = Field(8000, description="the gateway's port; the services take the next five")
+    smtp_port: int = Field(1025, description="the dev SMTP sink's port")
+    sink_http_port: int = Field(8025, description="the dev sinks' HTTP port (caught mail, webhooks)")
+    nats_port: int = Field(4222, description="embedded NATS port")
+    postgres_port: int = Field(54329, description="embedded PostgreSQL port")
+    nats_url: str | None = Field(None, description="use this NATS instead of starting one")
+    database_url: str | None = Field(None, description="use this PostgreSQL instead of starting one")
+    log_format: str = Field("console", description="`console` or `json`")
+    stream_replicas: int = Field(
+        1, description="copies of each stream `herald migrate` creates: 1 on one server, 3 on a cluster"
+    )
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -167,12 +171,34 @@ Try the README's walkthrough with:
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    check: Annotated[bool, typer.Option("--check", help="apply nothing; exit 1 if any schema is behind")] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option("--wait", metavar="SECONDS", help="apply nothing; wait until every schema is up to date"),
+    ] = None,
+) -> None:
     """Apply every service's migrations (one schema each) and create the JetStream streams."""
-    from herald.stack import migrate as run_migrations
+    from kernel.migrate import pending_schemas
 
     settings = DevSettings()
-    schemas = run_migrations(_database_url(settings), settings.nats_url)
+    database_url = _database_url(settings)
+    if check or wait is not None:
+        deadline = time.monotonic() + (wait or 0)
+        while True:
+            try:
+                behind = asyncio.run(pending_schemas(database_url))
+            except OSError as exc:  # the database is not reachable yet
+                behind = [f"(database unreachable: {exc})"]
+            if not behind:
+                console.print("every schema is up to date")
+                return
+            if time.monotonic() >= deadline:
+                raise _fail(f"not migrated yet: {', '.join(behind)}; run `herald migrate`", code=1)
+            time.sleep(2)
+    from herald.stack import migrate as run_migrations
+
+    schemas = run_migrations(database_url, settings.nats_url, settings.stream_replicas)
     console.print(f"migrated schemas: {', '.join(schemas)}" + ("; streams ready" if settings.nats_url else ""))
 
 
@@ -213,6 +239,42 @@ def serve(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(PROCE
         timeout_graceful_shutdown=int(settings.ack_wait_seconds) if hasattr(settings, "ack_wait_seconds") else 10,
         loop="auto",
     )
+
+
+@app.command("settings")
+def settings_command() -> None:
+    """Print the configuration reference: every HERALD_* setting, its default and who reads it."""
+    from herald.reference import collect, markdown_table, service_settings
+
+    typer.echo("## The services\n\n" + markdown_table(service_settings()))
+    typer.echo("\n## The `herald` command (local stack and migrations)\n")
+    typer.echo(markdown_table(collect({"herald": DevSettings})))
+
+
+@app.command()
+def replay(
+    workspace_id: Annotated[str, typer.Argument(help="the workspace whose messages to replay")],
+    since: Annotated[datetime, typer.Option(help="replay what was stored from this time on (UTC if no zone)")],
+    stream: Annotated[str, typer.Option(help="EVENTS, PROFILES, SEGMENTS or SENDS")] = "EVENTS",
+) -> None:
+    """Re-publish one workspace's stored messages; idempotent consumers re-apply only what is missing."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from herald.replay import replay as run_replay
+
+    settings = DevSettings()
+    if not settings.nats_url:
+        raise _fail("set HERALD_NATS_URL to the NATS that holds the streams")
+    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task(f"replaying {stream} for {workspace_id}", total=None)
+        try:
+            count = asyncio.run(
+                run_replay(settings.nats_url, stream, workspace_id, since, lambda d, t: bar.update(task, completed=d, total=t))
+            )
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+    console.print(f"re-published {count} message(s) from {stream} for workspace {workspace_id}")
 
 
 @app.command("create-workspace")

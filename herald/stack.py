@@ -73,13 +73,13 @@ class StackConfig:
         return env
 
 
-def migrate(database_url: str, nats_url: str | None) -> list[str]:
+def migrate(database_url: str, nats_url: str | None, stream_replicas: int = 1) -> list[str]:
     """Apply every schema's migrations and (given NATS) create the streams."""
     from herald.infra import ensure_streams
 
     schemas = upgrade_all(database_url)
     if nats_url:
-        asyncio.run(ensure_streams(nats_url))
+        asyncio.run(ensure_streams(nats_url, stream_replicas))
     return schemas
 
 

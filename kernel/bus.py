@@ -34,9 +34,9 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 
 
 async def connect(url: str, name: str) -> NATS:
-    """Connect to NATS, reconnecting forever once connected."""
+    """Connect to NATS (one URL, or several comma-separated), reconnecting forever once connected."""
     return await nats.connect(
-        url,
+        [server.strip() for server in url.split(",") if server.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -45,14 +45,18 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create Herald's streams, or bring their subjects up to date; safe to run any number of times."""
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create Herald's streams, or bring their subjects and replica count up to date; safe to re-run.
+
+    `replicas` is how many JetStream servers keep a copy: 1 on one server, 3 on a three-node cluster.
+    """
     for name, subjects in STREAMS.items():
         config = StreamConfig(
             name=name,
             subjects=subjects,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
         )
         try:
             await js.stream_info(name)
@@ -227,23 +231,20 @@ class Consumer:
         try:
             payload = self.spec.model.model_validate_json(msg.data)
         except ValidationError as exc:
-            log.error("poison_message", consumer=name, subject=msg.subject, error=str(exc))
-            MESSAGES.labels(name, "poison").inc()
-            await msg.term()
+            await self._give_up(msg, "poison", "poison_message", exc)
             return
         try:
             with HANDLE_SECONDS.labels(name).time():
                 await self.spec.handler(payload)
         except PermanentError as exc:
-            log.error("message_rejected", consumer=name, subject=msg.subject, error=str(exc))
-            MESSAGES.labels(name, "rejected").inc()
-            await msg.term()
+            await self._give_up(msg, "rejected", "message_rejected", exc)
         except Exception as exc:
             delay = backoff_seconds(delivered)
             log.warning(
                 "message_retry",
                 consumer=name,
                 subject=msg.subject,
+                sequence=msg.metadata.sequence.stream,
                 delivered=delivered,
                 delay=delay,
                 error=repr(exc),
@@ -254,6 +255,13 @@ class Consumer:
         else:
             MESSAGES.labels(name, "ok").inc()
             await msg.ack()
+
+    async def _give_up(self, msg: Msg, outcome: str, event: str, exc: Exception) -> None:
+        """Terminate a message that can never succeed: log where it is, count it, never redeliver it."""
+        name = self.spec.durable
+        log.error(event, consumer=name, subject=msg.subject, sequence=msg.metadata.sequence.stream, error=str(exc))
+        MESSAGES.labels(name, outcome).inc()
+        await msg.term()
 
 
 async def serve_requests(

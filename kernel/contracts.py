@@ -50,6 +50,21 @@ def send_subject(workspace_id: str, channel: str) -> str:
     return f"sends.requested.{workspace_id}.{channel}"
 
 
+def workspace_subjects(stream: str, workspace_id: str) -> str:
+    """The filter matching one workspace's messages in a stream (for replays and inspection)."""
+    filters = {
+        "EVENTS": f"events.{workspace_id}.>",
+        "PROFILES": f"profiles.*.{workspace_id}",
+        "SEGMENTS": f"segments.membership.{workspace_id}",
+        "SENDS": f"sends.requested.{workspace_id}.>",
+    }
+    if stream not in filters:
+        raise ValueError(f"unknown stream {stream!r}; one of: {', '.join(filters)}")
+    if not workspace_id or any(c in workspace_id for c in ".*> "):
+        raise ValueError(f"not a workspace id: {workspace_id!r}")
+    return filters[stream]
+
+
 # Request/reply subjects (core NATS, outside every stream).
 PROFILE_QUERY_SUBJECT = "rpc.profiles.get"
 AUDIENCE_QUERY_SUBJECT = "rpc.segmenter.check"

@@ -5,6 +5,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
+
+from kernel.db import make_engine
 
 # Owners of durable state, in dependency order: the segmenter reads the views profiles publishes.
 SCHEMAS: dict[str, str] = {
@@ -34,3 +39,24 @@ def upgrade_all(database_url: str) -> list[str]:
     for schema in SCHEMAS:
         command.upgrade(alembic_config(schema, database_url), "head")
     return list(SCHEMAS)
+
+
+async def pending_schemas(database_url: str) -> list[str]:
+    """The schemas whose applied revision is not their newest one (all of them on an empty database)."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    behind: list[str] = []
+    try:
+        async with engine.connect() as conn:
+            for schema in SCHEMAS:
+                heads = set(ScriptDirectory.from_config(alembic_config(schema, database_url)).get_heads())
+                try:
+                    async with conn.begin_nested():
+                        rows = await conn.execute(text(f'SELECT version_num FROM "{schema}".alembic_version'))
+                        applied = {row[0] for row in rows}
+                except ProgrammingError:  # no version table yet
+                    applied = set()
+                if applied != heads:
+                    behind.append(schema)
+    finally:
+        await engine.dispose()
+    return behind

@@ -1,8 +1,11 @@
-"""Typed settings shared by every process; each service's config.py extends them."""
+"""Typed settings shared by every process; each service's config.py extends them.
+
+Each field's description is the configuration reference (`herald settings`, docs/operations.md).
+"""
 
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_PREFIX = "dev-"
@@ -15,12 +18,15 @@ class HeraldSettings(BaseSettings):
 
     model_config = CONFIG
 
-    env: Literal["development", "test", "production"] = "development"
-    log_format: Literal["console", "json"] = "json"
-    log_level: str = "INFO"
-    host: str = "127.0.0.1"
-    # Shared secret that proves a request came through the gateway; no default anywhere.
-    internal_token: SecretStr
+    env: Literal["development", "test", "production"] = Field(
+        "development", description="`production` refuses secrets that still hold a `dev-` placeholder"
+    )
+    log_format: Literal["console", "json"] = Field("json", description="`json`: one object per line, for log shippers")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    host: str = Field("127.0.0.1", description="address the HTTP server binds; `0.0.0.0` in a container")
+    internal_token: SecretStr = Field(
+        description="shared secret proving a request came through the gateway; no default anywhere"
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> "HeraldSettings":
@@ -38,9 +44,9 @@ class DatabaseSettings(BaseSettings):
 
     model_config = CONFIG
 
-    database_url: str
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    database_url: str = Field(description="PostgreSQL URL, `postgresql://user:password@host:5432/db`")
+    db_pool_size: int = Field(10, description="connections each process keeps open")
+    db_max_overflow: int = Field(10, description="extra connections a process may open under load")
 
 
 class BusSettings(BaseSettings):
@@ -48,6 +54,16 @@ class BusSettings(BaseSettings):
 
     model_config = CONFIG
 
-    nats_url: str
-    # How long JetStream waits for an ack before redelivering; SIGTERM grace must exceed it.
-    ack_wait_seconds: float = 30.0
+    nats_url: str = Field(description="NATS URL, or several comma-separated; credentials as `nats://user:password@host:4222`")
+    ack_wait_seconds: float = Field(
+        30.0, description="how long JetStream waits for an ack before redelivering; SIGTERM grace must exceed it"
+    )
+
+
+class ConsumerSettings(BaseSettings):
+    """Mixin for services that consume a durable JetStream consumer (defaults differ per service)."""
+
+    model_config = CONFIG
+
+    consumer_batch: int = Field(128, description="messages fetched from JetStream per pull")
+    consumer_concurrency: int = Field(8, description="messages handled at once by one process")

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,6 +41,8 @@ class JSON(JSONResponse):
 
 REQUESTS = Counter("herald_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("herald_http_request_seconds", "HTTP request latency", ["method", "route"])
+POOL_IN_USE = Gauge("herald_db_pool_in_use", "Database connections checked out of this process's pool")
+POOL_CAPACITY = Gauge("herald_db_pool_capacity", "Most connections this process's pool may open")
 
 
 @dataclass
@@ -82,6 +84,8 @@ async def open_resources(name: str, settings: HeraldSettings) -> AsyncIterator[R
         res.sessions = db.make_sessionmaker(res.engine)
         engine = res.engine
         res.readiness["postgresql"] = lambda: db.ping(engine)
+        POOL_IN_USE.set_function(engine.pool.checkedout)  # type: ignore[attr-defined]
+        POOL_CAPACITY.set(settings.db_pool_size + settings.db_max_overflow)
     try:
         if isinstance(settings, BusSettings):
             res.nc = await bus.connect(settings.nats_url, name=name)

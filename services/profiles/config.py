@@ -2,11 +2,13 @@
 
 from functools import lru_cache
 
-from kernel.settings import BusSettings, DatabaseSettings, HeraldSettings
+from pydantic import Field
+
+from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings
 
 
-class ProfilesSettings(HeraldSettings, DatabaseSettings, BusSettings):
-    port: int = 8002
+class ProfilesSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings):
+    port: int = Field(8002, description="HTTP port")
     consumer_batch: int = 128
     consumer_concurrency: int = 8
 

@@ -2,16 +2,17 @@
 
 from functools import lru_cache
 
-from kernel.settings import BusSettings, DatabaseSettings, HeraldSettings
+from pydantic import Field
+
+from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings
 
 
-class SchedulerSettings(HeraldSettings, DatabaseSettings, BusSettings):
-    port: int = 8004
+class SchedulerSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings):
+    port: int = Field(8004, description="HTTP port")
     consumer_batch: int = 128
     consumer_concurrency: int = 4
-    # How often an idle replica looks for due sends; each look claims up to `due_batch` rows.
-    poll_seconds: float = 0.25
-    due_batch: int = 200
+    poll_seconds: float = Field(0.25, description="how often an idle replica looks for due sends")
+    due_batch: int = Field(200, description="due sends one look claims at most")
 
 
 @lru_cache

@@ -2,11 +2,13 @@
 
 from functools import lru_cache
 
-from kernel.settings import BusSettings, DatabaseSettings, HeraldSettings
+from pydantic import Field
+
+from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings
 
 
-class SegmenterSettings(HeraldSettings, DatabaseSettings, BusSettings):
-    port: int = 8003
+class SegmenterSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings):
+    port: int = Field(8003, description="HTTP port")
     consumer_batch: int = 128
     consumer_concurrency: int = 4
 
