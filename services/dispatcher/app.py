@@ -30,7 +30,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings.smtp_host,
                 settings.smtp_port,
                 settings.email_from,
-                settings.smtp_username,
+                settings.smtp_username or None,  # an empty value (a ConfigMap default) means no login
                 settings.smtp_password.get_secret_value() if settings.smtp_password else None,
                 settings.smtp_starttls,
             ),
