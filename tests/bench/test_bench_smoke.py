@@ -1,0 +1,35 @@
+"""`make bench` at a tiny size, so that every scenario keeps working between real benchmark runs.
+
+Nothing here judges speed: the figures only have to exist, be positive, and come with their
+baselines; the counts the segment scenario checks against hand-written SQL must agree.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.deploy.manifests import ROOT
+
+SCENARIOS = ("1. Ingest", "2. Event → profile", "3. Trigger latency", "4. Segments", "5. Dispatch", "6. Memory")
+
+
+def test_every_scenario_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--size", "tiny", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("| Scenario | Figure | Herald | Target | Raw baseline | Ratio | Met |")
+    (result,) = tmp_path.glob("bench-tiny-*.json")
+    document = json.loads(result.read_text())
+    assert document["machine"]["cpus"] >= 1 and document["machine"]["versions"]["nats-py"]
+    figures = document["figures"]
+    assert {f["scenario"] for f in figures} == set(SCENARIOS)
+    for f in figures:
+        assert f["value"] > 0, f
+        if f["baseline"]:
+            assert f["baseline_value"] > 0 and f["ratio"] > 0, f
+    memory = [f for f in figures if f["scenario"] == "6. Memory"]
+    assert {f["metric"].split(": ")[1] for f in memory} == {"gateway", "ingest", "profiles", "segmenter", "scheduler", "dispatcher"}
+    assert any("membership" in f["metric"] for f in figures), "the membership latency probe must see entries"
