@@ -30,8 +30,8 @@ async def run_suite(size_name: str, only: list[str], progress: Progress) -> list
                 figures += await SCENARIOS[name](env, size, lambda share, t=task: progress.advance(t, share))
                 progress.update(task, completed=1.0)
         finally:
-            peaks = sampler.stop()
-    return figures + memory(peaks)
+            sampler.stop()
+    return figures + memory(sampler)
 
 
 def main(

@@ -11,19 +11,22 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import nats
 import orjson
 import psutil
+from nats.aio.client import Client as NATS
 
 from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port, port_open, wait_for
 from herald.stack import SERVICES, Stack, StackConfig, create_workspace, migrate
+from kernel.contracts import CONSUMERS
 
 INTERNAL_TOKEN = "bench-internal-token"
 
@@ -92,12 +95,14 @@ class Receiver:
         self.arrivals += [(t, body) for t, body in orjson.loads(r.content)]
         return len(self.arrivals)
 
-    async def wait_for(self, count: int, timeout: float) -> None:
+    async def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until `count` deliveries have arrived in all; False if the timeout came first."""
         deadline = time.monotonic() + timeout
         while await self.refresh() < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.arrivals)} of {count} deliveries arrived within {timeout:.0f}s")
+                return False
             await asyncio.sleep(0.1)
+        return True
 
 
 class RssSampler:
@@ -105,6 +110,7 @@ class RssSampler:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.peaks = dict.fromkeys(pids, 0)
+        self.exited: set[str] = set()  # processes that were gone before the run ended
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -112,18 +118,19 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             for name, proc in self._procs.items():
+                if name in self.exited:
+                    continue
                 try:
                     self.peaks[name] = max(self.peaks[name], proc.memory_info().rss)
-                except psutil.Error:
-                    pass
+                except psutil.NoSuchProcess:
+                    self.exited.add(name)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> dict[str, int]:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        return self.peaks
 
 
 @dataclass
@@ -134,16 +141,14 @@ class Env:
     nats_url: str
     database_url: str
     receiver: Receiver
-    root: Path
-    workspaces: list[dict[str, str]] = field(default_factory=list)
+    nc: NATS  # the bench's own connection, for publishing and consumer state
+    db: asyncpg.Pool  # the bench's own pool, for loading data and checking what was stored
 
     def url(self, service: str) -> str:
         return self.stack.config.url(service)
 
     async def workspace(self, name: str) -> dict[str, str]:
-        created = await create_workspace(self.database_url, name)
-        self.workspaces.append(created)
-        return created
+        return await create_workspace(self.database_url, name)
 
     def sdk(self, ws: dict[str, str], **kw: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url("gateway"), auth=(ws["write_key"], ""), timeout=30, **kw)
@@ -159,15 +164,13 @@ class Env:
 
     async def consumer_backlog(self, service: str) -> int:
         """Messages the service's durable consumer has not yet acked."""
-        from kernel.contracts import CONSUMERS
-
         stream, durable, _ = CONSUMERS[service]
-        nc = await nats.connect(self.nats_url)
-        try:
-            info = await nc.jetstream().consumer_info(stream, durable)
-            return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-        finally:
-            await nc.close()
+        info = await self.nc.jetstream().consumer_info(stream, durable)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def purge(self, subject: str) -> None:
+        """Drop what is left of these EVENTS so that a backlog does not slow the next scenario."""
+        await self.nc.jetstream().purge_stream("EVENTS", subject=subject)
 
 
 @asynccontextmanager
@@ -194,7 +197,13 @@ async def started_env() -> AsyncIterator[Env]:
         stack.start(SERVICES)
         await asyncio.to_thread(stack.wait_ready, 90)
         await receiver.start()
-        yield Env(stack, nats_server.url, postgres.url, receiver, root)
+        nc = await nats.connect(nats_server.url)
+        db = await asyncpg.create_pool(postgres.url, min_size=1, max_size=4)
+        try:
+            yield Env(stack, nats_server.url, postgres.url, receiver, nc, db)
+        finally:
+            await db.close()
+            await nc.close()
     finally:
         await receiver.stop()
         if stack is not None:

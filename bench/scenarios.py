@@ -14,7 +14,7 @@ import nats
 import orjson
 from nats.js.api import StreamConfig
 
-from bench.harness import Env, Figure, parse_only_server
+from bench.harness import Env, Figure, RssSampler, parse_only_server
 from kernel.contracts import SendRequested, send_subject
 from services.profiles.domain import USER
 
@@ -93,14 +93,6 @@ def _limits(clients: int) -> httpx.Limits:
     return httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
 
-async def _purge(env: Env, subject: str) -> None:
-    nc = await nats.connect(env.nats_url)
-    try:
-        await nc.jetstream().purge_stream("EVENTS", subject=subject)
-    finally:
-        await nc.close()
-
-
 # --- 1. ingest ------------------------------------------------------------------------------
 
 
@@ -135,7 +127,7 @@ async def ingest(env: Env, size: Size, advance: Progress) -> list[Figure]:
     async with env.internal("ingest", ws["workspace_id"], limits=_limits(size.clients)) as direct:
         straight = n / await post_all(direct, "/v1/batch", _batches(_calls(f"i{run}", n, users)), size.clients,
                                       lambda s: advance(s * step))
-    await _purge(env, f"events.{ws['workspace_id']}.>")  # the profiles scenario measures that stage
+    await env.purge(f"events.{ws['workspace_id']}.>")  # the profiles scenario measures that stage
     async with parse_only_server() as base, httpx.AsyncClient(
         base_url=base, headers={"X-Herald-Workspace": ws["workspace_id"]}, limits=_limits(size.clients), timeout=30
     ) as parse:
@@ -156,27 +148,18 @@ async def ingest(env: Env, size: Size, advance: Progress) -> list[Figure]:
 # --- 2. event → profile ---------------------------------------------------------------------
 
 
-async def copy_rate(database_url: str, rows: list[tuple[Any, ...]]) -> float:
+async def copy_rate(db: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> float:
     """asyncpg COPY of the same rows into a plain table: rows/s."""
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db.acquire() as conn:
         await conn.execute(
             "CREATE TEMP TABLE bench_copy (workspace_id text, message_id text, profile_id text, type text, "
             "name text, user_id text, properties jsonb, timestamp timestamptz)"
         )
         started = time.perf_counter()
         await conn.copy_records_to_table("bench_copy", records=rows)
-        return len(rows) / (time.perf_counter() - started)
-    finally:
-        await conn.close()
-
-
-async def stored_events(database_url: str, workspace_id: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM profiles.events WHERE workspace_id = $1", workspace_id))
-    finally:
-        await conn.close()
+        elapsed = time.perf_counter() - started
+        await conn.execute("DROP TABLE bench_copy")
+        return len(rows) / elapsed
 
 
 async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figure]:
@@ -189,14 +172,14 @@ async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figu
     stored, note = 0, f"{n:,} events over {users:,} users"
     deadline = started + size.drain_timeout
     while time.perf_counter() < deadline:
-        stored = await stored_events(env.database_url, ws["workspace_id"])
+        stored = await env.db.fetchval("SELECT count(*) FROM profiles.events WHERE workspace_id = $1", ws["workspace_id"])
         advance(0)
         if stored >= n and await env.consumer_backlog("profiles") == 0:
             break
         await asyncio.sleep(0.25)
     elapsed = time.perf_counter() - started
     advance(0.6)
-    await _purge(env, f"events.{ws['workspace_id']}.>")  # what did not drain must not slow what follows
+    await env.purge(f"events.{ws['workspace_id']}.>")  # what did not drain must not slow what follows
     if stored < n:
         note += f"; only {stored:,} stored within {size.drain_timeout:.0f}s (rate over that window)"
     rows = [
@@ -204,7 +187,7 @@ async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figu
          orjson.dumps(c["properties"]).decode(), datetime.now(UTC))
         for c in calls
     ]
-    baseline = await copy_rate(env.database_url, rows)
+    baseline = await copy_rate(env.db, rows)
     advance(0.2)
     return [Figure("2. Event → profile", "accepted → stored on the profile", stored / elapsed, "events/s",
                    "asyncpg COPY, plain table", baseline, TARGETS["profile"], note=note)]
@@ -276,10 +259,7 @@ async def trigger_latency(env: Env, size: Size, advance: Progress) -> list[Figur
                 accepted[i] = time.time()
 
         await paced(count, size.trigger_rate, send, advance)
-    try:
-        await env.receiver.wait_for(first + len(accepted), timeout=size.drain_timeout)
-    except TimeoutError:
-        pass  # reported below: the latencies of what did arrive, and how many did not
+    await env.receiver.wait_for(first + len(accepted), timeout=size.drain_timeout)  # what did not arrive is noted
     advance(0.2)
     latencies = []
     for arrived, raw in env.receiver.arrivals[first:]:
@@ -325,12 +305,11 @@ HAND_SQL = {
 }
 
 
-async def load_population(database_url: str, workspace_id: str, users: int, per_user: int, advance: Progress) -> None:
+async def load_population(db: asyncpg.Pool, workspace_id: str, users: int, per_user: int, advance: Progress) -> None:
     """Profiles, identities, 30 days of events and their daily counts, written with COPY."""
     now = datetime.now(UTC)
     plans, countries = ("free", "pro", "team"), ("DE", "FR", "US", "GB", "NL")
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db.acquire() as conn:
         chunk = 100_000
         for start in range(0, users, chunk):
             ids = range(start, min(users, start + chunk))
@@ -358,16 +337,13 @@ async def load_population(database_url: str, workspace_id: str, users: int, per_
                 "workspace_id", "profile_id", "name", "day", "count"], records=[(*k, v) for k, v in counts.items()])
             advance(0.5 * len(ids) / users)
         await conn.execute("ANALYZE profiles.profiles; ANALYZE profiles.events; ANALYZE profiles.event_counts")
-    finally:
-        await conn.close()
 
 
 async def segments(env: Env, size: Size, advance: Progress) -> list[Figure]:
     ws = await env.workspace("bench-segments")
     wid = ws["workspace_id"]
-    await load_population(env.database_url, wid, size.segment_users, size.segment_events_per_user, advance)
+    await load_population(env.db, wid, size.segment_users, size.segment_events_per_user, advance)
     figures = []
-    conn = await asyncpg.connect(env.database_url)
     async with env.api(ws) as api:
         for name, tree in SEGMENTS.items():
             created = await api.post("/api/v1/segments", json={"name": name, "filter": tree})
@@ -377,7 +353,7 @@ async def segments(env: Env, size: Size, advance: Progress) -> list[Figure]:
             herald = time.perf_counter() - started
             r.raise_for_status()
             started = time.perf_counter()
-            expected = await conn.fetchval(HAND_SQL[name], wid)
+            expected = await env.db.fetchval(HAND_SQL[name], wid)
             hand = time.perf_counter() - started
             assert r.json()["size"] == expected, f"{name}: Herald counted {r.json()['size']}, SQL {expected}"
             figures.append(Figure("4. Segments", f"count: {name}", herald, "s", "hand-written SQL", hand,
@@ -385,7 +361,6 @@ async def segments(env: Env, size: Size, advance: Progress) -> list[Figure]:
                                   note=f"{size.segment_users:,} users, {size.segment_users * size.segment_events_per_user:,} events; {expected:,} members"))
             advance(0.1)
         # Membership latency: an identify that moves a user into the traits-only segment.
-        nc = await nats.connect(env.nats_url)
         entered: dict[str, float] = {}
         sent: dict[str, float] = {}
 
@@ -394,7 +369,7 @@ async def segments(env: Env, size: Size, advance: Progress) -> list[Figure]:
             if body.get("change") == "entered" and body.get("user_id") in sent:
                 entered.setdefault(body["user_id"], time.time())
 
-        await nc.subscribe(f"segments.membership.{wid}", cb=on_membership)
+        membership = await env.nc.subscribe(f"segments.membership.{wid}", cb=on_membership)
         probes = 50 if size.name == "full" else 10
         async with env.sdk(ws) as sdk:
             for i in range(probes):
@@ -407,8 +382,7 @@ async def segments(env: Env, size: Size, advance: Progress) -> list[Figure]:
         deadline = time.monotonic() + 30
         while len(entered) < len(sent) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        await nc.close()
-    await conn.close()
+        await membership.unsubscribe()
     # Users already in the segment do not "enter" again; count only those that changed.
     latencies = [(entered[u] - sent[u]) * 1000 for u in entered]
     if latencies:
@@ -454,15 +428,14 @@ async def dispatch(env: Env, size: Size, advance: Progress) -> list[Figure]:
         for i in range(n)
     ]
     first = await env.receiver.refresh()
-    nc = await nats.connect(env.nats_url)
-    js = nc.jetstream()
+    js = env.nc.jetstream()
     started = time.perf_counter()
     for start in range(0, n, 500):
         acks = [await js.publish_async(send_subject(wid, "webhook"), s.model_dump_json().encode(),
                                        headers={"Nats-Msg-Id": s.send_id}) for s in sends[start : start + 500]]
         await asyncio.gather(*acks)
-    await nc.close()
-    await env.receiver.wait_for(first + n, timeout=size.drain_timeout)
+    if not await env.receiver.wait_for(first + n, timeout=size.drain_timeout):
+        raise TimeoutError(f"{len(env.receiver.arrivals) - first} of {n} sends delivered within {size.drain_timeout:.0f}s")
     rate = n / (time.perf_counter() - started)
     advance(0.6)
     raw = await raw_post_rate(env.receiver.url, n, 16)
@@ -474,10 +447,11 @@ async def dispatch(env: Env, size: Size, advance: Progress) -> list[Figure]:
 # --- 6. memory ------------------------------------------------------------------------------
 
 
-def memory(peaks: dict[str, int]) -> list[Figure]:
+def memory(sampler: RssSampler) -> list[Figure]:
     return [
-        Figure("6. Memory", f"peak RSS: {name}", rss / 2**20, "MB", target=TARGETS["rss_mb"], higher_is_better=False)
-        for name, rss in peaks.items()
+        Figure("6. Memory", f"peak RSS: {name}", rss / 2**20, "MB", target=TARGETS["rss_mb"], higher_is_better=False,
+               note="exited during the run: peak until then" if name in sampler.exited else "")
+        for name, rss in sampler.peaks.items()
     ]
 
 

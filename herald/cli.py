@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.markup import escape
 
-from herald.stack import PROCESSES, SERVICES, Stack, StackConfig
+from herald.stack import APPS, PROCESSES, Stack, StackConfig
 
 app = typer.Typer(help="Herald: customer engagement you can run yourself.", no_args_is_help=True, add_completion=False)
 console = Console(highlight=False, soft_wrap=True)
@@ -25,10 +25,6 @@ err = Console(stderr=True, highlight=False)
 COLORS = {
     "gateway": "bright_cyan", "ingest": "green", "profiles": "yellow", "segmenter": "magenta",
     "scheduler": "blue", "dispatcher": "bright_red", "sinks": "white", "herald": "bold",
-}
-APPS = {
-    "gateway": ("gateway.app", "gateway.config"),
-    **{s: (f"services.{s}.app", f"services.{s}.config") for s in SERVICES if s != "gateway"},
 }
 
 

@@ -12,17 +12,9 @@ from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
+from herald.stack import APPS
 from kernel.settings import HeraldSettings
 
-# The process that reads each settings class: the gateway and the five services.
-SERVICE_CONFIGS: dict[str, str] = {
-    "gateway": "gateway.config",
-    "ingest": "services.ingest.config",
-    "profiles": "services.profiles.config",
-    "segmenter": "services.segmenter.config",
-    "scheduler": "services.scheduler.config",
-    "dispatcher": "services.dispatcher.config",
-}
 # Settings that hold credentials: they belong in a Secret, never in a ConfigMap.
 SECRET_NAMES = frozenset({"database_url", "internal_token", "smtp_password"})
 REQUIRED = object()  # marks a setting with no default
@@ -30,7 +22,7 @@ REQUIRED = object()  # marks a setting with no default
 
 def settings_class(service: str) -> type[HeraldSettings]:
     """The one HeraldSettings subclass a service's config module defines."""
-    module = importlib.import_module(SERVICE_CONFIGS[service])
+    module = importlib.import_module(APPS[service][1])
     (found,) = {
         obj
         for obj in vars(module).values()
@@ -70,7 +62,7 @@ def collect(classes: dict[str, type[BaseSettings]]) -> dict[str, Setting]:
 
 
 def service_settings() -> dict[str, Setting]:
-    return collect({service: settings_class(service) for service in SERVICE_CONFIGS})
+    return collect({service: settings_class(service) for service in APPS})
 
 
 def _inherited_description(cls: type[BaseSettings], name: str) -> str:
@@ -104,7 +96,7 @@ def markdown_table(settings: dict[str, Setting]) -> str:
             default = values.pop()
         else:
             default = ", ".join(f"{_show(v)} ({reader})" for reader, v in s.defaults.items())
-        readers = "all six" if len(s.defaults) == len(SERVICE_CONFIGS) else ", ".join(s.defaults)
+        readers = "all six" if len(s.defaults) == len(APPS) else ", ".join(s.defaults)
         secret = " **Secret.**" if s.secret else ""
         lines.append(f"| `{s.env}` | {default} | {readers} | {s.description}{secret} |")
     return "\n".join(lines)

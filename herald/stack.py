@@ -22,6 +22,11 @@ from kernel.migrate import upgrade_all
 
 SERVICES = ("ingest", "profiles", "segmenter", "scheduler", "dispatcher", "gateway")
 PROCESSES = (*SERVICES, "sinks")
+# Each service's (app module, settings module), gateway first.
+APPS: dict[str, tuple[str, str]] = {
+    "gateway": ("gateway.app", "gateway.config"),
+    **{s: (f"services.{s}.app", f"services.{s}.config") for s in SERVICES if s != "gateway"},
+}
 Echo = Callable[[str, str], None]
 
 

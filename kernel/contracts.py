@@ -52,16 +52,16 @@ def send_subject(workspace_id: str, channel: str) -> str:
 
 def workspace_subjects(stream: str, workspace_id: str) -> str:
     """The filter matching one workspace's messages in a stream (for replays and inspection)."""
+    if not workspace_id or any(c in workspace_id for c in ".*> "):
+        raise ValueError(f"not a workspace id: {workspace_id!r}")
     filters = {
-        "EVENTS": f"events.{workspace_id}.>",
-        "PROFILES": f"profiles.*.{workspace_id}",
-        "SEGMENTS": f"segments.membership.{workspace_id}",
-        "SENDS": f"sends.requested.{workspace_id}.>",
+        "EVENTS": event_subject(workspace_id, ">"),
+        "PROFILES": f"profiles.*.{workspace_id}",  # profile_changed_subject and profile_event_subject
+        "SEGMENTS": membership_subject(workspace_id),
+        "SENDS": send_subject(workspace_id, ">"),
     }
     if stream not in filters:
         raise ValueError(f"unknown stream {stream!r}; one of: {', '.join(filters)}")
-    if not workspace_id or any(c in workspace_id for c in ".*> "):
-        raise ValueError(f"not a workspace id: {workspace_id!r}")
     return filters[stream]
 
 

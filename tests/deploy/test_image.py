@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from herald.cli import APPS
+from herald.stack import APPS
 from tests.deploy.manifests import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -36,10 +36,15 @@ def instructions() -> list[tuple[str, str]]:
     return found
 
 
-def final_stage() -> list[tuple[str, str]]:
+def stages() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(every step before the final FROM, the final stage's steps)."""
     steps = instructions()
     last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
-    return steps[last_from:]
+    return steps[:last_from], steps[last_from:]
+
+
+def final_stage() -> list[tuple[str, str]]:
+    return stages()[1]
 
 
 def arg_default(name: str) -> str:
@@ -59,7 +64,7 @@ def test_multi_stage_on_slim_python_with_dependencies_in_their_own_layer() -> No
     steps = instructions()
     assert sum(keyword == "FROM" for keyword, _ in steps) >= 2
     assert "slim" in arg_default("PYTHON_IMAGE")
-    build = [(k, r) for k, r in steps[: steps.index(final_stage()[0])]]
+    build = stages()[0]
     copies = [r for k, r in build if k == "COPY"]
     installs = [i for i, (k, r) in enumerate(build) if k == "RUN" and "pip install" in r]
     first_source_copy = next(i for i, (k, r) in enumerate(build) if k == "COPY" and r.startswith("kernel"))

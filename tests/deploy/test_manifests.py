@@ -8,9 +8,9 @@ import pytest
 import typer.main
 import yaml
 
-from herald.cli import APPS, app
+from herald.cli import app
 from herald.reference import service_settings
-from herald.stack import SERVICES
+from herald.stack import APPS, SERVICES
 from kernel.contracts import CONSUMERS, STREAMS
 from tests.deploy.crd_schemas import CRD_SCHEMAS
 from tests.deploy.manifests import (
@@ -121,8 +121,7 @@ def test_dev_runs_one_replica_of_everything_without_autoscalers() -> None:
     dev = load("dev")
     assert not dev.of("ScaledObject") and not dev.of("HorizontalPodAutoscaler")
     assert {d["spec"]["replicas"] for d in dev.of("Deployment").values()} == {1}
-    for kind in ("StatefulSet",):
-        assert set(dev.of(kind)) == {"nats", "postgres"}
+    assert set(dev.of("StatefulSet")) == {"nats", "postgres"}
     nats = pod_spec(dev.one("StatefulSet", "nats"))["containers"][0]
     assert "--jetstream" in nats["args"] and {p["containerPort"] for p in nats["ports"]} == {4222, 8222}
 
@@ -172,10 +171,9 @@ def _provided(m: Manifests, container: Obj) -> tuple[set[str], set[str]]:
             plain |= set(m.one("ConfigMap", source["configMapRef"]["name"])["data"])
         else:
             name = source["secretRef"]["name"]
-            found = m.of("Secret").get(name)
             # Where the overlay leaves the Secret to the operator (prod), it must hold the template's keys.
-            template = SECRET_TEMPLATE if name == SECRET_TEMPLATE["metadata"]["name"] else None
-            keys = (found or template or {}).get("stringData", {}) or (found or {}).get("data", {})
+            found = m.of("Secret").get(name) or (SECRET_TEMPLATE if name == SECRET_TEMPLATE["metadata"]["name"] else {})
+            keys = {**found.get("data", {}), **found.get("stringData", {})}
             assert keys, f"{m.overlay}: secret {name} is neither rendered nor templated"
             secret |= set(keys)
     for entry in container.get("env", []):
