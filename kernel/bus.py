@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import nats
 import nats.errors
@@ -27,7 +27,12 @@ M = TypeVar("M", bound=BaseModel)
 MESSAGES = Counter(
     "herald_bus_messages_total", "Bus messages handled", ["consumer", "outcome"]
 )
-HANDLE_SECONDS = Histogram("herald_bus_handle_seconds", "Time to handle one message", ["consumer"])
+HANDLE_SECONDS = Histogram(
+    "herald_bus_handle_seconds", "Time to handle one message, or one batch for a batched consumer", ["consumer"]
+)
+BATCH_FALLBACKS = Counter(
+    "herald_bus_batch_fallbacks_total", "Batches that failed together and were handled one message at a time", ["consumer"]
+)
 
 # Deduplication window for `Nats-Msg-Id`; later duplicates are absorbed by idempotent consumers.
 DUPLICATE_WINDOW_SECONDS = 120.0
@@ -101,9 +106,23 @@ async def publish_many(
             await ack
 
 
+@dataclass(frozen=True)
+class Delivery(Generic[M]):
+    """One parsed message handed to a batched handler, with the correlation id it travelled with."""
+
+    payload: M
+    correlation_id: str | None = None
+
+
 @dataclass
 class ConsumerSpec:
-    """A durable pull consumer and the typed handler its messages go to."""
+    """A durable pull consumer and the typed handler its messages go to.
+
+    A plain handler takes one payload; `concurrency` of them run at once. A `batched` handler takes
+    a list of `Delivery` (a whole fetch) and must apply it atomically: all of it or none. Up to
+    `concurrency` batches are in flight while the next one is fetched. When a batch fails, each of
+    its messages is retried on its own, so one bad message cannot hold back the rest.
+    """
 
     stream: str
     durable: str
@@ -114,11 +133,16 @@ class ConsumerSpec:
     concurrency: int = 1
     max_deliver: int = 20
     ack_wait: float = 30.0
-
+    batched: bool = False
 
     @classmethod
     def for_service(
-        cls, service: str, model: type[BaseModel], handler: Callable[[Any], Awaitable[None]], settings: Any
+        cls,
+        service: str,
+        model: type[BaseModel],
+        handler: Callable[[Any], Awaitable[None]],
+        settings: Any,
+        batched: bool = False,
     ) -> "ConsumerSpec":
         """A service's own durable consumer, as the contracts declare it, tuned by its settings."""
         stream, durable, subject = CONSUMERS[service]
@@ -131,6 +155,7 @@ class ConsumerSpec:
             batch=settings.consumer_batch,
             concurrency=settings.consumer_concurrency,
             ack_wait=settings.ack_wait_seconds,
+            batched=batched,
         )
 
 
@@ -192,27 +217,49 @@ class Consumer:
 
     async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
         limiter = asyncio.Semaphore(self.spec.concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
 
         async def handle_limited(msg: Msg) -> None:
             async with limiter:
                 await self._handle(msg)
 
         while not self._stop.is_set():
+            if self.spec.batched:
+                await limiter.acquire()  # a free slot before fetching: never hold more than we handle
             try:
                 msgs = await sub.fetch(self.spec.batch, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
-                break
-            except Exception as exc:  # the server went away: keep trying, the client reconnects
+            except Exception as exc:
+                if self.spec.batched:
+                    limiter.release()
+                if isinstance(exc, nats.errors.TimeoutError):
+                    continue
+                if isinstance(exc, (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError)):
+                    break
+                # The server went away: keep trying, the client reconnects.
                 log.warning("consumer_fetch_failed", consumer=self.spec.durable, error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue
-            await asyncio.gather(*(handle_limited(m) for m in msgs))
+            if self.spec.batched:
+                task = asyncio.create_task(self._handle_batch(msgs))
+                in_flight.add(task)
+                task.add_done_callback(lambda t: (in_flight.discard(t), limiter.release(), self._report(t)))
+            else:
+                await asyncio.gather(*(handle_limited(m) for m in msgs))
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)  # each reported by _report
         # A fetch reply can land just after its client-side timeout; those messages wait in the
         # subscription's queue. Handle them now rather than leave them to the ack wait.
-        for msg in self._late_arrivals(sub):
-            await self._handle(msg)
+        late = self._late_arrivals(sub)
+        if self.spec.batched and late:
+            await self._handle_batch(late)
+        else:
+            for msg in late:
+                await self._handle(msg)
+
+    def _report(self, task: "asyncio.Task[None]") -> None:
+        """Log a batch task that died outside the handler (an ack on a closed connection); it redelivers."""
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("batch_task_failed", consumer=self.spec.durable, error=repr(task.exception()))
 
     @staticmethod
     def _late_arrivals(sub: JetStreamContext.PullSubscription) -> list[Msg]:
@@ -224,18 +271,48 @@ class Consumer:
                 late.append(msg)
         return late
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
+        """Hand a whole fetch to a batched handler; if it fails, handle each message on its own."""
         name = self.spec.durable
-        bind_correlation_id((msg.headers or {}).get(BUS_CORRELATION_HEADER))
-        delivered = msg.metadata.num_delivered
+        parsed: list[tuple[Msg, Delivery[Any]]] = []
+        for msg in msgs:
+            delivery = await self._parse(msg)
+            if delivery is not None:
+                parsed.append((msg, delivery))
+        if not parsed:
+            return
+        try:
+            with HANDLE_SECONDS.labels(name).time():
+                await self.spec.handler([delivery for _, delivery in parsed])
+        except Exception as exc:
+            log.warning("batch_failed", consumer=name, size=len(parsed), error=repr(exc))
+            BATCH_FALLBACKS.labels(name).inc()
+            for msg, _ in parsed:
+                await self._handle(msg)
+            return
+        MESSAGES.labels(name, "ok").inc(len(parsed))
+        for msg, _ in parsed:
+            await msg.ack()
+
+    async def _parse(self, msg: Msg) -> "Delivery[Any] | None":
+        """The typed payload, or None after terminating a message that can never parse."""
         try:
             payload = self.spec.model.model_validate_json(msg.data)
         except ValidationError as exc:
             await self._give_up(msg, "poison", "poison_message", exc)
+            return None
+        return Delivery(payload, (msg.headers or {}).get(BUS_CORRELATION_HEADER))
+
+    async def _handle(self, msg: Msg) -> None:
+        name = self.spec.durable
+        delivery = await self._parse(msg)
+        if delivery is None:
             return
+        bind_correlation_id(delivery.correlation_id)
+        delivered = msg.metadata.num_delivered
         try:
             with HANDLE_SECONDS.labels(name).time():
-                await self.spec.handler(payload)
+                await self.spec.handler([delivery] if self.spec.batched else delivery.payload)
         except PermanentError as exc:
             await self._give_up(msg, "rejected", "message_rejected", exc)
         except Exception as exc:

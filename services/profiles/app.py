@@ -22,8 +22,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         consumer = bus.ConsumerSpec.for_service(
             "profiles",
             Event,
-            partial(handlers.on_event, sessions=res.db, js=res.jetstream),
+            partial(handlers.on_events, sessions=res.db, js=res.jetstream),
             settings,
+            batched=True,
         )
         await bus.serve_requests(
             res.nats, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(handlers.on_profile_query, sessions=res.db)

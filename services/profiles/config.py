@@ -9,8 +9,8 @@ from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, Her
 
 class ProfilesSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings):
     port: int = Field(8002, description="HTTP port")
-    consumer_batch: int = 128
-    consumer_concurrency: int = 8
+    consumer_batch: int = 256
+    consumer_concurrency: int = 3
 
 
 @lru_cache

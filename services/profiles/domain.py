@@ -15,7 +15,6 @@ Identity = tuple[str, str]  # (kind, value)
 class KnownProfile:
     profile_id: str
     user_id: str | None
-    created_at: datetime
 
 
 @dataclass

@@ -15,26 +15,21 @@ from kernel.db import unit_of_work
 from services.profiles import service
 
 
-async def on_event(event: Event, sessions: async_sessionmaker[AsyncSession], js: JetStreamContext) -> None:
-    """Apply one event to its profile, commit, then publish the resolved event and the change."""
+async def on_events(
+    deliveries: list[bus.Delivery[Event]], sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
+) -> None:
+    """Apply a batch of events in one transaction, commit, then publish each resolved event and change."""
     async with unit_of_work(sessions) as session:
-        applied = await service.apply_event(session, event)
-    ws = event.workspace_id
-    await bus.publish_many(
-        js,
-        [
-            (
-                profile_event_subject(ws),
-                applied.resolved.model_dump_json().encode(),
-                f"{ws}:event:{event.message_id}",
-            ),
-            (
-                profile_changed_subject(ws),
-                applied.changed.model_dump_json().encode(),
-                f"{ws}:changed:{event.message_id}",
-            ),
-        ],
-    )
+        applied = await service.apply_events(session, [d.payload for d in deliveries])
+    items, correlation_ids = [], []
+    for delivery, result in zip(deliveries, applied, strict=True):
+        ws, message_id = delivery.payload.workspace_id, delivery.payload.message_id
+        items += [
+            (profile_event_subject(ws), result.resolved.model_dump_json().encode(), f"{ws}:event:{message_id}"),
+            (profile_changed_subject(ws), result.changed.model_dump_json().encode(), f"{ws}:changed:{message_id}"),
+        ]
+        correlation_ids += [delivery.correlation_id] * 2
+    await bus.publish_many(js, items, timeout=30.0, correlation_ids=correlation_ids)
 
 
 async def on_profile_query(query: ProfileQuery, sessions: async_sessionmaker[AsyncSession]) -> ProfileSnapshot:

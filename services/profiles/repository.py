@@ -1,6 +1,6 @@
 """Profiles queries; they flush, the edge commits."""
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, tuple_, update
@@ -12,19 +12,30 @@ from services.profiles.models import EventCount, Profile, StoredEvent
 from services.profiles.models import Identity as IdentityRow
 
 
-async def lock_identities(session: AsyncSession, workspace_id: str, ids: list[Identity]) -> None:
-    """Serialize work on these identities across replicas until the transaction ends."""
-    keys = sorted(f"{workspace_id}\x1f{kind}\x1f{value}" for kind, value in ids)
-    for key in keys:
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+async def lock_identities(session: AsyncSession, keys: list[tuple[str, str, str]]) -> None:
+    """Serialize work on these (workspace, kind, value) identities across replicas until commit.
+
+    One statement takes every lock in hash order, so two batches never wait on each other in a cycle.
+    """
+    if not keys:
+        return
+    await session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(h) FROM "
+            "(SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS o"
+        ),
+        {"keys": [f"{ws}\x1f{kind}\x1f{value}" for ws, kind, value in keys]},
+    )
 
 
-async def stored_event_profile(session: AsyncSession, workspace_id: str, message_id: str) -> str | None:
-    return await session.scalar(
-        select(StoredEvent.profile_id).where(
-            StoredEvent.workspace_id == workspace_id, StoredEvent.message_id == message_id
+async def stored_event_profiles(session: AsyncSession, workspace_id: str, message_ids: list[str]) -> dict[str, str]:
+    """The profile each of these already-stored events is on."""
+    rows = await session.execute(
+        select(StoredEvent.message_id, StoredEvent.profile_id).where(
+            StoredEvent.workspace_id == workspace_id, StoredEvent.message_id.in_(message_ids)
         )
     )
+    return {r.message_id: r.profile_id for r in rows}
 
 
 async def find_identities(
@@ -33,7 +44,7 @@ async def find_identities(
     if not ids:
         return {}
     rows = await session.execute(
-        select(IdentityRow.kind, IdentityRow.value, Profile.profile_id, Profile.user_id, Profile.created_at)
+        select(IdentityRow.kind, IdentityRow.value, Profile.profile_id, Profile.user_id)
         .join(
             Profile,
             (Profile.workspace_id == IdentityRow.workspace_id)
@@ -44,7 +55,7 @@ async def find_identities(
             tuple_(IdentityRow.kind, IdentityRow.value).in_(ids),
         )
     )
-    return {(r.kind, r.value): KnownProfile(r.profile_id, r.user_id, r.created_at) for r in rows}
+    return {(r.kind, r.value): KnownProfile(r.profile_id, r.user_id) for r in rows}
 
 
 async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: list[str]) -> dict[str, Profile]:
@@ -66,20 +77,20 @@ def new_profile(workspace_id: str, profile_id: str, user_id: str | None, at: dat
         trait_times={},
         first_seen=at,
         last_seen=at,
+        created_at=datetime.now(UTC),
     )
 
 
-async def link_identities(
-    session: AsyncSession, workspace_id: str, profile_id: str, ids: list[Identity]
-) -> None:
-    if not ids:
+async def link_identities(session: AsyncSession, workspace_id: str, links: dict[Identity, str]) -> None:
+    """Point each identity at its profile, whoever it pointed at before."""
+    if not links:
         return
     stmt = insert(IdentityRow).values(
-        [{"workspace_id": workspace_id, "kind": k, "value": v, "profile_id": profile_id} for k, v in ids]
+        [{"workspace_id": workspace_id, "kind": k, "value": v, "profile_id": p} for (k, v), p in links.items()]
     )
     await session.execute(
         stmt.on_conflict_do_update(
-            index_elements=["workspace_id", "kind", "value"], set_={"profile_id": profile_id}
+            index_elements=["workspace_id", "kind", "value"], set_={"profile_id": stmt.excluded.profile_id}
         )
     )
 
@@ -114,20 +125,26 @@ async def move_profile(session: AsyncSession, workspace_id: str, source: str, ta
     )
 
 
-async def insert_event(session: AsyncSession, row: dict[str, Any]) -> None:
-    """Store an event; the primary key keeps a messageId to one row whatever happens."""
-    await session.execute(insert(StoredEvent).values(row).on_conflict_do_nothing())
+async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Store events; the primary key keeps a messageId to one row whatever happens."""
+    if rows:
+        await session.execute(insert(StoredEvent).on_conflict_do_nothing(), rows)
 
 
-async def bump_count(session: AsyncSession, workspace_id: str, profile_id: str, name: str, day: date) -> None:
-    stmt = insert(EventCount).values(
-        workspace_id=workspace_id, profile_id=profile_id, name=name, day=day, count=1
-    )
+async def bump_counts(session: AsyncSession, workspace_id: str, counts: dict[tuple[str, str, date], int]) -> None:
+    """Add to the per-day counters, keyed (profile id, event name, day)."""
+    if not counts:
+        return
+    stmt = insert(EventCount)
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=["workspace_id", "profile_id", "name", "day"],
-            set_={"count": EventCount.count + 1},
-        )
+            set_={"count": EventCount.count + stmt.excluded.count},
+        ),
+        [
+            {"workspace_id": workspace_id, "profile_id": p, "name": name, "day": day, "count": n}
+            for (p, name, day), n in sorted(counts.items())
+        ],
     )
 
 

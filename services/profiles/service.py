@@ -1,7 +1,9 @@
 """Profiles use cases: apply an event to its profile; read profiles and timelines."""
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,70 +23,138 @@ class Applied:
     duplicate: bool = False
 
 
+async def apply_events(session: AsyncSession, events: list[Event]) -> list[Applied]:
+    """Apply events in order within this transaction, with the result of applying them one at a time.
+
+    Every identity the events name is locked first, in one statement; each workspace's events then
+    cost a handful of set-based statements however many there are.
+    """
+    await repository.lock_identities(
+        session, sorted({(e.workspace_id, *key) for e in events for key in domain.identities_to_lock(e)})
+    )
+    positions: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        positions.setdefault(event.workspace_id, []).append(i)
+    applied: dict[int, Applied] = {}
+    for ws in sorted(positions):
+        batch = _WorkspaceBatch(session, ws)
+        results = await batch.apply([events[i] for i in positions[ws]])
+        applied.update(zip(positions[ws], results, strict=True))
+    return [applied[i] for i in range(len(events))]
+
+
 async def apply_event(session: AsyncSession, event: Event) -> Applied:
     """Resolve identity, merge profiles, store the event once, update traits and counters."""
-    ws = event.workspace_id
-    await repository.lock_identities(session, ws, domain.identities_to_lock(event))
+    return (await apply_events(session, [event]))[0]
 
-    stored_on = await repository.stored_event_profile(session, ws, event.message_id)
-    if stored_on is not None:
-        # Already applied (a redelivery): publish again, in case the first publish was lost.
-        profile = await repository.get_profile(session, ws, stored_on)
+
+class _WorkspaceBatch:
+    """One workspace's events in one transaction: resolved in memory, written in a few statements.
+
+    Identities and profiles are read and locked once; new profiles, links, events and counts are
+    buffered and written together. A merge writes the buffer first, because it moves rows in SQL.
+    """
+
+    def __init__(self, session: AsyncSession, workspace_id: str) -> None:
+        self.session, self.ws = session, workspace_id
+        self.owner: dict[domain.Identity, str] = {}  # identity -> profile id, as of the event in hand
+        self.profiles: dict[str, Profile] = {}  # locked or created in this transaction
+        self.links: dict[domain.Identity, str] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.counts: Counter[tuple[str, str, date]] = Counter()
+
+    async def apply(self, events: list[Event]) -> list[Applied]:
+        keys = sorted({key for e in events for key in domain.identities_to_lock(e)})
+        stored = await repository.stored_event_profiles(self.session, self.ws, [e.message_id for e in events])
+        known = await repository.find_identities(self.session, self.ws, keys)
+        involved = sorted({k.profile_id for k in known.values()})
+        self.profiles = await repository.lock_profiles(self.session, self.ws, involved)
+        if len(self.profiles) != len(involved):
+            raise TransientError("a profile was merged concurrently; retrying")
+        self.owner = {key: k.profile_id for key, k in known.items()}
+
+        results = []
+        for event in events:
+            if event.message_id in stored:
+                results.append(await self._again(event, stored[event.message_id]))
+            else:
+                results.append(await self._apply(event))
+                stored[event.message_id] = results[-1].resolved.profile_id
+        await self._write()
+        return results
+
+    async def _again(self, event: Event, profile_id: str) -> Applied:
+        """Already applied (a redelivery): publish again, in case the first publish was lost."""
+        profile = self.profiles.get(profile_id) or await repository.get_profile(self.session, self.ws, profile_id)
         user_id = profile.user_id if profile else event.user_id
         return Applied(
-            ResolvedEvent(workspace_id=ws, profile_id=stored_on, user_id=user_id, event=event),
-            ProfileChanged(workspace_id=ws, profile_id=stored_on, user_id=user_id, cause_message_id=event.message_id),
+            ResolvedEvent(workspace_id=self.ws, profile_id=profile_id, user_id=user_id, event=event),
+            ProfileChanged(
+                workspace_id=self.ws, profile_id=profile_id, user_id=user_id, cause_message_id=event.message_id
+            ),
             duplicate=True,
         )
 
-    known = await repository.find_identities(session, ws, domain.identities_to_lock(event))
-    plan = domain.resolve(event, known)
-    involved = ([plan.survivor] if plan.survivor else []) + plan.merge
-    locked = await repository.lock_profiles(session, ws, involved)
-    if len(locked) != len(involved):
-        raise TransientError("a profile was merged concurrently; retrying")
+    async def _apply(self, event: Event) -> Applied:
+        known = {}
+        for key in domain.identities_to_lock(event):
+            if (owner := self.owner.get(key)) is not None:
+                known[key] = domain.KnownProfile(owner, self.profiles[owner].user_id)
+        plan = domain.resolve(event, known)
+        if plan.merge:
+            await self._write()
 
-    if plan.survivor is None:
-        profile = repository.new_profile(ws, f"p_{uuid.uuid4().hex}", plan.user_id, event.timestamp)
-        session.add(profile)
-        await session.flush()
-    else:
-        profile = locked[plan.survivor]
+        if plan.survivor is None:
+            profile = repository.new_profile(self.ws, f"p_{uuid.uuid4().hex}", plan.user_id, event.timestamp)
+            self.session.add(profile)
+            self.profiles[profile.profile_id] = profile
+        else:
+            profile = self.profiles[plan.survivor]
+        pid = profile.profile_id
 
-    # Work on copies: JSONB columns mutated in place would look unchanged to SQLAlchemy.
-    traits, times = dict(profile.traits), dict(profile.trait_times)
-    changed: list[str] = []
-    for other_id in plan.merge:
-        other = locked[other_id]
-        changed += domain.merge_traits(traits, times, other.traits, other.trait_times)
-        profile.first_seen = min(profile.first_seen, other.first_seen)
-        profile.last_seen = max(profile.last_seen, other.last_seen)
-        await repository.move_profile(session, ws, other_id, profile.profile_id)
-    await repository.link_identities(session, ws, profile.profile_id, plan.link)
+        # Work on copies: JSONB columns mutated in place would look unchanged to SQLAlchemy.
+        traits, times = dict(profile.traits), dict(profile.trait_times)
+        changed: list[str] = []
+        for other_id in plan.merge:
+            other = self.profiles.pop(other_id)
+            changed += domain.merge_traits(traits, times, other.traits, other.trait_times)
+            profile.first_seen = min(profile.first_seen, other.first_seen)
+            profile.last_seen = max(profile.last_seen, other.last_seen)
+            await repository.move_profile(self.session, self.ws, other_id, pid)
+            self.session.expunge(other)  # deleted in SQL; the session must not flush it again
+            self.owner = {key: pid if owner == other_id else owner for key, owner in self.owner.items()}
+        for key in plan.link:
+            self.links[key] = self.owner[key] = pid
 
-    await repository.insert_event(session, _event_row(event, profile.profile_id))
-    await repository.bump_count(session, ws, profile.profile_id, event.display_name, event.timestamp.date())
+        self.rows.append(_event_row(event, pid))
+        self.counts[(pid, event.display_name, event.timestamp.date())] += 1
+        if event.type == "identify" and event.traits:
+            changed += domain.apply_traits(traits, times, event.traits, event.timestamp)
+        if profile.user_id is None and plan.user_id:
+            profile.user_id = plan.user_id
+        profile.first_seen = min(profile.first_seen, event.timestamp)
+        profile.last_seen = max(profile.last_seen, event.timestamp)
+        profile.traits, profile.trait_times = traits, times
 
-    if event.type == "identify" and event.traits:
-        changed += domain.apply_traits(traits, times, event.traits, event.timestamp)
-    if profile.user_id is None and plan.user_id:
-        profile.user_id = plan.user_id
-    profile.first_seen = min(profile.first_seen, event.timestamp)
-    profile.last_seen = max(profile.last_seen, event.timestamp)
-    profile.traits, profile.trait_times = traits, times
-    await session.flush()
+        return Applied(
+            ResolvedEvent(workspace_id=self.ws, profile_id=pid, user_id=profile.user_id, event=event),
+            ProfileChanged(
+                workspace_id=self.ws,
+                profile_id=pid,
+                user_id=profile.user_id,
+                cause_message_id=event.message_id,
+                changed_traits=sorted(set(changed)),
+                merged_profile_ids=plan.merge,
+            ),
+        )
 
-    return Applied(
-        ResolvedEvent(workspace_id=ws, profile_id=profile.profile_id, user_id=profile.user_id, event=event),
-        ProfileChanged(
-            workspace_id=ws,
-            profile_id=profile.profile_id,
-            user_id=profile.user_id,
-            cause_message_id=event.message_id,
-            changed_traits=sorted(set(changed)),
-            merged_profile_ids=plan.merge,
-        ),
-    )
+    async def _write(self) -> None:
+        """Write what is buffered: profiles (new and changed), identity links, events, counts."""
+        await self.session.flush()
+        await repository.link_identities(self.session, self.ws, self.links)
+        await repository.insert_events(self.session, self.rows)
+        await repository.bump_counts(self.session, self.ws, self.counts)
+        self.links, self.rows, self.counts = {}, [], Counter()
 
 
 def _event_row(event: Event, profile_id: str) -> dict[str, Any]:

@@ -50,3 +50,32 @@ async def _wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.05)
+
+
+async def test_a_batched_handler_gets_whole_fetches_and_a_failed_batch_is_retried_message_by_message(nc: NATS) -> None:
+    js = nc.jetstream()
+    tag = uuid.uuid4().hex[:10]
+    await js.add_stream(StreamConfig(name=f"T_{tag}", subjects=[f"t{tag}.>"]))
+    batches: list[list[str]] = []
+    correlations: list[str | None] = []
+
+    async def handler(deliveries: list[bus.Delivery[MembershipChanged]]) -> None:
+        batches.append([d.payload.segment_id for d in deliveries])
+        correlations.extend(d.correlation_id for d in deliveries)
+        if "hopeless" in batches[-1]:
+            raise PermanentError("cannot ever work")
+
+    # Published before the consumer exists, so its first fetch holds all of them.
+    await js.publish(f"t{tag}.a", b"{not json")
+    for segment in ("one", "two", "hopeless", "three"):
+        body = PAYLOAD.model_copy(update={"segment_id": segment}).model_dump_json().encode()
+        await js.publish(f"t{tag}.a", body, headers=bus.headers_for(segment, correlation_id=f"c-{segment}"))
+    spec = bus.ConsumerSpec(stream=f"T_{tag}", durable=f"d{tag}", subject=f"t{tag}.>", model=MembershipChanged,
+                            handler=handler, batch=10, concurrency=2, batched=True)
+    async with bus.consuming(js, [spec]):
+        await _wait_until(lambda: len(batches) == 5)
+    assert batches[0] == ["one", "two", "hopeless", "three"]  # the poison message never reached it
+    assert batches[1:] == [["one"], ["two"], ["hopeless"], ["three"]]
+    assert correlations[:4] == ["c-one", "c-two", "c-hopeless", "c-three"]
+    info = await js.consumer_info(f"T_{tag}", f"d{tag}")
+    assert info.num_ack_pending == 0 and info.num_pending == 0

@@ -19,7 +19,7 @@ def event(**fields: object) -> Event:
 
 
 def known(profile_id: str, user_id: str | None) -> KnownProfile:
-    return KnownProfile(profile_id, user_id, T0)
+    return KnownProfile(profile_id, user_id)
 
 
 def test_first_sight_creates_a_profile_with_both_ids_linked() -> None:
