@@ -119,9 +119,11 @@ class ConsumerSpec:
     """A durable pull consumer and the typed handler its messages go to.
 
     A plain handler takes one payload; `concurrency` of them run at once. A `batched` handler takes
-    a list of `Delivery` (a whole fetch) and must apply it atomically: all of it or none. Up to
-    `concurrency` batches are in flight while the next one is fetched. When a batch fails, each of
-    its messages is retried on its own, so one bad message cannot hold back the rest.
+    a list of `Delivery` (a whole fetch); up to `concurrency` batches are in flight while the next
+    one is fetched. It either returns None (all done), or a list with one entry per delivery: None
+    for done, or the exception that one failed with (a `PermanentError` is never retried, any other
+    is redelivered with backoff). When it raises, it must have applied nothing, and each message of
+    the batch is retried on its own, so one bad message cannot hold back the rest.
     """
 
     stream: str
@@ -283,16 +285,15 @@ class Consumer:
             return
         try:
             with HANDLE_SECONDS.labels(name).time():
-                await self.spec.handler([delivery for _, delivery in parsed])
+                failures = await self.spec.handler([delivery for _, delivery in parsed])
         except Exception as exc:
             log.warning("batch_failed", consumer=name, size=len(parsed), error=repr(exc))
             BATCH_FALLBACKS.labels(name).inc()
             for msg, _ in parsed:
                 await self._handle(msg)
             return
-        MESSAGES.labels(name, "ok").inc(len(parsed))
-        for msg, _ in parsed:
-            await msg.ack()
+        for (msg, _), failure in zip(parsed, failures or [None] * len(parsed), strict=True):
+            await self._settle(msg, failure)
 
     async def _parse(self, msg: Msg) -> "Delivery[Any] | None":
         """The typed payload, or None after terminating a message that can never parse."""
@@ -309,13 +310,27 @@ class Consumer:
         if delivery is None:
             return
         bind_correlation_id(delivery.correlation_id)
-        delivered = msg.metadata.num_delivered
+        failure: Exception | None = None
         try:
             with HANDLE_SECONDS.labels(name).time():
-                await self.spec.handler([delivery] if self.spec.batched else delivery.payload)
-        except PermanentError as exc:
-            await self._give_up(msg, "rejected", "message_rejected", exc)
+                if self.spec.batched:
+                    failure = ((await self.spec.handler([delivery])) or [None])[0]
+                else:
+                    await self.spec.handler(delivery.payload)
         except Exception as exc:
+            failure = exc
+        await self._settle(msg, failure)
+
+    async def _settle(self, msg: Msg, failure: Exception | None) -> None:
+        """Ack a handled message; terminate a permanent failure; redeliver any other after backoff."""
+        name = self.spec.durable
+        if failure is None:
+            MESSAGES.labels(name, "ok").inc()
+            await msg.ack()
+        elif isinstance(failure, PermanentError):
+            await self._give_up(msg, "rejected", "message_rejected", failure)
+        else:
+            delivered = msg.metadata.num_delivered
             delay = backoff_seconds(delivered)
             log.warning(
                 "message_retry",
@@ -324,14 +339,11 @@ class Consumer:
                 sequence=msg.metadata.sequence.stream,
                 delivered=delivered,
                 delay=delay,
-                error=repr(exc),
-                exc_info=delivered >= 3,
+                error=repr(failure),
+                exc_info=failure if delivered >= 3 else None,
             )
             MESSAGES.labels(name, "retried").inc()
             await msg.nak(delay=delay)
-        else:
-            MESSAGES.labels(name, "ok").inc()
-            await msg.ack()
 
     async def _give_up(self, msg: Msg, outcome: str, event: str, exc: Exception) -> None:
         """Terminate a message that can never succeed: log where it is, count it, never redeliver it."""

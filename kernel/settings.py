@@ -66,4 +66,4 @@ class ConsumerSettings(BaseSettings):
     model_config = CONFIG
 
     consumer_batch: int = Field(128, description="messages fetched from JetStream per pull")
-    consumer_concurrency: int = Field(8, description="messages handled at once by one process; for profiles, whole fetched batches")
+    consumer_concurrency: int = Field(8, description="fetched batches each process handles at once (the next is fetched meanwhile)")

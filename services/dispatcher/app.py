@@ -42,8 +42,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         consumer = bus.ConsumerSpec.for_service(
             "dispatcher",
             SendRequested,
-            partial(handlers.on_send_requested, deps=deps),
+            partial(handlers.on_sends, deps=deps),
             settings,
+            batched=True,
         )
         async with bus.consuming(res.jetstream, [consumer]):
             yield

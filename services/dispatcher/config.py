@@ -9,8 +9,8 @@ from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, Her
 
 class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings):
     port: int = Field(8005, description="HTTP port")
-    consumer_batch: int = 64
-    consumer_concurrency: int = 16
+    consumer_batch: int = 128
+    consumer_concurrency: int = 2
     max_attempts: int = Field(5, description="deliveries tried per send before it is marked failed")
     smtp_host: str = Field("127.0.0.1", description="SMTP relay for email")
     smtp_port: int = Field(1025, description="SMTP relay port")

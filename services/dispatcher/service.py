@@ -30,29 +30,45 @@ class Result:
     provider_response: str | None = None
 
 
-async def begin(session: AsyncSession, send: SendRequested, in_flight_seconds: float) -> Delivery:
-    """Claim the send for one attempt. A final row is returned as it is (never sent twice).
+async def begin_many(
+    session: AsyncSession, sends: list[SendRequested], in_flight_seconds: float
+) -> list[Delivery | TransientError]:
+    """Claim each send for one attempt, in one statement pair; a final row is returned as it is.
 
     A row left `sending` for less than `in_flight_seconds` belongs to a worker that is still
-    delivering it (a redelivery raced it): that is retried later, not judged.
+    delivering it (a redelivery raced it): that send gets a TransientError, to be retried later.
     """
-    delivery = await repository.lock_delivery(session, send)
-    if delivery.status in FINAL:
-        return delivery
+    rows = await repository.lock_deliveries(session, sends)
     now = datetime.now(UTC)
-    if delivery.status == "sending" and delivery.updated_at > now - timedelta(seconds=in_flight_seconds):
-        raise TransientError("another worker is delivering this send right now")
-    if delivery.status == "sending":
-        # A worker died mid-attempt: the provider may or may not have delivered. Resending
-        # could duplicate the message, so the send is failed with the reason on record.
-        delivery.status = "failed"
-        delivery.reason = "delivery interrupted mid-attempt; not resent to avoid a duplicate"
-    else:
-        delivery.status = "sending"
-        delivery.attempts += 1
-    delivery.updated_at = now
+    claims: list[Delivery | TransientError] = []
+    for send in sends:
+        delivery = rows[send.send_id]
+        if delivery.status in FINAL:
+            claims.append(delivery)
+            continue
+        if delivery.status == "sending" and delivery.updated_at > now - timedelta(seconds=in_flight_seconds):
+            claims.append(TransientError("another worker is delivering this send right now"))
+            continue
+        if delivery.status == "sending":
+            # A worker died mid-attempt: the provider may or may not have delivered. Resending
+            # could duplicate the message, so the send is failed with the reason on record.
+            delivery.status = "failed"
+            delivery.reason = "delivery interrupted mid-attempt; not resent to avoid a duplicate"
+        else:
+            delivery.status = "sending"
+            delivery.attempts += 1
+        delivery.updated_at = now
+        claims.append(delivery)
     await session.flush()
-    return delivery
+    return claims
+
+
+async def begin(session: AsyncSession, send: SendRequested, in_flight_seconds: float) -> Delivery:
+    """Claim one send (see `begin_many`); raises TransientError while another worker holds it."""
+    claim = (await begin_many(session, [send], in_flight_seconds))[0]
+    if isinstance(claim, TransientError):
+        raise claim
+    return claim
 
 
 async def attempt(send: SendRequested, profile: ProfileSnapshot, providers: Providers) -> Result:
@@ -76,21 +92,22 @@ async def attempt(send: SendRequested, profile: ProfileSnapshot, providers: Prov
         return Result("retry" if exc.transient else "failed", str(exc))
 
 
-async def record(session: AsyncSession, send_id: str, result: Result) -> Delivery:
-    """Store an attempt's result on the delivery row."""
-    delivery = await repository.get_delivery(session, send_id)
-    assert delivery is not None
+async def record_many(session: AsyncSession, results: dict[str, Result]) -> list[Delivery]:
+    """Store each attempt's result (keyed by send id) on its delivery row."""
+    rows = await repository.get_deliveries(session, list(results))
     now = datetime.now(UTC)
-    delivery.status = "retrying" if result.status == "retry" else result.status
-    delivery.reason = result.reason
-    delivery.recipient = result.recipient or delivery.recipient
-    delivery.subject = result.subject or delivery.subject
-    delivery.provider_response = result.provider_response
-    delivery.updated_at = now
-    if result.status == "sent":
-        delivery.sent_at = now
+    for send_id, result in results.items():
+        delivery = rows[send_id]
+        delivery.status = "retrying" if result.status == "retry" else result.status
+        delivery.reason = result.reason
+        delivery.recipient = result.recipient or delivery.recipient
+        delivery.subject = result.subject or delivery.subject
+        delivery.provider_response = result.provider_response
+        delivery.updated_at = now
+        if result.status == "sent":
+            delivery.sent_at = now
     await session.flush()
-    return delivery
+    return [rows[send_id] for send_id in results]
 
 
 def outcome_event(delivery: Delivery) -> Event | None:

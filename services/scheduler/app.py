@@ -20,19 +20,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     async with open_resources("scheduler", settings) as res:
         app.state.resources = res
+        stop, due = asyncio.Event(), asyncio.Event()
         consumer = bus.ConsumerSpec.for_service(
             "scheduler",
             ResolvedEvent,
-            partial(handlers.on_resolved_event, sessions=res.db, nc=res.nats),
+            partial(handlers.on_resolved_events, sessions=res.db, nc=res.nats, due=due),
             settings,
+            batched=True,
         )
-        stop = asyncio.Event()
         timer = asyncio.create_task(
-            handlers.run_timer(res.db, res.nats, res.jetstream, stop, settings.poll_seconds, settings.due_batch)
+            handlers.run_timer(res.db, res.nats, res.jetstream, stop, due, settings.poll_seconds, settings.due_batch)
         )
         async with bus.consuming(res.jetstream, [consumer]):
             yield
             stop.set()
+            due.set()
             await timer
 
 

@@ -11,14 +11,33 @@ from kernel import bus
 from kernel.contracts import ResolvedEvent, send_subject
 from kernel.db import unit_of_work
 from services.scheduler import service
+from services.scheduler.models import Campaign
 
 log = structlog.get_logger(__name__)
 
 
-async def on_resolved_event(resolved: ResolvedEvent, sessions: async_sessionmaker[AsyncSession], nc: NATS) -> None:
-    """Match one event against the workspace's active campaigns."""
+async def on_resolved_events(
+    deliveries: list[bus.Delivery[ResolvedEvent]],
+    sessions: async_sessionmaker[AsyncSession],
+    nc: NATS,
+    due: asyncio.Event,
+) -> None:
+    """Match a batch of events against their workspaces' active campaigns, in one transaction.
+
+    Sends due at once (delay 0) wake the timer instead of waiting for its next look.
+    """
+    campaigns: dict[str, list[Campaign]] = {}
+    due_now = 0
     async with unit_of_work(sessions) as session:
-        await service.on_event(session, nc, resolved)
+        for delivery in deliveries:
+            ws = delivery.payload.workspace_id
+            if ws not in campaigns:
+                campaigns[ws] = await service.active_campaigns(session, ws)
+            due_now += await service.on_event(
+                session, nc, delivery.payload, campaigns[ws], delivery.correlation_id
+            )
+    if due_now:
+        due.set()
 
 
 async def release_due_sends(
@@ -49,11 +68,17 @@ async def run_timer(
     nc: NATS,
     js: JetStreamContext,
     stop: asyncio.Event,
+    due: asyncio.Event,
     poll_seconds: float,
     batch: int,
 ) -> None:
-    """Release due sends until stopped; no state lives here, so a restart loses nothing."""
+    """Release due sends until stopped; no state lives here, so a restart loses nothing.
+
+    It looks every `poll_seconds`, and at once when `due` is set (set `due` after `stop` to end it
+    without waiting out the poll).
+    """
     while not stop.is_set():
+        due.clear()
         try:
             released = await release_due_sends(sessions, nc, js, batch)
         except Exception as exc:
@@ -61,6 +86,6 @@ async def run_timer(
             released = 0
         if released < batch:
             try:
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+                await asyncio.wait_for(due.wait(), timeout=poll_seconds)
             except TimeoutError:
                 pass

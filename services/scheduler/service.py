@@ -88,12 +88,29 @@ async def set_status(session: AsyncSession, workspace_id: str, campaign_id: str,
     return campaign
 
 
-async def on_event(session: AsyncSession, nc: NATS, resolved: ResolvedEvent) -> None:
-    """Cancel sends this event is an exception for; schedule sends it triggers."""
+async def active_campaigns(session: AsyncSession, workspace_id: str) -> list[Campaign]:
+    return await repository.active_campaigns(session, workspace_id)
+
+
+async def on_event(
+    session: AsyncSession,
+    nc: NATS,
+    resolved: ResolvedEvent,
+    campaigns: list[Campaign] | None = None,
+    correlation_id: str | None = None,
+) -> int:
+    """Cancel sends this event is an exception for; schedule sends it triggers.
+
+    `campaigns` are the workspace's active campaigns (read here if not given). Returns how many
+    sends it scheduled that are due at once (delay 0), so the caller can release them now.
+    """
     event = resolved.event
     name = event.display_name
     now = datetime.now(UTC)
-    for campaign in await repository.active_campaigns(session, resolved.workspace_id):
+    due_now = 0
+    if campaigns is None:
+        campaigns = await repository.active_campaigns(session, resolved.workspace_id)
+    for campaign in campaigns:
         if name in campaign.cancel_on:
             await repository.cancel_pending(
                 session, resolved.workspace_id, campaign.id, resolved.profile_id, event.timestamp,
@@ -114,8 +131,9 @@ async def on_event(session: AsyncSession, nc: NATS, resolved: ResolvedEvent) -> 
             name=name,
             properties=event.properties,
             timestamp=event.timestamp,
-            correlation_id=current_correlation_id(),
+            correlation_id=correlation_id or current_correlation_id(),
         )
+        due_now += int(status == "scheduled" and campaign.delay_seconds == 0)
         await repository.record_send(
             session,
             {
@@ -132,6 +150,7 @@ async def on_event(session: AsyncSession, nc: NATS, resolved: ResolvedEvent) -> 
                 "due_at": now + timedelta(seconds=campaign.delay_seconds),
             },
         )
+    return due_now
 
 
 async def release_due(session: AsyncSession, nc: NATS, limit: int) -> list[SendRequested]:

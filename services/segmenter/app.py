@@ -22,8 +22,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         consumer = bus.ConsumerSpec.for_service(
             "segmenter",
             ProfileChanged,
-            partial(handlers.on_profile_changed, sessions=res.db, js=res.jetstream),
+            partial(handlers.on_profile_changes, sessions=res.db, js=res.jetstream),
             settings,
+            batched=True,
         )
         await bus.serve_requests(
             res.nats, AUDIENCE_QUERY_SUBJECT, AudienceQuery, partial(handlers.on_audience_query, sessions=res.db)

@@ -10,7 +10,7 @@ from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, Her
 class SegmenterSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings):
     port: int = Field(8003, description="HTTP port")
     consumer_batch: int = 128
-    consumer_concurrency: int = 4
+    consumer_concurrency: int = 2
 
 
 @lru_cache

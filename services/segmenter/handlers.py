@@ -9,12 +9,12 @@ from kernel.db import unit_of_work
 from services.segmenter import service
 
 
-async def on_profile_changed(
-    change: ProfileChanged, sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
+async def on_profile_changes(
+    deliveries: list[bus.Delivery[ProfileChanged]], sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
 ) -> None:
-    """Re-evaluate the changed profile; publish who entered or exited which segment."""
+    """Re-evaluate a batch of changed profiles; after commit, publish who entered or exited which segment."""
     async with unit_of_work(sessions) as session:
-        changes = await service.reevaluate(session, change)
+        changes = await service.reevaluate_many(session, [d.payload for d in deliveries])
     if changes:
         await bus.publish_many(
             js,
@@ -26,6 +26,7 @@ async def on_profile_changed(
                 )
                 for c in changes
             ],
+            timeout=30.0,
         )
 
 

@@ -50,8 +50,25 @@ async def size(session: AsyncSession, segment: Segment) -> int:
     return await repository.count_matching(session, segment.workspace_id, compiled(segment.filter))
 
 
-async def reevaluate(session: AsyncSession, change: ProfileChanged) -> list[MembershipChanged]:
-    """Re-evaluate only the changed profile against the workspace's segments."""
+async def reevaluate_many(session: AsyncSession, changes: list[ProfileChanged]) -> list[MembershipChanged]:
+    """Re-evaluate a batch of changed profiles in one transaction, reading each workspace's segments once.
+
+    Profiles are taken in (workspace, profile) order, so concurrent batches lock them in one order;
+    one profile's changes keep their order.
+    """
+    segments: dict[str, list[Segment]] = {}
+    out: list[MembershipChanged] = []
+    for change in sorted(changes, key=lambda c: (c.workspace_id, c.profile_id)):
+        if change.workspace_id not in segments:
+            segments[change.workspace_id] = await repository.list_segments(session, change.workspace_id)
+        out += await reevaluate(session, change, segments[change.workspace_id])
+    return out
+
+
+async def reevaluate(
+    session: AsyncSession, change: ProfileChanged, segments: list[Segment] | None = None
+) -> list[MembershipChanged]:
+    """Re-evaluate only the changed profile against the workspace's segments (read here if not given)."""
     ws = change.workspace_id
     now = datetime.now(UTC)
     out: list[MembershipChanged] = []
@@ -71,7 +88,8 @@ async def reevaluate(session: AsyncSession, change: ProfileChanged) -> list[Memb
         for segment_id in gone:
             note(segment_id, merged, None, "exited")
 
-    segments = await repository.list_segments(session, ws)
+    if segments is None:
+        segments = await repository.list_segments(session, ws)
     if not segments:
         return out
     await repository.lock_profile(session, ws, change.profile_id)

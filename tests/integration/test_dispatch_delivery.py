@@ -93,6 +93,13 @@ async def delivery(sessions: async_sessionmaker[AsyncSession], send_id: str) -> 
         return row
 
 
+async def handle(send: SendRequested, deps: handlers.Deps) -> None:
+    """One send through the consumer's batched handler; its failure raised, as the consumer would nak it."""
+    failure = (await handlers.on_sends([bus.Delivery(send)], deps))[0]
+    if failure is not None:
+        raise failure
+
+
 async def test_a_transient_failure_is_retried_and_the_send_never_goes_twice(deps, hook, sessions, nc, workspace_id) -> None:  # type: ignore[no-untyped-def]
     receiver, url = hook
     outcomes = await nc.jetstream().subscribe(f"events.{workspace_id}.track", ordered_consumer=True)
@@ -100,11 +107,11 @@ async def test_a_transient_failure_is_retried_and_the_send_never_goes_twice(deps
     send = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"hi": "{{ user.traits.first_name }}"}})
 
     with pytest.raises(TransientError):
-        await handlers.on_send_requested(send, deps)  # the receiver answers 503
+        await handle(send, deps)  # the receiver answers 503
     assert (await delivery(sessions, send.send_id)).status == "retrying"
 
-    await handlers.on_send_requested(send, deps)  # redelivered: succeeds
-    await handlers.on_send_requested(send, deps)  # redelivered again: already sent, nothing goes out
+    await handle(send, deps)  # redelivered: succeeds
+    await handle(send, deps)  # redelivered again: already sent, nothing goes out
     row = await delivery(sessions, send.send_id)
     assert (row.status, row.attempts) == ("sent", 2)
     assert [c["body"] for c in receiver.calls] == [{"hi": "Ida"}, {"hi": "Ida"}]
@@ -121,11 +128,11 @@ async def test_email_is_delivered_over_smtp_or_skipped_with_a_reason(deps, smtp,
     without = await person(sessions, workspace_id, {"first_name": "Kim"})
 
     sent = a_send(workspace_id, with_address, "email", message)
-    await handlers.on_send_requested(sent, deps)
+    await handle(sent, deps)
     assert [(e["rcpt_tos"], e["subject"], e["send_id"]) for e in catcher.emails] == [(["jo@example.com"], "Hi Jo", sent.send_id)]
 
     skipped = a_send(workspace_id, without, "email", message)
-    await handlers.on_send_requested(skipped, deps)
+    await handle(skipped, deps)
     row = await delivery(sessions, skipped.send_id)
     assert row.status == "skipped" and "no email address" in (row.reason or "")
     assert len(catcher.emails) == 1
@@ -134,7 +141,7 @@ async def test_email_is_delivered_over_smtp_or_skipped_with_a_reason(deps, smtp,
 async def test_a_template_error_fails_that_send_only(deps, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
     profile_id = await person(sessions, workspace_id, {"email": "x@example.com"})
     broken = a_send(workspace_id, profile_id, "email", {"subject": "ok", "body": "{{ user.traits.name | nosuchfilter }}"})
-    await handlers.on_send_requested(broken, deps)
+    await handle(broken, deps)
     row = await delivery(sessions, broken.send_id)
     assert row.status == "failed" and "template error" in (row.reason or "")
 
@@ -147,13 +154,34 @@ async def test_an_interrupted_attempt_is_not_resent(deps, hook, sessions, worksp
         await service.begin(s, send, deps.in_flight_seconds)  # a worker claimed it ...
     # ... while it may still be working, a redelivery waits instead of judging it
     with pytest.raises(TransientError):
-        await handlers.on_send_requested(send, deps)
+        await handle(send, deps)
     # ... and once the ack wait has passed, it has died before recording the outcome
     async with unit_of_work(sessions) as s:
         await s.execute(
             update(Delivery).where(Delivery.send_id == send.send_id).values(updated_at=NOW - timedelta(minutes=5))
         )
-    await handlers.on_send_requested(send, deps)
+    await handle(send, deps)
     row = await delivery(sessions, send.send_id)
     assert row.status == "failed" and "interrupted" in (row.reason or "")
     assert receiver.calls == []
+
+
+async def test_a_batch_settles_each_send_on_its_own(deps, hook, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
+    receiver, url = hook
+    profile_id = await person(sessions, workspace_id, {"first_name": "Lea"})
+    retried = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"n": "{{ user.traits.first_name }}"}})
+    with pytest.raises(TransientError):
+        await handle(retried, deps)  # the receiver's one 503
+    done = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"n": "done"}})
+    await handle(done, deps)
+    broken = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"n": "{{ user | nosuchfilter }}"}})
+    busy = a_send(workspace_id, profile_id, "webhook", {"url": url})
+    async with unit_of_work(sessions) as s:
+        await service.begin(s, busy, deps.in_flight_seconds)  # another worker is delivering it
+
+    failures = await handlers.on_sends([bus.Delivery(x) for x in (retried, done, broken, busy)], deps)
+    assert [type(f) for f in failures] == [type(None), type(None), type(None), TransientError]
+    assert [(await delivery(sessions, x.send_id)).status for x in (retried, done, broken, busy)] == [
+        "sent", "sent", "failed", "sending"
+    ]
+    assert [c["body"] for c in receiver.calls] == [{"n": "Lea"}, {"n": "done"}, {"n": "Lea"}]  # nothing twice
