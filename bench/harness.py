@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 
 from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port, port_open, wait_for
 from herald.stack import SERVICES, Stack, StackConfig, create_workspace, migrate
-from kernel.contracts import CONSUMERS
+from kernel.contracts import CONSUMERS, workspace_subjects
 
 INTERNAL_TOKEN = "bench-internal-token"
 
@@ -168,9 +168,19 @@ class Env:
         info = await self.nc.jetstream().consumer_info(stream, durable)
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
-    async def purge(self, subject: str) -> None:
-        """Drop what is left of these EVENTS so that a backlog does not slow the next scenario."""
-        await self.nc.jetstream().purge_stream("EVENTS", subject=subject)
+    async def drop(self, workspace_id: str) -> None:
+        """Drop what is left of a workspace's events and profile changes on the bus, so that a
+        scenario's backlog does not slow the next one."""
+        for stream in ("EVENTS", "PROFILES"):
+            await self.nc.jetstream().purge_stream(stream, subject=workspace_subjects(stream, workspace_id))
+
+    async def settle(self, timeout: float = 90.0) -> None:
+        """Wait until every consumer has caught up, so a latency scenario starts on an idle stack."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all([await self.consumer_backlog(service) == 0 for service in CONSUMERS]):
+                return
+            await asyncio.sleep(0.25)
 
 
 @asynccontextmanager

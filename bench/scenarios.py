@@ -29,6 +29,7 @@ class Size:
     profile_users: int
     trigger_rate: int
     trigger_seconds: float
+    trigger_light_rate: int
     segment_users: int
     segment_events_per_user: int
     dispatch_sends: int
@@ -37,8 +38,8 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size("tiny", 2_000, 400, 40, 50, 2, 2_000, 3, 200, clients=4, drain_timeout=60),
-    "full": Size("full", 100_000, 20_000, 2_000, 500, 20, 1_000_000, 3, 5_000, drain_timeout=150),
+    "tiny": Size("tiny", 2_000, 400, 40, 50, 2, 10, 2_000, 3, 200, clients=4, drain_timeout=60),
+    "full": Size("full", 100_000, 50_000, 5_000, 500, 10, 50, 1_000_000, 3, 5_000, drain_timeout=150),
 }
 TARGETS = {
     "ingest": 20_000.0, "profile": 10_000.0, "trigger_p99_ms": 250.0, "membership_p99_ms": 1_000.0,
@@ -127,7 +128,7 @@ async def ingest(env: Env, size: Size, advance: Progress) -> list[Figure]:
     async with env.internal("ingest", ws["workspace_id"], limits=_limits(size.clients)) as direct:
         straight = n / await post_all(direct, "/v1/batch", _batches(_calls(f"i{run}", n, users)), size.clients,
                                       lambda s: advance(s * step))
-    await env.purge(f"events.{ws['workspace_id']}.>")  # the profiles scenario measures that stage
+    await env.drop(ws["workspace_id"])  # the profiles scenario measures that stage
     async with parse_only_server() as base, httpx.AsyncClient(
         base_url=base, headers={"X-Herald-Workspace": ws["workspace_id"]}, limits=_limits(size.clients), timeout=30
     ) as parse:
@@ -179,7 +180,7 @@ async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figu
         await asyncio.sleep(0.25)
     elapsed = time.perf_counter() - started
     advance(0.6)
-    await env.purge(f"events.{ws['workspace_id']}.>")  # what did not drain must not slow what follows
+    await env.drop(ws["workspace_id"])  # what did not drain must not slow what follows
     if stored < n:
         note += f"; only {stored:,} stored within {size.drain_timeout:.0f}s (rate over that window)"
     rows = [
@@ -252,45 +253,63 @@ async def paced(
     await asyncio.gather(*tasks)
 
 
-async def trigger_latency(env: Env, size: Size, advance: Progress) -> list[Figure]:
-    ws = await env.workspace("bench-trigger")
-    trigger = "Bench Triggered"
-    async with env.api(ws) as api:
-        await campaign(api, trigger, {"url": env.receiver.url, "body": {"seq": "{{ event.properties.seq }}", "ws": ws["workspace_id"]}})
-    count = int(size.trigger_rate * size.trigger_seconds)
+async def _triggered(
+    env: Env, ws: dict[str, Any], trigger: str, rate: int, seconds: float, first_seq: int, advance: Progress
+) -> tuple[int, list[float]]:
+    """Send `rate` triggering events per second for `seconds`; (how many were accepted, latencies in ms)."""
+    count = int(rate * seconds)
     accepted: dict[int, float] = {}
     first = await env.receiver.refresh()
-
     async with env.sdk(ws, limits=_limits(64)) as sdk:
         async def send(i: int, due: float) -> None:
-            body = {"userId": f"t-u{i % 200}", "event": trigger, "properties": {"seq": i}}
+            seq = first_seq + i
+            body = {"userId": f"t-u{i % 200}", "event": trigger, "properties": {"seq": seq}}
             # Timed from when the request was due, not from reading its 200: under load this
             # process reads replies late (the sink, in its own process, can see the message
             # first), and a request that had to wait for the stack must count that wait too.
             # The figure includes the HTTP round trip.
             r = await sdk.post("/v1/track", json=body)
             if r.status_code == 200:
-                accepted[i] = due
+                accepted[seq] = due
 
-        await paced(count, size.trigger_rate, send, advance, in_flight=64)
-    await env.receiver.wait_for(first + len(accepted), timeout=size.drain_timeout)  # what did not arrive is noted
-    advance(0.2)
+        await paced(count, rate, send, lambda share: advance(share * 0.6), in_flight=64)
+    await env.receiver.wait_for(first + len(accepted), timeout=env_drain(seconds))  # what did not arrive is noted
     latencies = []
     for arrived, raw in env.receiver.arrivals[first:]:
         body = orjson.loads(raw)
         if body.get("ws") == ws["workspace_id"] and int(body["seq"]) in accepted:
             latencies.append((arrived - accepted[int(body["seq"])]) * 1000)
+    advance(0.4)
+    return len(accepted), latencies
+
+
+def env_drain(seconds: float) -> float:
+    """How long to wait for the last webhooks of a trigger run: what has not arrived by then is noted."""
+    return max(30.0, 6 * seconds)
+
+
+async def trigger_latency(env: Env, size: Size, advance: Progress) -> list[Figure]:
+    ws = await env.workspace("bench-trigger")
+    await env.settle()
+    trigger = "Bench Triggered"
+    async with env.api(ws) as api:
+        await campaign(api, trigger, {"url": env.receiver.url, "body": {"seq": "{{ event.properties.seq }}", "ws": ws["workspace_id"]}})
     rtt = await nats_round_trips(env.nats_url, 1000 if size.name == "full" else 100)
-    advance(0.2)
-    note = f"{len(accepted):,} events at {size.trigger_rate}/s, webhook campaign, delay 0"
-    if len(latencies) < len(accepted):
-        note += f"; only {len(latencies):,} delivered within {size.drain_timeout:.0f}s"
-    figures = [
-        Figure("3. Trigger latency", f"p{p} track request due → webhook received", _percentile(latencies, p), "ms",
-               f"NATS request/reply p{p}", _percentile(rtt, p), TARGETS["trigger_p99_ms"] if p == 99 else None,
-               higher_is_better=False, note=note if p == 50 else "")
-        for p in (50, 95, 99)
-    ]
+    figures = []
+    # A light load first (the stack keeps up: Herald's own latency), then the target load.
+    runs = [(size.trigger_light_rate, size.trigger_seconds, None), (size.trigger_rate, size.trigger_seconds, TARGETS["trigger_p99_ms"])]
+    for run, (rate, seconds, target) in enumerate(runs):
+        accepted, latencies = await _triggered(env, ws, trigger, rate, seconds, run * 1_000_000, lambda s: advance(s * 0.5))
+        note = f"{accepted:,} events at {rate}/s, webhook campaign, delay 0"
+        if len(latencies) < accepted:
+            note += f"; only {len(latencies):,} delivered within {env_drain(seconds):.0f}s of the last"
+        figures += [
+            Figure("3. Trigger latency", f"p{p} at {rate}/s: track request due → webhook received",
+                   _percentile(latencies, p) if latencies else float("nan"), "ms", f"NATS request/reply p{p}",
+                   _percentile(rtt, p), target if p == 99 else None, higher_is_better=False,
+                   note=note if p == 50 else "")
+            for p in (50, 95, 99)
+        ]
     return figures
 
 
@@ -420,6 +439,7 @@ async def raw_post_rate(url: str, count: int, concurrency: int) -> float:
 
 async def dispatch(env: Env, size: Size, advance: Progress) -> list[Figure]:
     ws = await env.workspace("bench-dispatch")
+    await env.settle()
     wid, users = ws["workspace_id"], 50
     async with env.sdk(ws) as sdk, env.api(ws) as api:
         for u in range(users):
