@@ -358,17 +358,32 @@ async def serve_requests(
     subject: str,
     model: type[M],
     handler: Callable[[M], Awaitable[BaseModel]],
+    concurrency: int = 16,
 ) -> Any:
-    """Answer request/reply queries on `subject` (a queue group, so replicas share the load)."""
+    """Answer request/reply queries on `subject` (a queue group, so replicas share the load).
 
-    async def on_request(msg: Msg) -> None:
+    Up to `concurrency` are answered at once: nats-py runs a subscription's callback one message at
+    a time, so each query is handed to its own task rather than waiting for the one before it.
+    """
+    limiter = asyncio.Semaphore(concurrency)
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def answer(msg: Msg) -> None:
         try:
             query = model.model_validate_json(msg.data)
-            answer = await handler(query)
-            await msg.respond(answer.model_dump_json().encode())
+            reply = await handler(query)
+            await msg.respond(reply.model_dump_json().encode())
         except Exception as exc:
             log.error("request_failed", subject=subject, error=repr(exc))
             await msg.respond(b'{"error": "internal"}')
+        finally:
+            limiter.release()
+
+    async def on_request(msg: Msg) -> None:
+        await limiter.acquire()  # beyond `concurrency`, queries wait in the subscription
+        task = asyncio.create_task(answer(msg))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
 
     return await nc.subscribe(subject, queue=subject, cb=on_request)
 

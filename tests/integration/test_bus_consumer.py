@@ -79,3 +79,26 @@ async def test_a_batched_handler_gets_whole_fetches_and_a_failed_batch_is_retrie
     assert correlations[:4] == ["c-one", "c-two", "c-hopeless", "c-three"]
     info = await js.consumer_info(f"T_{tag}", f"d{tag}")
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_request_replies_are_answered_concurrently(nc: NATS) -> None:
+    subject = f"rpc.test.{uuid.uuid4().hex[:10]}"
+    waiting: list[asyncio.Event] = []
+    both_in = asyncio.Event()
+
+    async def handler(query: MembershipChanged) -> MembershipChanged:
+        # Each answer waits until both queries are being handled: one at a time, neither would finish.
+        waiting.append(asyncio.Event())
+        if len(waiting) == 2:
+            both_in.set()
+        await asyncio.wait_for(both_in.wait(), 5)
+        return query
+
+    sub = await bus.serve_requests(nc, subject, MembershipChanged, handler)
+    try:
+        answers = await asyncio.gather(
+            *(bus.request(nc, subject, PAYLOAD.model_copy(update={"segment_id": s}), MembershipChanged) for s in ("a", "b"))
+        )
+    finally:
+        await sub.unsubscribe()
+    assert sorted(a.segment_id for a in answers) == ["a", "b"]
