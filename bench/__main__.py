@@ -1,6 +1,7 @@
 """`python -m bench [--size full|tiny] [--only ingest,profiles,…]`: run the suite, print the table, save JSON."""
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -48,12 +49,18 @@ def main(
         raise typer.BadParameter(f"unknown {', '.join(sorted(unknown))}; one of {', '.join(SCENARIOS)}", param_hint="--only")
     started = time.perf_counter()
     columns = (TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    # SIGTERM unwinds like Ctrl-C, so the stack the suite started is stopped, not orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
     with Progress(*columns, console=console) as progress:
         figures = asyncio.run(run_suite(size, chosen, progress))
     seconds = time.perf_counter() - started
     path = write_results(figures, size, out, seconds)
     print(markdown(figures))
     console.print(f"\n{len(figures)} figures in {seconds:.0f}s; saved {path}")
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@ baselines; the counts the segment scenario checks against hand-written SQL must 
 """
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 from tests.deploy.manifests import ROOT
 
@@ -33,3 +37,35 @@ def test_every_scenario_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
     memory = [f for f in figures if f["scenario"] == "6. Memory"]
     assert {f["metric"].split(": ")[1] for f in memory} == {"gateway", "ingest", "profiles", "segmenter", "scheduler", "dispatcher"}
     assert any("membership" in f["metric"] for f in figures), "the membership latency probe must see entries"
+
+
+def _services(parent: psutil.Process) -> list[psutil.Process]:
+    found = []
+    for child in parent.children(recursive=True):
+        try:
+            if "serve" in child.cmdline():
+                found.append(child)
+        except psutil.Error:
+            pass  # gone, or not ours to read
+    return found
+
+
+def test_a_terminated_bench_leaves_no_process_behind(tmp_path: Path) -> None:
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "bench", "--size", "tiny", "--only", "segments", "--out", str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        parent = psutil.Process(bench.pid)
+        deadline = time.monotonic() + 90
+        while len(_services(parent)) < 6 and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.2)
+        started = parent.children(recursive=True)
+        assert len(_services(parent)) == 6, "the bench's stack did not start"
+        bench.send_signal(signal.SIGTERM)
+        bench.wait(timeout=60)
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert alive == [], f"left running: {[p.pid for p in alive]}"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
