@@ -249,7 +249,7 @@ async def paced(
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(limited(i)))
-        advance(1 / count * 0.6)
+        advance(1 / count)
     await asyncio.gather(*tasks)
 
 
@@ -273,7 +273,7 @@ async def _triggered(
                 accepted[seq] = due
 
         await paced(count, rate, send, lambda share: advance(share * 0.6), in_flight=64)
-    await env.receiver.wait_for(first + len(accepted), timeout=env_drain(seconds))  # what did not arrive is noted
+    await env.receiver.wait_for(first + len(accepted), timeout=_drain_seconds(seconds))  # what did not arrive is noted
     latencies = []
     for arrived, raw in env.receiver.arrivals[first:]:
         body = orjson.loads(raw)
@@ -283,7 +283,7 @@ async def _triggered(
     return len(accepted), latencies
 
 
-def env_drain(seconds: float) -> float:
+def _drain_seconds(seconds: float) -> float:
     """How long to wait for the last webhooks of a trigger run: what has not arrived by then is noted."""
     return max(30.0, 6 * seconds)
 
@@ -302,7 +302,7 @@ async def trigger_latency(env: Env, size: Size, advance: Progress) -> list[Figur
         accepted, latencies = await _triggered(env, ws, trigger, rate, seconds, run * 1_000_000, lambda s: advance(s * 0.5))
         note = f"{accepted:,} events at {rate}/s, webhook campaign, delay 0"
         if len(latencies) < accepted:
-            note += f"; only {len(latencies):,} delivered within {env_drain(seconds):.0f}s of the last"
+            note += f"; only {len(latencies):,} delivered within {_drain_seconds(seconds):.0f}s of the last"
         figures += [
             Figure("3. Trigger latency", f"p{p} at {rate}/s: track request due → webhook received",
                    _percentile(latencies, p) if latencies else float("nan"), "ms", f"NATS request/reply p{p}",

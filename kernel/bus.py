@@ -107,8 +107,8 @@ async def publish_many(
 
 
 @dataclass(frozen=True)
-class Delivery(Generic[M]):
-    """One parsed message handed to a batched handler, with the correlation id it travelled with."""
+class Received(Generic[M]):
+    """A received message, parsed, with the correlation id it travelled with (what a batched handler gets)."""
 
     payload: M
     correlation_id: str | None = None
@@ -119,8 +119,8 @@ class ConsumerSpec:
     """A durable pull consumer and the typed handler its messages go to.
 
     A plain handler takes one payload; `concurrency` of them run at once. A `batched` handler takes
-    a list of `Delivery` (a whole fetch); up to `concurrency` batches are in flight while the next
-    one is fetched. It either returns None (all done), or a list with one entry per delivery: None
+    a list of `Received` (a whole fetch); up to `concurrency` batches are in flight while the next
+    one is fetched. It either returns None (all done), or a list with one entry per message: None
     for done, or the exception that one failed with (a `PermanentError` is never retried, any other
     is redelivered with backoff). When it raises, it must have applied nothing, and each message of
     the batch is retried on its own, so one bad message cannot hold back the rest.
@@ -276,16 +276,16 @@ class Consumer:
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         """Hand a whole fetch to a batched handler; if it fails, handle each message on its own."""
         name = self.spec.durable
-        parsed: list[tuple[Msg, Delivery[Any]]] = []
+        parsed: list[tuple[Msg, Received[Any]]] = []
         for msg in msgs:
-            delivery = await self._parse(msg)
-            if delivery is not None:
-                parsed.append((msg, delivery))
+            received = await self._parse(msg)
+            if received is not None:
+                parsed.append((msg, received))
         if not parsed:
             return
         try:
             with HANDLE_SECONDS.labels(name).time():
-                failures = await self.spec.handler([delivery for _, delivery in parsed])
+                failures = await self.spec.handler([received for _, received in parsed])
         except Exception as exc:
             log.warning("batch_failed", consumer=name, size=len(parsed), error=repr(exc))
             BATCH_FALLBACKS.labels(name).inc()
@@ -295,28 +295,28 @@ class Consumer:
         for (msg, _), failure in zip(parsed, failures or [None] * len(parsed), strict=True):
             await self._settle(msg, failure)
 
-    async def _parse(self, msg: Msg) -> "Delivery[Any] | None":
+    async def _parse(self, msg: Msg) -> "Received[Any] | None":
         """The typed payload, or None after terminating a message that can never parse."""
         try:
             payload = self.spec.model.model_validate_json(msg.data)
         except ValidationError as exc:
             await self._give_up(msg, "poison", "poison_message", exc)
             return None
-        return Delivery(payload, (msg.headers or {}).get(BUS_CORRELATION_HEADER))
+        return Received(payload, (msg.headers or {}).get(BUS_CORRELATION_HEADER))
 
     async def _handle(self, msg: Msg) -> None:
         name = self.spec.durable
-        delivery = await self._parse(msg)
-        if delivery is None:
+        received = await self._parse(msg)
+        if received is None:
             return
-        bind_correlation_id(delivery.correlation_id)
+        bind_correlation_id(received.correlation_id)
         failure: Exception | None = None
         try:
             with HANDLE_SECONDS.labels(name).time():
                 if self.spec.batched:
-                    failure = ((await self.spec.handler([delivery])) or [None])[0]
+                    failure = ((await self.spec.handler([received])) or [None])[0]
                 else:
-                    await self.spec.handler(delivery.payload)
+                    await self.spec.handler(received.payload)
         except Exception as exc:
             failure = exc
         await self._settle(msg, failure)

@@ -36,11 +36,11 @@ class Deps:
     in_flight_seconds: float = 30.0
 
 
-async def on_sends(deliveries: list[bus.Delivery[SendRequested]], deps: Deps) -> list[Exception | None]:
+async def on_sends(received: list[bus.Received[SendRequested]], deps: Deps) -> list[Exception | None]:
     """Deliver a batch of sends, each at most once: claimed in one transaction, rendered and
     delivered concurrently, recorded in one transaction. Returns each send's failure (None: done);
     a transient one is redelivered with backoff."""
-    sends = [d.payload for d in deliveries]
+    sends = [m.payload for m in received]
     failures: list[Exception | None] = [None] * len(sends)
     async with unit_of_work(deps.sessions) as session:
         claims = await service.begin_many(session, sends, deps.in_flight_seconds)
@@ -50,25 +50,25 @@ async def on_sends(deliveries: list[bus.Delivery[SendRequested]], deps: Deps) ->
         if isinstance(claim, Exception):
             failures[i] = claim
         elif claim.status in service.FINAL:
-            finished.append((claim, deliveries[i].correlation_id))  # already decided: publish its outcome again, send nothing
+            finished.append((claim, received[i].correlation_id))  # already decided: publish its outcome again, send nothing
         else:
             todo.append((i, claim))
     if todo:
         profiles = await _profiles(deps, {(sends[i].workspace_id, sends[i].profile_id) for i, _ in todo})
         results = await asyncio.gather(
-            *(_attempt(deps, deliveries[i], claim, profiles) for i, claim in todo)
+            *(_attempt(deps, received[i], claim, profiles) for i, claim in todo)
         )
         async with unit_of_work(deps.sessions) as session:
             recorded = await service.record_many(
                 session, {sends[i].send_id: result for (i, _), result in zip(todo, results, strict=True)}
             )
         for (i, _), result, delivery in zip(todo, results, recorded, strict=True):
-            bind_correlation_id(deliveries[i].correlation_id)
+            bind_correlation_id(received[i].correlation_id)
             log.info("send_attempted", send_id=delivery.send_id, status=delivery.status, reason=delivery.reason)
             if result.status == "retry":
                 failures[i] = TransientError(result.reason or "retry")
             else:
-                finished.append((delivery, deliveries[i].correlation_id))
+                finished.append((delivery, received[i].correlation_id))
     await _publish_outcomes(deps, finished)
     return failures
 
@@ -93,12 +93,12 @@ async def _profiles(deps: Deps, keys: set[tuple[str, str]]) -> dict[tuple[str, s
 
 async def _attempt(
     deps: Deps,
-    delivery: bus.Delivery[SendRequested],
+    message: bus.Received[SendRequested],
     claim: Delivery,
     profiles: dict[tuple[str, str], ProfileSnapshot | Exception],
 ) -> service.Result:
-    bind_correlation_id(delivery.correlation_id)  # its own task: the binding stays with this send
-    send = delivery.payload
+    bind_correlation_id(message.correlation_id)  # its own task: the binding stays with this send
+    send = message.payload
     profile = profiles[(send.workspace_id, send.profile_id)]
     if isinstance(profile, Exception):
         result = service.Result("retry", f"profile lookup failed: {profile!r}")

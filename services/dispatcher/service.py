@@ -63,14 +63,6 @@ async def begin_many(
     return claims
 
 
-async def begin(session: AsyncSession, send: SendRequested, in_flight_seconds: float) -> Delivery:
-    """Claim one send (see `begin_many`); raises TransientError while another worker holds it."""
-    claim = (await begin_many(session, [send], in_flight_seconds))[0]
-    if isinstance(claim, TransientError):
-        raise claim
-    return claim
-
-
 async def attempt(send: SendRequested, profile: ProfileSnapshot, providers: Providers) -> Result:
     """Render and deliver once; no database work here."""
     if not profile.found:

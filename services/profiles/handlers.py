@@ -16,19 +16,19 @@ from services.profiles import service
 
 
 async def on_events(
-    deliveries: list[bus.Delivery[Event]], sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
+    received: list[bus.Received[Event]], sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
 ) -> None:
     """Apply a batch of events in one transaction, commit, then publish each resolved event and change."""
     async with unit_of_work(sessions) as session:
-        applied = await service.apply_events(session, [d.payload for d in deliveries])
+        applied = await service.apply_events(session, [m.payload for m in received])
     items, correlation_ids = [], []
-    for delivery, result in zip(deliveries, applied, strict=True):
-        ws, message_id = delivery.payload.workspace_id, delivery.payload.message_id
+    for message, result in zip(received, applied, strict=True):
+        ws, message_id = message.payload.workspace_id, message.payload.message_id
         items += [
             (profile_event_subject(ws), result.resolved.model_dump_json().encode(), f"{ws}:event:{message_id}"),
             (profile_changed_subject(ws), result.changed.model_dump_json().encode(), f"{ws}:changed:{message_id}"),
         ]
-        correlation_ids += [delivery.correlation_id] * 2
+        correlation_ids += [message.correlation_id] * 2
     await bus.publish_many(js, items, timeout=30.0, correlation_ids=correlation_ids)
 
 

@@ -43,11 +43,6 @@ async def apply_events(session: AsyncSession, events: list[Event]) -> list[Appli
     return [applied[i] for i in range(len(events))]
 
 
-async def apply_event(session: AsyncSession, event: Event) -> Applied:
-    """Resolve identity, merge profiles, store the event once, update traits and counters."""
-    return (await apply_events(session, [event]))[0]
-
-
 class _WorkspaceBatch:
     """One workspace's events in one transaction: resolved in memory, written in a few statements.
 

@@ -11,13 +11,12 @@ from kernel import bus
 from kernel.contracts import ResolvedEvent, send_subject
 from kernel.db import unit_of_work
 from services.scheduler import service
-from services.scheduler.models import Campaign
 
 log = structlog.get_logger(__name__)
 
 
 async def on_resolved_events(
-    deliveries: list[bus.Delivery[ResolvedEvent]],
+    received: list[bus.Received[ResolvedEvent]],
     sessions: async_sessionmaker[AsyncSession],
     nc: NATS,
     due: asyncio.Event,
@@ -26,16 +25,8 @@ async def on_resolved_events(
 
     Sends due at once (delay 0) wake the timer instead of waiting for its next look.
     """
-    campaigns: dict[str, list[Campaign]] = {}
-    due_now = 0
     async with unit_of_work(sessions) as session:
-        for delivery in deliveries:
-            ws = delivery.payload.workspace_id
-            if ws not in campaigns:
-                campaigns[ws] = await service.active_campaigns(session, ws)
-            due_now += await service.on_event(
-                session, nc, delivery.payload, campaigns[ws], delivery.correlation_id
-            )
+        due_now = await service.on_events(session, nc, [(m.payload, m.correlation_id) for m in received])
     if due_now:
         due.set()
 

@@ -17,7 +17,6 @@ from kernel.contracts import (
     TriggerEvent,
 )
 from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
-from kernel.logging import current_correlation_id
 from services.scheduler import domain, repository
 from services.scheduler.models import Campaign, ScheduledSend
 from services.scheduler.schemas import CampaignIn
@@ -88,28 +87,28 @@ async def set_status(session: AsyncSession, workspace_id: str, campaign_id: str,
     return campaign
 
 
-async def active_campaigns(session: AsyncSession, workspace_id: str) -> list[Campaign]:
-    return await repository.active_campaigns(session, workspace_id)
-
-
-async def on_event(
-    session: AsyncSession,
-    nc: NATS,
-    resolved: ResolvedEvent,
-    campaigns: list[Campaign] | None = None,
-    correlation_id: str | None = None,
+async def on_events(
+    session: AsyncSession, nc: NATS, events: list[tuple[ResolvedEvent, str | None]]
 ) -> int:
-    """Cancel sends this event is an exception for; schedule sends it triggers.
+    """Match a batch of (event, correlation id) against their workspaces' active campaigns, read
+    once per workspace. Returns how many sends are due at once (delay 0), to release them now."""
+    campaigns: dict[str, list[Campaign]] = {}
+    due_now = 0
+    for resolved, correlation_id in events:
+        if resolved.workspace_id not in campaigns:
+            campaigns[resolved.workspace_id] = await repository.active_campaigns(session, resolved.workspace_id)
+        due_now += await _on_event(session, nc, resolved, campaigns[resolved.workspace_id], correlation_id)
+    return due_now
 
-    `campaigns` are the workspace's active campaigns (read here if not given). Returns how many
-    sends it scheduled that are due at once (delay 0), so the caller can release them now.
-    """
+
+async def _on_event(
+    session: AsyncSession, nc: NATS, resolved: ResolvedEvent, campaigns: list[Campaign], correlation_id: str | None
+) -> int:
+    """Cancel sends this event is an exception for; schedule sends it triggers; count those due now."""
     event = resolved.event
     name = event.display_name
     now = datetime.now(UTC)
     due_now = 0
-    if campaigns is None:
-        campaigns = await repository.active_campaigns(session, resolved.workspace_id)
     for campaign in campaigns:
         if name in campaign.cancel_on:
             await repository.cancel_pending(
@@ -131,7 +130,7 @@ async def on_event(
             name=name,
             properties=event.properties,
             timestamp=event.timestamp,
-            correlation_id=correlation_id or current_correlation_id(),
+            correlation_id=correlation_id,
         )
         due_now += int(status == "scheduled" and campaign.delay_seconds == 0)
         await repository.record_send(

@@ -10,11 +10,11 @@ from services.segmenter import service
 
 
 async def on_profile_changes(
-    deliveries: list[bus.Delivery[ProfileChanged]], sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
+    received: list[bus.Received[ProfileChanged]], sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
 ) -> None:
     """Re-evaluate a batch of changed profiles; after commit, publish who entered or exited which segment."""
     async with unit_of_work(sessions) as session:
-        changes = await service.reevaluate_many(session, [d.payload for d in deliveries])
+        changes = await service.reevaluate_many(session, [m.payload for m in received])
     if changes:
         await bus.publish_many(
             js,

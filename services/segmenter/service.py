@@ -65,10 +65,8 @@ async def reevaluate_many(session: AsyncSession, changes: list[ProfileChanged]) 
     return out
 
 
-async def reevaluate(
-    session: AsyncSession, change: ProfileChanged, segments: list[Segment] | None = None
-) -> list[MembershipChanged]:
-    """Re-evaluate only the changed profile against the workspace's segments (read here if not given)."""
+async def reevaluate(session: AsyncSession, change: ProfileChanged, segments: list[Segment]) -> list[MembershipChanged]:
+    """Re-evaluate only the changed profile against its workspace's segments."""
     ws = change.workspace_id
     now = datetime.now(UTC)
     out: list[MembershipChanged] = []
@@ -88,8 +86,6 @@ async def reevaluate(
         for segment_id in gone:
             note(segment_id, merged, None, "exited")
 
-    if segments is None:
-        segments = await repository.list_segments(session, ws)
     if not segments:
         return out
     await repository.lock_profile(session, ws, change.profile_id)

@@ -59,7 +59,7 @@ async def test_a_batched_handler_gets_whole_fetches_and_a_failed_batch_is_retrie
     batches: list[list[str]] = []
     correlations: list[str | None] = []
 
-    async def handler(deliveries: list[bus.Delivery[MembershipChanged]]) -> None:
+    async def handler(deliveries: list[bus.Received[MembershipChanged]]) -> None:
         batches.append([d.payload.segment_id for d in deliveries])
         correlations.extend(d.correlation_id for d in deliveries)
         if "hopeless" in batches[-1]:

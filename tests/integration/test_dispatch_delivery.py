@@ -95,7 +95,7 @@ async def delivery(sessions: async_sessionmaker[AsyncSession], send_id: str) -> 
 
 async def handle(send: SendRequested, deps: handlers.Deps) -> None:
     """One send through the consumer's batched handler; its failure raised, as the consumer would nak it."""
-    failure = (await handlers.on_sends([bus.Delivery(send)], deps))[0]
+    failure = (await handlers.on_sends([bus.Received(send)], deps))[0]
     if failure is not None:
         raise failure
 
@@ -151,7 +151,7 @@ async def test_an_interrupted_attempt_is_not_resent(deps, hook, sessions, worksp
     profile_id = await person(sessions, workspace_id, {})
     send = a_send(workspace_id, profile_id, "webhook", {"url": url})
     async with unit_of_work(sessions) as s:
-        await service.begin(s, send, deps.in_flight_seconds)  # a worker claimed it ...
+        await service.begin_many(s, [send], deps.in_flight_seconds)  # a worker claimed it ...
     # ... while it may still be working, a redelivery waits instead of judging it
     with pytest.raises(TransientError):
         await handle(send, deps)
@@ -177,9 +177,9 @@ async def test_a_batch_settles_each_send_on_its_own(deps, hook, sessions, worksp
     broken = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"n": "{{ user | nosuchfilter }}"}})
     busy = a_send(workspace_id, profile_id, "webhook", {"url": url})
     async with unit_of_work(sessions) as s:
-        await service.begin(s, busy, deps.in_flight_seconds)  # another worker is delivering it
+        await service.begin_many(s, [busy], deps.in_flight_seconds)  # another worker is delivering it
 
-    failures = await handlers.on_sends([bus.Delivery(x) for x in (retried, done, broken, busy)], deps)
+    failures = await handlers.on_sends([bus.Received(x) for x in (retried, done, broken, busy)], deps)
     assert [type(f) for f in failures] == [type(None), type(None), type(None), TransientError]
     assert [(await delivery(sessions, x.send_id)).status for x in (retried, done, broken, busy)] == [
         "sent", "sent", "failed", "sending"

@@ -24,7 +24,7 @@ def event(workspace_id: str, **fields: object) -> Event:
 
 async def apply(sessions: async_sessionmaker[AsyncSession], js: JetStreamContext, *events: Event) -> None:
     """Events through the consumer's handler, all in one batch."""
-    await handlers.on_events([bus.Delivery(e) for e in events], sessions, js)
+    await handlers.on_events([bus.Received(e) for e in events], sessions, js)
 
 
 async def profile(sessions: async_sessionmaker[AsyncSession], workspace_id: str, user_id: str, by: str = "user_id") -> dict:

@@ -24,11 +24,11 @@ async def test_entered_then_exited_are_published_once_each(sessions, nc: NATS, w
     def changed() -> ProfileChanged:
         return ProfileChanged(workspace_id=workspace_id, profile_id=profile_id, user_id=profile_id, cause_message_id=uuid.uuid4().hex)
 
-    await handlers.on_profile_changes([bus.Delivery(changed())], sessions, js)
-    await handlers.on_profile_changes([bus.Delivery(changed())], sessions, js)  # no change: nothing published
+    await handlers.on_profile_changes([bus.Received(changed())], sessions, js)
+    await handlers.on_profile_changes([bus.Received(changed())], sessions, js)  # no change: nothing published
     async with unit_of_work(sessions) as s:
         await s.execute(update(Profile).where(Profile.profile_id == profile_id).values(traits={"city": "Rome"}))
-    await handlers.on_profile_changes([bus.Delivery(changed())], sessions, js)
+    await handlers.on_profile_changes([bus.Received(changed())], sessions, js)
 
     first = orjson.loads((await memberships.next_msg(timeout=5)).data)
     second = orjson.loads((await memberships.next_msg(timeout=5)).data)
