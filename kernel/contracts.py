@@ -5,9 +5,9 @@ so that one workspace can be replayed, filtered or moved on its own.
 """
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 # --- streams and subjects -------------------------------------------------------------------
 
@@ -16,6 +16,9 @@ STREAMS: dict[str, list[str]] = {
     "PROFILES": ["profiles.>"],
     "SEGMENTS": ["segments.>"],
     "SENDS": ["sends.>"],
+    # Messages a consumer gave up on (permanent failure, or max deliveries reached), kept for
+    # inspection and re-driven with `herald replay --dead-letters`.
+    "DEADLETTERS": ["dead.>"],
 }
 
 # Durable consumers, one per consuming service: (stream, durable name, filter subject).
@@ -28,6 +31,14 @@ CONSUMERS: dict[str, tuple[str, str, str]] = {
 
 EventType = Literal["identify", "track", "page", "screen", "group", "alias"]
 Channel = Literal["email", "webhook"]
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
+
+# A send decision in the scheduler: scheduled → requested (handed to the dispatcher), or stopped.
+SendStatus = Literal["scheduled", "requested", "cancelled", "not_in_audience"]
+# A delivery in the dispatcher: new → sending → sent | failed | skipped | unknown, or
+# sending → retrying → sending again (durably, at `next_attempt_at`) until a final answer.
+DeliveryStatus = Literal["new", "sending", "retrying", "sent", "failed", "skipped", "unknown"]
+FINAL_DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("sent", "failed", "skipped", "unknown")
 
 
 def event_subject(workspace_id: str, event_type: str) -> str:
@@ -50,6 +61,18 @@ def send_subject(workspace_id: str, channel: str) -> str:
     return f"sends.requested.{workspace_id}.{channel}"
 
 
+def dead_letter_subject(workspace_id: str | None, consumer: str) -> str:
+    """Where a consumer files a message it gave up on; `_` when the workspace is unknown (unparseable)."""
+    return f"dead.{workspace_id or '_'}.{consumer}"
+
+
+# Headers a dead letter carries: where it came from and why it was given up.
+DEAD_SUBJECT_HEADER = "Herald-Dead-Subject"
+DEAD_CONSUMER_HEADER = "Herald-Dead-Consumer"
+DEAD_SEQUENCE_HEADER = "Herald-Dead-Sequence"
+DEAD_REASON_HEADER = "Herald-Dead-Reason"
+
+
 def workspace_subjects(stream: str, workspace_id: str) -> str:
     """The filter matching one workspace's messages in a stream (for replays and inspection)."""
     if not workspace_id or any(c in workspace_id for c in ".*> "):
@@ -59,6 +82,7 @@ def workspace_subjects(stream: str, workspace_id: str) -> str:
         "PROFILES": f"profiles.*.{workspace_id}",  # profile_changed_subject and profile_event_subject
         "SEGMENTS": membership_subject(workspace_id),
         "SENDS": send_subject(workspace_id, ">"),
+        "DEADLETTERS": f"dead.{workspace_id}.>",
     }
     if stream not in filters:
         raise ValueError(f"unknown stream {stream!r}; one of: {', '.join(filters)}")
@@ -72,6 +96,68 @@ AUDIENCE_QUERY_SUBJECT = "rpc.segmenter.check"
 
 class Contract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Published(Protocol):
+    """A message published to a stream: it knows its subject and its de-duplication id.
+
+    The id is deterministic (`Nats-Msg-Id`): publishing the same fact twice, from a retry or a
+    redelivery, stores it once within the stream's window, and consumers are idempotent beyond it.
+    Event, ResolvedEvent, ProfileChanged, MembershipChanged and SendRequested are Published.
+    """
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def dedupe_id(self) -> str: ...
+
+    def model_dump_json(self) -> str: ...
+
+
+# --- the property-condition grammar -----------------------------------------------------------
+
+ConditionOp = Literal["eq", "neq", "gt", "gte", "lt", "lte", "exists", "not_exists", "contains", "in"]
+CONDITION_OPS: tuple[ConditionOp, ...] = get_args(ConditionOp)
+ORDERED_OPS = ("gt", "gte", "lt", "lte")
+
+
+class PropertyCondition(Contract):
+    """One comparison on a document (event properties or traits), the same in segments and campaigns.
+
+    A condition on a missing value is false; `gt`/`gte`/`lt`/`lte` compare numbers with numbers and
+    strings with strings; `contains` is a case-insensitive substring on strings and membership on
+    arrays; `in` takes a non-empty list. The segmenter compiles it to SQL, the scheduler evaluates it
+    in Python; both read it from here.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    property: str = Field(min_length=1)
+    op: ConditionOp
+    value: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _value_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("op") not in ("exists", "not_exists", None) and "value" not in data:
+            raise ValueError(f"`{data.get('op')}` needs a value")
+        return data
+
+    @model_validator(mode="after")
+    def _value_fits(self) -> "PropertyCondition":
+        value = self.value
+        if self.op in ("exists", "not_exists"):
+            return self
+        if self.op == "in" and (not isinstance(value, list) or not value):
+            raise ValueError("`in` needs a non-empty list")
+        if self.op in ORDERED_OPS and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+            raise ValueError(f"`{self.op}` compares a number or a string")
+        if self.op == "contains" and not isinstance(value, (str, int, float, bool)):
+            raise ValueError("`contains` takes a string or a scalar")
+        if self.op in ("eq", "neq") and value is None:
+            raise ValueError(f"`{self.op}` needs a value; use `not_exists` / `exists` for a missing value")
+        return self
 
 
 # --- EVENTS ---------------------------------------------------------------------------------
@@ -98,6 +184,14 @@ class Event(Contract):
     received_at: datetime
 
     @property
+    def subject(self) -> str:
+        return event_subject(self.workspace_id, self.type)
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"{self.workspace_id}:{self.message_id}"
+
+    @property
     def display_name(self) -> str:
         """The name an event is counted and triggered under: track's event, page/screen name."""
         if self.type == "track":
@@ -120,6 +214,14 @@ class ProfileChanged(Contract):
     changed_traits: list[str] = Field(default_factory=list)
     merged_profile_ids: list[str] = Field(default_factory=list)
 
+    @property
+    def subject(self) -> str:
+        return profile_changed_subject(self.workspace_id)
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"{self.workspace_id}:changed:{self.cause_message_id}"
+
 
 class ResolvedEvent(Contract):
     """An event attributed to its canonical profile."""
@@ -129,11 +231,21 @@ class ResolvedEvent(Contract):
     user_id: str | None = None
     event: Event
 
+    @property
+    def subject(self) -> str:
+        return profile_event_subject(self.workspace_id)
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"{self.workspace_id}:event:{self.event.message_id}"
+
 
 # --- SEGMENTS -------------------------------------------------------------------------------
 
 
 class MembershipChanged(Contract):
+    """A profile entered or exited a segment, because of the message `cause_message_id`."""
+
     workspace_id: str
     segment_id: str
     profile_id: str
@@ -141,6 +253,14 @@ class MembershipChanged(Contract):
     change: Literal["entered", "exited"]
     at: datetime
     cause_message_id: str
+
+    @property
+    def subject(self) -> str:
+        return membership_subject(self.workspace_id)
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"{self.workspace_id}:{self.segment_id}:{self.profile_id}:{self.change}:{self.cause_message_id}"
 
 
 # --- SENDS ----------------------------------------------------------------------------------
@@ -156,16 +276,62 @@ class TriggerEvent(Contract):
     correlation_id: str | None = None  # of the request that triggered it, for logs across services
 
 
+class EmailContent(Contract):
+    """An email campaign's message: Liquid templates for the subject and the plain-text body."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    subject: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    from_address: str | None = Field(default=None, alias="from", description="From: header; the workspace default if unset")
+
+
+class WebhookContent(Contract):
+    """A webhook campaign's request: an object body has its strings rendered; a string body must render to JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: AnyHttpUrl
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: dict[str, Any] | str | None = None
+
+
+MessageContent = EmailContent | WebhookContent
+CONTENT_BY_CHANNEL: dict[Channel, type[EmailContent] | type[WebhookContent]] = {
+    "email": EmailContent,
+    "webhook": WebhookContent,
+}
+
+
 class SendRequested(Contract):
+    """A decision to message one profile now, for the dispatcher; `send_id` is unique in the delivery log."""
+
     send_id: str
     workspace_id: str
     campaign_id: str
     channel: Channel
     profile_id: str
     user_id: str | None = None
-    message: dict[str, Any]
+    message: MessageContent
     trigger: TriggerEvent | None = None
     requested_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _content_of_its_channel(cls, data: Any) -> Any:
+        # The content's shape follows the channel: parse it as that shape, never by guessing.
+        if isinstance(data, dict) and isinstance(data.get("message"), dict) and data.get("channel") in CONTENT_BY_CHANNEL:
+            data = {**data, "message": CONTENT_BY_CHANNEL[data["channel"]].model_validate(data["message"])}
+        return data
+
+    @property
+    def subject(self) -> str:
+        return send_subject(self.workspace_id, self.channel)
+
+    @property
+    def dedupe_id(self) -> str:
+        return self.send_id
 
 
 # --- request / reply ------------------------------------------------------------------------

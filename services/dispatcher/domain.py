@@ -8,7 +8,7 @@ import orjson
 from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
 
-from kernel.contracts import ProfileSnapshot, SendRequested
+from kernel.contracts import EmailContent, ProfileSnapshot, SendRequested, WebhookContent
 
 _env = Environment()
 
@@ -80,19 +80,22 @@ def email_address(profile: ProfileSnapshot) -> str | None:
 
 
 def render_email(send: SendRequested, profile: ProfileSnapshot, to: str) -> RenderedEmail:
+    """The email for this user: subject and body rendered with their data."""
+    assert isinstance(send.message, EmailContent)
     context = template_context(send, profile)
     return RenderedEmail(
         to=to,
-        subject=render_text(send.message["subject"], context, "message.subject").strip(),
-        body=render_text(send.message["body"], context, "message.body"),
-        from_address=send.message.get("from"),
+        subject=render_text(send.message.subject, context, "message.subject").strip(),
+        body=render_text(send.message.body, context, "message.body"),
+        from_address=send.message.from_address,
     )
 
 
 def render_webhook(send: SendRequested, profile: ProfileSnapshot) -> RenderedWebhook:
     """The webhook request: an object body has its strings rendered; a string body must render to JSON."""
+    assert isinstance(send.message, WebhookContent)
     context = template_context(send, profile)
-    body = send.message.get("body")
+    body = send.message.body
     if body is None:
         rendered: Any = {
             "send_id": send.send_id,
@@ -109,8 +112,8 @@ def render_webhook(send: SendRequested, profile: ProfileSnapshot) -> RenderedWeb
     else:
         rendered = _render_json(body, context, "message.body")
     return RenderedWebhook(
-        url=send.message["url"],
-        method=send.message.get("method", "POST"),
-        headers=dict(send.message.get("headers") or {}),
+        url=str(send.message.url),
+        method=send.message.method,
+        headers=dict(send.message.headers),
         body=rendered,
     )
