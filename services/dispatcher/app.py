@@ -1,5 +1,6 @@
-"""Dispatcher app factory and lifespan: the API and the SENDS consumer."""
+"""Dispatcher app factory and lifespan: the API, the SENDS consumer, the retry loop and the outbox drain."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -9,8 +10,9 @@ from fastapi import FastAPI
 
 from kernel import bus
 from kernel.contracts import SendRequested
+from kernel.outbox import Outbox
 from kernel.web import create_app, open_resources
-from services.dispatcher import handlers, service
+from services.dispatcher import handlers, models, service
 from services.dispatcher.api import router
 from services.dispatcher.config import get_settings
 from services.dispatcher.providers import SmtpProvider, WebhookProvider
@@ -36,18 +38,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ),
             webhook=WebhookProvider(res.http),
         )
-        deps = handlers.Deps(
-            res.db, res.nats, res.jetstream, providers, settings.max_attempts, settings.ack_wait_seconds
+        dispatcher = service.Dispatcher(
+            res.db, res.nats, res.jetstream, providers, Outbox(models.outbox), settings,
+            # An attempt is bounded by attempt_timeout_seconds; one older than this was interrupted.
+            interrupted_after_seconds=max(settings.ack_wait_seconds, settings.attempt_timeout_seconds * 1.5),
         )
         consumer = bus.ConsumerSpec.for_service(
-            "dispatcher",
-            SendRequested,
-            partial(handlers.on_sends, deps=deps),
-            settings,
-            batched=True,
+            "dispatcher", SendRequested, partial(handlers.on_sends, dispatcher=dispatcher), settings, batched=True
         )
-        async with bus.consuming(res.jetstream, [consumer]):
-            yield
+        stop = asyncio.Event()
+        loops = [
+            asyncio.create_task(service.run_retries(dispatcher, stop), name="dispatcher:retries"),
+            asyncio.create_task(
+                dispatcher.outbox.drain(res.db, res.jetstream, stop, settings.retry_poll_seconds), name="dispatcher:outbox"
+            ),
+        ]
+        try:
+            async with bus.consuming(res.jetstream, [consumer]):
+                yield
+        finally:
+            stop.set()
+            await asyncio.gather(*loops, return_exceptions=True)
 
 
 def build() -> FastAPI:

@@ -1,6 +1,10 @@
-"""Pure dispatch rules: render a message for one user, and what a template may read."""
+"""Pure dispatch rules: render a message for one user, what a template may read, when to retry."""
 
+import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from functools import lru_cache
 from typing import Any
 
@@ -13,8 +17,29 @@ from kernel.contracts import EmailContent, ProfileSnapshot, SendRequested, Webho
 _env = Environment()
 
 
-class RenderError(Exception):
-    """The message cannot be rendered for this user; the send fails with this reason."""
+class Undeliverable(Exception):
+    """This send cannot go out as it is (its content or its recipient); it is skipped with this reason.
+
+    `code` is a short, bounded label for metrics and the delivery log.
+    """
+
+    code = "undeliverable"
+
+
+class RenderError(Undeliverable):
+    """The message cannot be rendered for this user."""
+
+    code = "template_error"
+
+
+class InvalidAddress(Undeliverable):
+    """The user's address (or the campaign's sender) cannot be used in a message header."""
+
+    code = "invalid_address"
+
+
+# Control characters (CR and LF above all) never reach a header: they would start a new one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -43,7 +68,7 @@ def render_text(source: str, context: dict[str, Any], where: str) -> str:
     try:
         return _template(source).render(**context)
     except LiquidError as exc:
-        raise RenderError(f"{where}: {exc}") from exc
+        raise RenderError(f"template error in {where}: {exc}") from exc
 
 
 def template_context(send: SendRequested, profile: ProfileSnapshot) -> dict[str, Any]:
@@ -72,22 +97,41 @@ def _render_json(value: Any, context: dict[str, Any], where: str) -> Any:
 
 
 def email_address(profile: ProfileSnapshot) -> str | None:
-    """The user's `email` trait, if it looks like an address."""
+    """The user's `email` trait as an address; None when they have none; InvalidAddress when it is unusable."""
     value = profile.traits.get("email")
-    if isinstance(value, str) and "@" in value.strip():
-        return value.strip()
-    return None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise InvalidAddress(f"the `email` trait is a {type(value).__name__}, not an address")
+    value = value.strip()
+    if _CONTROL.search(value) or len(value) > 254:
+        raise InvalidAddress("the `email` trait holds control characters or is too long for an address")
+    try:
+        address = Address(addr_spec=value)
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        raise InvalidAddress(f"the `email` trait is not an address: {exc}") from exc
+    if not address.username or not address.domain or "." not in address.domain:
+        raise InvalidAddress("the `email` trait is not an address of the form name@domain.tld")
+    return address.addr_spec
+
+
+def header_text(value: str) -> str:
+    """A rendered value made safe for one header line: control characters become spaces."""
+    return " ".join(_CONTROL.sub(" ", value).split())
 
 
 def render_email(send: SendRequested, profile: ProfileSnapshot, to: str) -> RenderedEmail:
     """The email for this user: subject and body rendered with their data."""
     assert isinstance(send.message, EmailContent)
     context = template_context(send, profile)
+    sender = send.message.from_address
+    if sender is not None and _CONTROL.search(sender):
+        raise InvalidAddress("the campaign's `from` holds control characters")
     return RenderedEmail(
         to=to,
-        subject=render_text(send.message.subject, context, "message.subject").strip(),
+        subject=header_text(render_text(send.message.subject, context, "message.subject")),
         body=render_text(send.message.body, context, "message.body"),
-        from_address=send.message.from_address,
+        from_address=sender,
     )
 
 
@@ -117,3 +161,17 @@ def render_webhook(send: SendRequested, profile: ProfileSnapshot) -> RenderedWeb
         headers=dict(send.message.headers),
         body=rendered,
     )
+
+
+def retry_at(
+    now: datetime, attempts: int, base_seconds: float, max_interval_seconds: float, retry_after: float | None = None
+) -> datetime:
+    """When to try a send again after its `attempts`-th attempt failed transiently.
+
+    Exponential from `base_seconds`, capped at `max_interval_seconds`; a provider's Retry-After
+    is honoured when it asks for longer (within the cap).
+    """
+    delay = min(max_interval_seconds, base_seconds * 2 ** max(0, attempts - 1))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, max_interval_seconds))
+    return now + timedelta(seconds=delay)

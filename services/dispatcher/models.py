@@ -1,18 +1,32 @@
-"""Dispatcher tables: the delivery log (one row per send_id, so nothing is sent twice)."""
+"""Dispatcher tables: the delivery log (one row per send_id, so nothing is sent twice) and its outbox."""
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, func
+from sqlalchemy import DateTime, Index, Integer, String, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kernel.db import Base
+from kernel.outbox import outbox_table
 
 SCHEMA = "dispatcher"
 
 
 class Delivery(Base):
+    """One send's delivery: its request, where it stands, and (while it is retried) when to try next.
+
+    Status: new → sending → sent | failed | skipped | unknown, or sending → retrying → sending
+    again at `next_attempt_at`, until a final answer or `give_up_at`.
+    """
+
     __tablename__ = "deliveries"
-    __table_args__ = (Index("deliveries_user", "workspace_id", "user_id"), {"schema": SCHEMA})
+    __table_args__ = (
+        Index("deliveries_user", "workspace_id", "user_id"),
+        Index("deliveries_retry_due", "next_attempt_at", postgresql_where=text("status = 'retrying'")),
+        Index("deliveries_in_attempt", "updated_at", postgresql_where=text("status = 'sending'")),
+        {"schema": SCHEMA},
+    )
 
     send_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(String(64))
@@ -20,13 +34,20 @@ class Delivery(Base):
     profile_id: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[str | None] = mapped_column(String(512))
     channel: Mapped[str] = mapped_column(String(16))
-    # sending → sent | failed | skipped, or retrying → sending again
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(1000))
+    reason_code: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     recipient: Mapped[str | None] = mapped_column(String(2000))
     subject: Mapped[str | None] = mapped_column(String(1000))
     provider_response: Mapped[str | None] = mapped_column(String(1000))
+    # The SendRequested as received, so a retry needs no bus message (None on rows from before retries were durable).
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    give_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+outbox = outbox_table(SCHEMA)

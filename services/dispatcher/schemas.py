@@ -4,14 +4,18 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from kernel.contracts import DeliveryStatus
+
 
 class DeliveryOut(BaseModel):
     send_id: str
     campaign_id: str
     channel: str
-    status: str
+    status: DeliveryStatus
     reason: str | None
+    reason_code: str | None = None
     attempts: int
+    next_attempt_at: datetime | None = None
     recipient: str | None
     subject: str | None
     sent_at: datetime | None

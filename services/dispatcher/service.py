@@ -1,18 +1,58 @@
-"""Dispatcher use cases: claim a send once, render it, deliver it, record the outcome."""
+"""Dispatcher use cases: claim a send once, render it, deliver it, record the outcome, retry durably.
 
+A send's whole life is its row in the delivery log. The bus message that brings it is acked once
+the row exists and its first attempt is recorded; a transient failure (the provider, the network,
+the profile lookup) is retried from the row at `next_attempt_at`, with backoff, for hours
+(`<channel>_retry_hours`), without holding a JetStream message or a database lock meanwhile.
+Only a permanent answer, or the end of that horizon, fails a send. An attempt that began and was
+never recorded (its worker died) is judged `unknown`, never resent: the provider may have it.
+"""
+
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from kernel.contracts import Event, ProfileSnapshot, SendRequested
-from kernel.errors import TransientError
+from kernel import bus
+from kernel.contracts import (
+    FINAL_DELIVERY_STATUSES,
+    PROFILE_QUERY_SUBJECT,
+    Event,
+    ProfileQuery,
+    ProfileSnapshot,
+    SendRequested,
+)
+from kernel.db import unit_of_work
+from kernel.logging import bind_correlation_id
+from kernel.outbox import Outbox
 from services.dispatcher import domain, repository
+from services.dispatcher.config import DispatcherSettings
 from services.dispatcher.models import Delivery
 from services.dispatcher.providers import DeliveryError, SmtpProvider, WebhookProvider
 
-FINAL = ("sent", "failed", "skipped")
-OUTCOME_EVENTS = {"sent": "$message_sent", "failed": "$message_failed", "skipped": "$message_skipped"}
+log = structlog.get_logger(__name__)
+
+FINAL = FINAL_DELIVERY_STATUSES
+OUTCOME_EVENTS = {
+    "sent": "$message_sent",
+    "failed": "$message_failed",
+    "skipped": "$message_skipped",
+    "unknown": "$message_unknown",
+}
+OUTCOMES = Counter(
+    "herald_deliveries_total", "Sends that reached a final status, by channel, status and reason code",
+    ["channel", "status", "reason"],
+)
+RETRIES = Counter(
+    "herald_delivery_retries_total", "Attempts that failed transiently and were scheduled again", ["channel", "reason"]
+)
+RECORD_TRIES = 3  # a database blip while recording must not turn delivered sends into `unknown`
 
 
 @dataclass
@@ -23,83 +63,276 @@ class Providers:
 
 @dataclass
 class Result:
-    status: str  # sent | failed | skipped | retry
+    """What one attempt came to; `code` is a short bounded label, `reason` the words for a person."""
+
+    status: Literal["sent", "failed", "skipped", "retry"]
+    code: str = "ok"
     reason: str | None = None
     recipient: str | None = None
     subject: str | None = None
     provider_response: str | None = None
+    retry_after: float | None = None
 
 
-async def begin_many(
-    session: AsyncSession, sends: list[SendRequested], in_flight_seconds: float
-) -> list[Delivery | TransientError]:
-    """Claim each send for one attempt, in one statement pair; a final row is returned as it is.
+@dataclass(frozen=True)
+class Claimed:
+    """A send this worker holds for one attempt (its row is `sending` with this attempt number)."""
 
-    A row left `sending` for less than `in_flight_seconds` belongs to a worker that is still
-    delivering it (a redelivery raced it): that send gets a TransientError, to be retried later.
+    send: SendRequested
+    attempt: int
+    correlation_id: str | None = None
+
+
+@dataclass
+class Dispatcher:
+    """Everything delivering needs, opened by the lifespan."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    nc: NATS
+    js: JetStreamContext
+    providers: Providers
+    outbox: Outbox
+    settings: DispatcherSettings
+    # An attempt older than this was interrupted: at least the consumer's effective ack wait.
+    interrupted_after_seconds: float = 30.0
+
+
+def give_up_at(settings: DispatcherSettings, send: SendRequested, now: datetime) -> datetime:
+    """When retrying this send stops."""
+    return now + timedelta(hours=settings.retry_hours(send.channel))
+
+
+async def claim(
+    session: AsyncSession, sends: list[tuple[SendRequested, str | None]], settings: DispatcherSettings
+) -> list[Claimed]:
+    """Record each send (once, by its id) and claim the new ones for their first attempt.
+
+    A send already known (being attempted, waiting for a retry, or decided) is left to whoever holds
+    it: its row is durable, so this bus message has nothing more to do.
     """
-    rows = await repository.lock_deliveries(session, sends)
     now = datetime.now(UTC)
-    claims: list[Delivery | TransientError] = []
-    for send in sends:
+    rows = await repository.lock_deliveries(
+        session, [s for s, _ in sends], {s.send_id: give_up_at(settings, s, now) for s, _ in sends}
+    )
+    claimed: list[Claimed] = []
+    for send, correlation_id in sends:
         delivery = rows[send.send_id]
-        if delivery.status in FINAL:
-            claims.append(delivery)
+        if delivery.status != "new" or any(c.send.send_id == send.send_id for c in claimed):
             continue
-        if delivery.status == "sending" and delivery.updated_at > now - timedelta(seconds=in_flight_seconds):
-            claims.append(TransientError("another worker is delivering this send right now"))
-            continue
-        if delivery.status == "sending":
-            # A worker died mid-attempt: the provider may or may not have delivered. Resending
-            # could duplicate the message, so the send is failed with the reason on record.
-            delivery.status = "failed"
-            delivery.reason = "delivery interrupted mid-attempt; not resent to avoid a duplicate"
-        else:
-            delivery.status = "sending"
-            delivery.attempts += 1
+        delivery.status = "sending"
+        delivery.attempts += 1
         delivery.updated_at = now
-        claims.append(delivery)
+        claimed.append(Claimed(send, delivery.attempts, correlation_id))
     await session.flush()
-    return claims
+    return claimed
+
+
+async def deliver(d: Dispatcher, claimed: list[Claimed]) -> list[Delivery]:
+    """Attempt each claimed send concurrently, each on its own, then record every outcome at once."""
+    if not claimed:
+        return []
+    profiles = await _profiles(d.nc, {(c.send.workspace_id, c.send.profile_id) for c in claimed})
+    results = await asyncio.gather(*(_attempt_safely(d, c, profiles) for c in claimed))
+    for tries in range(1, RECORD_TRIES + 1):
+        try:
+            async with unit_of_work(d.sessions) as session:
+                recorded, staged = await record(session, d.outbox, list(zip(claimed, results, strict=True)), d.settings)
+            break
+        except Exception as exc:
+            if tries == RECORD_TRIES:
+                raise  # the attempts stay `sending` and are judged `unknown` once stale
+            log.warning("delivery_record_retry", sends=len(claimed), error=repr(exc))
+            await asyncio.sleep(tries)
+    _report(recorded)
+    await d.outbox.publish_after_commit(d.sessions, d.js, staged)
+    return recorded
+
+
+async def _profiles(nc: NATS, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ProfileSnapshot | Exception]:
+    """Each profile's snapshot from the profiles service, asked concurrently, or why it could not be had."""
+
+    async def one(workspace_id: str, profile_id: str) -> ProfileSnapshot | Exception:
+        try:
+            return await bus.request(
+                nc, PROFILE_QUERY_SUBJECT, ProfileQuery(workspace_id=workspace_id, profile_id=profile_id), ProfileSnapshot
+            )
+        except Exception as exc:
+            return exc
+
+    ordered = sorted(keys)
+    return dict(zip(ordered, await asyncio.gather(*(one(*key) for key in ordered)), strict=True))
+
+
+async def _attempt_safely(
+    d: Dispatcher, claimed: Claimed, profiles: dict[tuple[str, str], ProfileSnapshot | Exception]
+) -> Result:
+    """One attempt, bounded in time; whatever goes wrong is this send's outcome and no other's."""
+    bind_correlation_id(claimed.correlation_id)  # its own task: the binding stays with this send
+    send = claimed.send
+    profile = profiles[(send.workspace_id, send.profile_id)]
+    if isinstance(profile, Exception):
+        return Result("retry", "profile_unavailable", f"profile lookup failed: {type(profile).__name__}")
+    try:
+        async with asyncio.timeout(d.settings.attempt_timeout_seconds):
+            return await attempt(send, profile, d.providers)
+    except TimeoutError:
+        return Result("retry", "attempt_timeout", f"the attempt took longer than {d.settings.attempt_timeout_seconds:g}s")
+    except Exception as exc:  # a defect, not the user's data: fail this send, loudly, and keep the others
+        log.exception("attempt_crashed", send_id=send.send_id, campaign_id=send.campaign_id)
+        return Result("failed", "internal_error", f"internal error: {type(exc).__name__}")
 
 
 async def attempt(send: SendRequested, profile: ProfileSnapshot, providers: Providers) -> Result:
     """Render and deliver once; no database work here."""
     if not profile.found:
-        return Result("skipped", "the user's profile no longer exists")
+        return Result("skipped", "profile_gone", "the user's profile no longer exists")
     try:
         if send.channel == "email":
             to = domain.email_address(profile)
             if to is None:
-                return Result("skipped", "the user has no email address (trait `email`)")
+                return Result("skipped", "no_address", "the user has no email address (trait `email`)")
             email = domain.render_email(send, profile, to)
             response = await providers.email.send(email, send.send_id)
-            return Result("sent", None, to, email.subject, response)
+            return Result("sent", "ok", None, to, email.subject, response)
         hook = domain.render_webhook(send, profile)
         response = await providers.webhook.send(hook, send.send_id)
-        return Result("sent", None, hook.url, None, response)
-    except domain.RenderError as exc:
-        return Result("failed", f"template error: {exc}")
+        return Result("sent", "ok", None, hook.url, None, response)
+    except domain.Undeliverable as exc:
+        return Result("skipped", exc.code, str(exc))
     except DeliveryError as exc:
-        return Result("retry" if exc.transient else "failed", str(exc))
+        return Result("retry" if exc.transient else "failed", exc.code, str(exc), retry_after=exc.retry_after)
 
 
-async def record_many(session: AsyncSession, results: dict[str, Result]) -> list[Delivery]:
-    """Store each attempt's result (keyed by send id) on its delivery row."""
-    rows = await repository.get_deliveries(session, list(results))
+async def record(
+    session: AsyncSession, outbox: Outbox, results: list[tuple[Claimed, Result]], settings: DispatcherSettings
+) -> tuple[list[Delivery], list[int]]:
+    """Store each attempt's result on its row, schedule retries, and stage the outcome events.
+
+    Returns the rows recorded and the outbox ids to publish once this transaction has committed.
+    A row that is no longer this attempt's (judged `unknown` meanwhile) is left as it is.
+    """
+    rows = await repository.get_deliveries(session, sorted({c.send.send_id for c, _ in results}))
     now = datetime.now(UTC)
-    for send_id, result in results.items():
-        delivery = rows[send_id]
-        delivery.status = "retrying" if result.status == "retry" else result.status
-        delivery.reason = result.reason
-        delivery.recipient = result.recipient or delivery.recipient
-        delivery.subject = result.subject or delivery.subject
-        delivery.provider_response = result.provider_response
-        delivery.updated_at = now
+    recorded: list[Delivery] = []
+    for claimed, result in results:
+        delivery = rows[claimed.send.send_id]
+        if delivery.status != "sending" or delivery.attempts != claimed.attempt:
+            log.warning("attempt_outcome_superseded", send_id=delivery.send_id, status=delivery.status)
+            continue
+        _apply(delivery, claimed.send, result, now, settings)
+        recorded.append(delivery)
+    await session.flush()
+    return recorded, await _stage_outcomes(session, outbox, recorded)
+
+
+async def _stage_outcomes(session: AsyncSession, outbox: Outbox, deliveries: list[Delivery]) -> list[int]:
+    """Stage the outcome events of the final ones among these rows, in the caller's transaction."""
+    events = [(e, _correlation(d)) for d in deliveries if (e := outcome_event(d)) is not None]
+    return await outbox.stage(session, [e for e, _ in events], [c for _, c in events])
+
+
+def _apply(delivery: Delivery, send: SendRequested, result: Result, now: datetime, settings: DispatcherSettings) -> None:
+    """One result onto its row: final, or a retry at its time, or failed once the horizon has passed."""
+    delivery.updated_at = now
+    delivery.reason, delivery.reason_code = result.reason, result.code
+    delivery.recipient = result.recipient or delivery.recipient
+    delivery.subject = result.subject or delivery.subject
+    delivery.provider_response = result.provider_response
+    if result.status != "retry":
+        delivery.status, delivery.next_attempt_at = result.status, None
         if result.status == "sent":
             delivery.sent_at = now
-    await session.flush()
-    return [rows[send_id] for send_id in results]
+        return
+    next_at = domain.retry_at(
+        now, delivery.attempts, settings.retry_base_seconds, settings.retry_max_interval_seconds, result.retry_after
+    )
+    deadline = delivery.give_up_at or give_up_at(settings, send, delivery.created_at or now)
+    if next_at > deadline:
+        delivery.status, delivery.next_attempt_at, delivery.reason_code = "failed", None, "retries_exhausted"
+        delivery.reason = f"gave up after {delivery.attempts} attempts (retried until {deadline:%Y-%m-%d %H:%M} UTC): {result.reason}"
+        return
+    delivery.status, delivery.next_attempt_at = "retrying", next_at
+    RETRIES.labels(delivery.channel, result.code).inc()
+
+
+def _report(recorded: list[Delivery]) -> None:
+    """Count and log each final outcome (failed and skipped at warning, unknown at error)."""
+    for delivery in recorded:
+        fields: dict[str, Any] = {
+            "send_id": delivery.send_id, "campaign_id": delivery.campaign_id, "channel": delivery.channel,
+            "status": delivery.status, "reason_code": delivery.reason_code, "reason": delivery.reason,
+            "attempts": delivery.attempts,
+        }
+        with structlog.contextvars.bound_contextvars(correlation_id=_correlation(delivery)):
+            if delivery.status not in FINAL:
+                log.info("send_retry_scheduled", next_attempt_at=delivery.next_attempt_at, **fields)
+                continue
+            OUTCOMES.labels(delivery.channel, delivery.status, delivery.reason_code or "ok").inc()
+            if delivery.status == "unknown":
+                log.error("send_outcome", **fields)
+            elif delivery.status in ("failed", "skipped"):
+                log.warning("send_outcome", **fields)
+            else:
+                log.info("send_outcome", **fields)
+
+
+def _correlation(delivery: Delivery) -> str | None:
+    trigger = (delivery.request or {}).get("trigger") or {}
+    value = trigger.get("correlation_id")
+    return str(value) if value else None
+
+
+async def judge_interrupted(d: Dispatcher, limit: int) -> int:
+    """Mark attempts that began and were never recorded as `unknown` (never resent); returns how many."""
+    started_before = datetime.now(UTC) - timedelta(seconds=d.interrupted_after_seconds)
+    async with unit_of_work(d.sessions) as session:
+        rows = await repository.claim_interrupted(session, started_before, limit)
+        for delivery in rows:
+            delivery.status, delivery.reason_code, delivery.next_attempt_at = "unknown", "interrupted", None
+            delivery.reason = (
+                f"attempt {delivery.attempts} began at {delivery.updated_at:%Y-%m-%d %H:%M:%S} UTC and was never "
+                "recorded (the worker stopped mid-attempt); the provider may or may not have it, so it is not resent"
+            )
+            delivery.updated_at = datetime.now(UTC)
+        await session.flush()
+        staged = await _stage_outcomes(session, d.outbox, rows)
+    _report(rows)
+    await d.outbox.publish_after_commit(d.sessions, d.js, staged)
+    return len(rows)
+
+
+async def retry_due(d: Dispatcher, limit: int) -> int:
+    """Claim the retries whose time has come (committed as `sending`), then attempt them; returns how many."""
+    async with unit_of_work(d.sessions) as session:
+        rows = await repository.claim_due_retries(session, datetime.now(UTC), limit)
+        claimed: list[Claimed] = []
+        for delivery in rows:
+            delivery.status, delivery.next_attempt_at = "sending", None
+            delivery.attempts += 1
+            delivery.updated_at = datetime.now(UTC)
+            send = SendRequested.model_validate(delivery.request)
+            claimed.append(Claimed(send, delivery.attempts, send.trigger.correlation_id if send.trigger else None))
+        await session.flush()
+    await deliver(d, claimed)
+    return len(claimed)
+
+
+async def run_retries(d: Dispatcher, stop: asyncio.Event) -> None:
+    """Until stopped: judge interrupted attempts and retry due sends; no state lives here, so a restart loses nothing."""
+    batch, failing = d.settings.retry_batch, False
+    while not stop.is_set():
+        try:
+            busy = await judge_interrupted(d, batch) + await retry_due(d, batch) >= batch
+            failing = False
+        except Exception as exc:
+            if not failing:  # once per outage, not once per look
+                log.warning("retry_loop_failed", error=repr(exc))
+            failing, busy = True, False
+        if not busy:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=d.settings.retry_poll_seconds)
+            except TimeoutError:
+                pass
 
 
 def outcome_event(delivery: Delivery) -> Event | None:
@@ -107,13 +340,15 @@ def outcome_event(delivery: Delivery) -> Event | None:
     if delivery.status not in FINAL or not delivery.user_id:
         return None
     now = datetime.now(UTC)
-    properties = {
+    properties: dict[str, Any] = {
         "send_id": delivery.send_id,
         "campaign_id": delivery.campaign_id,
         "channel": delivery.channel,
     }
     if delivery.reason:
         properties["reason"] = delivery.reason
+    if delivery.reason_code and delivery.reason_code != "ok":
+        properties["reason_code"] = delivery.reason_code
     return Event(
         workspace_id=delivery.workspace_id,
         message_id=f"herald:{delivery.send_id}:{delivery.status}",
@@ -134,7 +369,9 @@ def describe(delivery: Delivery) -> dict[str, object]:
         "channel": delivery.channel,
         "status": delivery.status,
         "reason": delivery.reason,
+        "reason_code": delivery.reason_code,
         "attempts": delivery.attempts,
+        "next_attempt_at": delivery.next_attempt_at,
         "recipient": delivery.recipient,
         "subject": delivery.subject,
         "sent_at": delivery.sent_at,

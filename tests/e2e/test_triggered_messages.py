@@ -32,7 +32,7 @@ async def test_a_triggering_event_delivers_one_personalised_email(ws: Workspace,
     assert "$message_sent" in [e["name"] for e in timeline["events"]]
     # The request's correlation id travelled through every hop to the dispatcher's log.
     dispatcher_log = (stack.log_dir / "dispatcher.log").read_text()
-    assert any(correlation_id in line and "send_attempted" in line for line in dispatcher_log.splitlines())
+    assert any(correlation_id in line and "send_outcome" in line for line in dispatcher_log.splitlines())
 
 
 async def test_a_scheduler_restart_during_the_delay_loses_nothing(ws: Workspace, stack) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""The dispatcher against a real HTTP server and a real SMTP server: retries, never twice, reasons."""
+"""The dispatcher against a real HTTP server and a real SMTP server: durable retries, never twice, reasons."""
 
 import asyncio
 import uuid
@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,8 +21,9 @@ from herald.sinks import Catcher
 from kernel import bus
 from kernel.contracts import PROFILE_QUERY_SUBJECT, ProfileQuery, SendRequested, TriggerEvent
 from kernel.db import unit_of_work
-from kernel.errors import TransientError
-from services.dispatcher import handlers, service
+from kernel.outbox import Outbox
+from services.dispatcher import handlers, models, service
+from services.dispatcher.config import DispatcherSettings
 from services.dispatcher.models import Delivery
 from services.dispatcher.providers import SmtpProvider, WebhookProvider
 from services.profiles import handlers as profile_handlers
@@ -43,7 +45,7 @@ class FlakyHook:
         self.calls.append({"body": orjson.loads(await request.body()), "key": request.headers.get("idempotency-key")})
         if self.failures > 0:
             self.failures -= 1
-            return Response(status_code=503)
+            return Response(status_code=503, headers={"retry-after": "1"})
         return Response(status_code=204)
 
 
@@ -59,31 +61,60 @@ async def hook() -> AsyncIterator[tuple[FlakyHook, str]]:
     await task
 
 
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) that can be taken down and brought back on the same port."""
+
+    def __init__(self) -> None:
+        self.catcher, self.port = Catcher(None), free_port()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        from aiosmtpd.smtp import SMTP
+
+        self.server = await asyncio.get_running_loop().create_server(lambda: SMTP(self.catcher), "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+
 @pytest.fixture
-async def smtp() -> AsyncIterator[tuple[Catcher, int]]:
-    from aiosmtpd.smtp import SMTP
-
-    catcher, port = Catcher(None), free_port()
-    server = await asyncio.get_running_loop().create_server(lambda: SMTP(catcher), "127.0.0.1", port)
-    yield catcher, port
-    server.close()
+async def smtp() -> AsyncIterator[SmtpSink]:
+    sink = SmtpSink()
+    await sink.start()
+    yield sink
+    await sink.stop()
 
 
 @pytest.fixture
-async def deps(sessions: async_sessionmaker[AsyncSession], nc: NATS, smtp) -> AsyncIterator[handlers.Deps]:  # type: ignore[no-untyped-def]
-    responder = await bus.serve_requests(nc, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(profile_handlers.on_profile_query, sessions=sessions))
+async def responder(sessions: async_sessionmaker[AsyncSession], nc: NATS) -> AsyncIterator[None]:
+    """The profiles service's answer to profile lookups."""
+    sub = await bus.serve_requests(
+        nc, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(profile_handlers.on_profile_query, sessions=sessions)
+    )
+    yield
+    await sub.unsubscribe()
+
+
+def settings(**overrides: object) -> DispatcherSettings:
+    return DispatcherSettings(**{"retry_base_seconds": 1.0, "attempt_timeout_seconds": 5.0, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def dispatcher(sessions: async_sessionmaker[AsyncSession], nc: NATS, smtp: SmtpSink) -> AsyncIterator[service.Dispatcher]:
     async with httpx.AsyncClient(timeout=5) as client:
-        providers = service.Providers(SmtpProvider("127.0.0.1", smtp[1], "Herald <t@herald.local>"), WebhookProvider(client))
-        yield handlers.Deps(sessions, nc, nc.jetstream(), providers, max_attempts=3)
-    await responder.unsubscribe()
+        providers = service.Providers(SmtpProvider("127.0.0.1", smtp.port, "Herald <t@herald.local>", timeout=2), WebhookProvider(client))
+        yield service.Dispatcher(sessions, nc, nc.jetstream(), providers, Outbox(models.outbox), settings())
 
 
 def a_send(workspace_id: str, profile_id: str, channel: str, message: dict) -> SendRequested:
-    return SendRequested(
+    return SendRequested.model_validate(dict(
         send_id=str(uuid.uuid4()), workspace_id=workspace_id, campaign_id="cmp_test", channel=channel,
         profile_id=profile_id, user_id=profile_id, message=message, requested_at=NOW,
         trigger=TriggerEvent(message_id="m1", name="Product Added", properties={"name": "Kite"}, timestamp=NOW),
-    )
+    ))
 
 
 async def delivery(sessions: async_sessionmaker[AsyncSession], send_id: str) -> Delivery:
@@ -93,25 +124,45 @@ async def delivery(sessions: async_sessionmaker[AsyncSession], send_id: str) -> 
         return row
 
 
-async def handle(send: SendRequested, deps: handlers.Deps) -> None:
-    """One send through the consumer's batched handler; its failure raised, as the consumer would nak it."""
-    failure = (await handlers.on_sends([bus.Received(send)], deps))[0]
-    if failure is not None:
-        raise failure
+async def handle(dispatcher: service.Dispatcher, *sends: SendRequested) -> None:
+    """Sends through the consumer's batched handler, as one fetch."""
+    await handlers.on_sends([bus.Received(s) for s in sends], dispatcher)
 
 
-async def test_a_transient_failure_is_retried_and_the_send_never_goes_twice(deps, hook, sessions, nc, workspace_id) -> None:  # type: ignore[no-untyped-def]
+async def retry_now(dispatcher: service.Dispatcher, sessions: async_sessionmaker[AsyncSession], *sends: SendRequested) -> int:
+    """Bring these sends' next attempt forward to now (time controlled, not waited for) and run due retries."""
+    async with unit_of_work(sessions) as s:
+        await s.execute(
+            update(Delivery).where(Delivery.send_id.in_([x.send_id for x in sends]), Delivery.status == "retrying")
+            .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    return await service.retry_due(dispatcher, 100)
+
+
+def counted(status: str, reason: str, channel: str = "email") -> float:
+    return REGISTRY.get_sample_value(
+        "herald_deliveries_total", {"channel": channel, "status": status, "reason": reason}
+    ) or 0.0
+
+
+async def test_a_transient_failure_is_retried_from_the_delivery_log_and_never_goes_twice(
+    dispatcher, responder, hook, sessions, nc, workspace_id  # type: ignore[no-untyped-def]
+) -> None:
     receiver, url = hook
     outcomes = await nc.jetstream().subscribe(f"events.{workspace_id}.track", ordered_consumer=True)
     profile_id = await person(sessions, workspace_id, {"first_name": "Ida"})
     send = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"hi": "{{ user.traits.first_name }}"}})
 
-    with pytest.raises(TransientError):
-        await handle(send, deps)  # the receiver answers 503
-    assert (await delivery(sessions, send.send_id)).status == "retrying"
+    await handle(dispatcher, send)  # the receiver answers 503: the bus message is done, the retry is a row
+    row = await delivery(sessions, send.send_id)
+    assert (row.status, row.reason_code, row.attempts) == ("retrying", "http_503", 1)
+    assert row.next_attempt_at is not None and row.next_attempt_at > datetime.now(UTC)
+    assert row.request is not None and row.give_up_at is not None and row.give_up_at > NOW + timedelta(hours=23)
 
-    await handle(send, deps)  # redelivered: succeeds
-    await handle(send, deps)  # redelivered again: already sent, nothing goes out
+    assert await service.retry_due(dispatcher, 100) == 0  # not due yet
+    assert await retry_now(dispatcher, sessions, send) == 1  # due: succeeds
+    await handle(dispatcher, send)  # the bus redelivers the original: nothing goes out again
+    assert await retry_now(dispatcher, sessions, send) == 0
     row = await delivery(sessions, send.send_id)
     assert (row.status, row.attempts) == ("sent", 2)
     assert [c["body"] for c in receiver.calls] == [{"hi": "Ida"}, {"hi": "Ida"}]
@@ -121,67 +172,157 @@ async def test_a_transient_failure_is_retried_and_the_send_never_goes_twice(deps
     assert event["event"] == "$message_sent" and event["properties"]["send_id"] == send.send_id
 
 
-async def test_email_is_delivered_over_smtp_or_skipped_with_a_reason(deps, smtp, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
-    catcher, _ = smtp
+async def test_email_survives_an_smtp_outage_and_a_profiles_outage(dispatcher, smtp, sessions, nc, workspace_id) -> None:  # type: ignore[no-untyped-def]
+    message = {"subject": "Hi {{ user.traits.first_name }}", "body": "Your {{ event.properties.name }}."}
+    profile_id = await person(sessions, workspace_id, {"first_name": "Jo", "email": "jo@example.com"})
+    sends = [a_send(workspace_id, profile_id, "email", message) for _ in range(3)]
+
+    await handle(dispatcher, *sends)  # nobody answers profile lookups: the profiles service is down
+    rows = [await delivery(sessions, s.send_id) for s in sends]
+    assert {(r.status, r.reason_code) for r in rows} == {("retrying", "profile_unavailable")}
+
+    await smtp.stop()  # ... and then the SMTP server is down too, through several retries
+    sub = await bus.serve_requests(
+        nc, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(profile_handlers.on_profile_query, sessions=sessions)
+    )
+    try:
+        for _ in range(3):
+            assert await retry_now(dispatcher, sessions, *sends) == 3
+        rows = [await delivery(sessions, s.send_id) for s in sends]
+        assert {(r.status, r.reason_code, r.attempts) for r in rows} == {("retrying", "provider_unreachable", 4)}
+
+        await smtp.start()
+        assert await retry_now(dispatcher, sessions, *sends) == 3
+    finally:
+        await sub.unsubscribe()
+    assert sorted(e["send_id"] for e in smtp.catcher.emails) == sorted(s.send_id for s in sends)
+    assert {(await delivery(sessions, s.send_id)).status for s in sends} == {"sent"}
+
+
+async def test_only_the_end_of_the_retry_horizon_fails_a_send(dispatcher, responder, smtp, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
+    profile_id = await person(sessions, workspace_id, {"email": "late@example.com"})
+    send = a_send(workspace_id, profile_id, "email", {"subject": "s", "body": "b"})
+    await smtp.stop()
+    await handle(dispatcher, send)
+    assert (await delivery(sessions, send.send_id)).status == "retrying"
+    async with unit_of_work(sessions) as s:  # the horizon (24 h by default) has run out
+        await s.execute(update(Delivery).where(Delivery.send_id == send.send_id).values(give_up_at=datetime.now(UTC)))
+    before = counted("failed", "retries_exhausted")
+    await retry_now(dispatcher, sessions, send)
+    row = await delivery(sessions, send.send_id)
+    assert (row.status, row.reason_code, row.attempts) == ("failed", "retries_exhausted", 2)
+    assert "gave up after 2 attempts" in (row.reason or "")
+    assert counted("failed", "retries_exhausted") == before + 1
+
+
+async def test_email_is_delivered_over_smtp_or_skipped_with_a_reason(dispatcher, responder, smtp, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
     message = {"subject": "Hi {{ user.traits.first_name }}", "body": "Your {{ event.properties.name }}."}
     with_address = await person(sessions, workspace_id, {"first_name": "Jo", "email": "jo@example.com"})
     without = await person(sessions, workspace_id, {"first_name": "Kim"})
 
     sent = a_send(workspace_id, with_address, "email", message)
-    await handle(sent, deps)
-    assert [(e["rcpt_tos"], e["subject"], e["send_id"]) for e in catcher.emails] == [(["jo@example.com"], "Hi Jo", sent.send_id)]
+    await handle(dispatcher, sent)
+    assert [(e["rcpt_tos"], e["subject"], e["send_id"]) for e in smtp.catcher.emails] == [(["jo@example.com"], "Hi Jo", sent.send_id)]
 
     skipped = a_send(workspace_id, without, "email", message)
-    await handle(skipped, deps)
+    await handle(dispatcher, skipped)
     row = await delivery(sessions, skipped.send_id)
-    assert row.status == "skipped" and "no email address" in (row.reason or "")
-    assert len(catcher.emails) == 1
+    assert (row.status, row.reason_code) == ("skipped", "no_address") and "no email address" in (row.reason or "")
+    assert len(smtp.catcher.emails) == 1
 
 
-async def test_a_template_error_fails_that_send_only(deps, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
+async def test_a_template_error_skips_that_send_only(dispatcher, responder, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
     profile_id = await person(sessions, workspace_id, {"email": "x@example.com"})
     broken = a_send(workspace_id, profile_id, "email", {"subject": "ok", "body": "{{ user.traits.name | nosuchfilter }}"})
-    await handle(broken, deps)
+    before = counted("skipped", "template_error")
+    await handle(dispatcher, broken)
     row = await delivery(sessions, broken.send_id)
-    assert row.status == "failed" and "template error" in (row.reason or "")
+    assert (row.status, row.reason_code) == ("skipped", "template_error") and "template error" in (row.reason or "")
+    assert counted("skipped", "template_error") == before + 1
 
 
-async def test_an_interrupted_attempt_is_not_resent(deps, hook, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
+async def test_an_interrupted_attempt_is_recorded_unknown_and_never_resent(dispatcher, responder, hook, sessions, nc, workspace_id) -> None:  # type: ignore[no-untyped-def]
     receiver, url = hook
+    outcomes = await nc.jetstream().subscribe(f"events.{workspace_id}.track", ordered_consumer=True)
     profile_id = await person(sessions, workspace_id, {})
     send = a_send(workspace_id, profile_id, "webhook", {"url": url})
     async with unit_of_work(sessions) as s:
-        await service.begin_many(s, [send], deps.in_flight_seconds)  # a worker claimed it ...
-    # ... while it may still be working, a redelivery waits instead of judging it
-    with pytest.raises(TransientError):
-        await handle(send, deps)
-    # ... and once the ack wait has passed, it has died before recording the outcome
-    async with unit_of_work(sessions) as s:
+        await service.claim(s, [(send, None)], dispatcher.settings)  # a worker claimed it and began ...
+    await handle(dispatcher, send)  # ... a redelivery meanwhile leaves it to that worker
+    assert await service.judge_interrupted(dispatcher, 100) == 0  # still within its attempt time
+    async with unit_of_work(sessions) as s:  # ... and it died: its attempt began long ago, never recorded
         await s.execute(
             update(Delivery).where(Delivery.send_id == send.send_id).values(updated_at=NOW - timedelta(minutes=5))
         )
-    await handle(send, deps)
+    before = counted("unknown", "interrupted", "webhook")
+    assert await service.judge_interrupted(dispatcher, 100) == 1
+    await handle(dispatcher, send)
+    assert await retry_now(dispatcher, sessions, send) == 0
     row = await delivery(sessions, send.send_id)
-    assert row.status == "failed" and "interrupted" in (row.reason or "")
+    assert (row.status, row.reason_code) == ("unknown", "interrupted")
     assert receiver.calls == []
+    assert counted("unknown", "interrupted", "webhook") == before + 1
+    event = orjson.loads((await outcomes.next_msg(timeout=5)).data)
+    assert event["event"] == "$message_unknown" and event["properties"]["send_id"] == send.send_id
 
 
-async def test_a_batch_settles_each_send_on_its_own(deps, hook, sessions, workspace_id) -> None:  # type: ignore[no-untyped-def]
+async def test_one_users_bad_data_or_one_campaigns_bad_header_never_fails_another_send(
+    dispatcher, responder, smtp, hook, sessions, workspace_id  # type: ignore[no-untyped-def]
+) -> None:
     receiver, url = hook
-    profile_id = await person(sessions, workspace_id, {"first_name": "Lea"})
-    retried = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"n": "{{ user.traits.first_name }}"}})
-    with pytest.raises(TransientError):
-        await handle(retried, deps)  # the receiver's one 503
-    done = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"n": "done"}})
-    await handle(done, deps)
-    broken = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"n": "{{ user | nosuchfilter }}"}})
-    busy = a_send(workspace_id, profile_id, "webhook", {"url": url})
-    async with unit_of_work(sessions) as s:
-        await service.begin_many(s, [busy], deps.in_flight_seconds)  # another worker is delivering it
-
-    failures = await handlers.on_sends([bus.Received(x) for x in (retried, done, broken, busy)], deps)
-    assert [type(f) for f in failures] == [type(None), type(None), type(None), TransientError]
-    assert [(await delivery(sessions, x.send_id)).status for x in (retried, done, broken, busy)] == [
-        "sent", "sent", "failed", "sending"
+    receiver.failures = 0
+    message = {"subject": "Hello {{ user.traits.name }}", "body": "b"}
+    good = await person(sessions, workspace_id, {"email": "good@example.com", "name": "Ann"})
+    injected = await person(sessions, workspace_id, {"email": "evil@example.com\nBcc: all@example.com"})
+    newline_name = await person(sessions, workspace_id, {"email": "nl@example.com", "name": "Bo\r\nBcc: all@example.com"})
+    not_text = await person(sessions, workspace_id, {"email": 42})
+    sends = [
+        a_send(workspace_id, good, "email", message),
+        a_send(workspace_id, injected, "email", message),
+        a_send(workspace_id, newline_name, "email", message),
+        a_send(workspace_id, not_text, "email", message),
+        a_send(workspace_id, good, "webhook", {"url": url, "headers": {"x-city": "café"}}),
+        a_send(workspace_id, good, "email", {**message, "from": "Shop <shop@example.com>\r\nBcc: all@example.com"}),
+        a_send(workspace_id, good, "webhook", {"url": url, "body": {"ok": True}}),
     ]
-    assert [c["body"] for c in receiver.calls] == [{"n": "Lea"}, {"n": "done"}, {"n": "Lea"}]  # nothing twice
+    await handle(dispatcher, *sends)
+    rows = [await delivery(sessions, s.send_id) for s in sends]
+    assert [(r.status, r.reason_code) for r in rows] == [
+        ("sent", "ok"),
+        ("skipped", "invalid_address"),
+        ("sent", "ok"),  # the name is in the subject, folded onto one line
+        ("skipped", "invalid_address"),
+        ("failed", "invalid_message"),
+        ("skipped", "invalid_address"),
+        ("sent", "ok"),
+    ]
+    assert sorted(rcpt for e in smtp.catcher.emails for rcpt in e["rcpt_tos"]) == ["good@example.com", "nl@example.com"]
+    assert {e["subject"] for e in smtp.catcher.emails} == {"Hello Ann", "Hello Bo Bcc: all@example.com"}
+    assert [c["body"] for c in receiver.calls] == [{"ok": True}]
+
+
+async def test_outcome_events_left_behind_by_a_failed_publish_are_drained(sessions, nc, workspace_id, infra) -> None:  # type: ignore[no-untyped-def]
+    import nats
+
+    outcomes = await nc.jetstream().subscribe(f"events.{workspace_id}.track", ordered_consumer=True)
+    profile_id = await person(sessions, workspace_id, {})
+    send = a_send(workspace_id, profile_id, "webhook", {"url": "http://127.0.0.1:9/none"})
+    outbox = Outbox(models.outbox, publish_timeout=1.0)
+    async with unit_of_work(sessions) as s:
+        await service.claim(s, [(send, None)], settings())
+        claimed = [service.Claimed(send, 1)]
+        _, staged = await service.record(s, outbox, [(claimed[0], service.Result("skipped", "no_address", "none"))], settings())
+    gone = await nats.connect(infra.nats_url)
+    await gone.close()  # the bus is unreachable right after the commit
+    await outbox.publish_after_commit(sessions, gone.jetstream(), staged)
+    async with sessions() as s:
+        assert await s.scalar(select(models.outbox.c.id).where(models.outbox.c.id.in_(staged))) is not None
+
+    stop = asyncio.Event()
+    drain = asyncio.create_task(outbox.drain(sessions, nc.jetstream(), stop, interval=0.1))
+    try:
+        event = orjson.loads((await outcomes.next_msg(timeout=5)).data)
+    finally:
+        stop.set()
+        await drain
+    assert event["event"] == "$message_skipped" and event["properties"]["send_id"] == send.send_id

@@ -3,7 +3,14 @@ from datetime import UTC, datetime
 import pytest
 
 from kernel.contracts import ProfileSnapshot, SendRequested, TriggerEvent
-from services.dispatcher.domain import RenderError, email_address, render_email, render_webhook
+from services.dispatcher.domain import (
+    InvalidAddress,
+    RenderError,
+    email_address,
+    render_email,
+    render_webhook,
+    retry_at,
+)
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -52,5 +59,23 @@ def test_webhook_string_body_must_render_to_json() -> None:
 
 def test_only_plausible_addresses_are_used() -> None:
     assert email_address(ProfileSnapshot(profile_id="p", traits={"email": " a@b.c "})) == "a@b.c"
-    assert email_address(ProfileSnapshot(profile_id="p", traits={"email": "nope"})) is None
     assert email_address(ProfileSnapshot(profile_id="p", traits={})) is None
+    assert email_address(ProfileSnapshot(profile_id="p", traits={"email": "  "})) is None
+    for unusable in ("nope", "a@localhost", "a@b.c\nBcc: x@y.z", "a@\rb.c", "<a@b.c>, c@d.e", 42, ["a@b.c"], "x" * 251 + "@b.c"):
+        with pytest.raises(InvalidAddress):
+            email_address(ProfileSnapshot(profile_id="p", traits={"email": unusable}))
+
+
+def test_a_subject_is_always_one_header_line() -> None:
+    sent = send("email", {"subject": "Hi {{ user.traits.name }}", "body": "b"})
+    email = render_email(sent, ProfileSnapshot(profile_id="p", traits={"name": "Bo\r\nBcc: all@x.y\x00"}), "a@b.c")
+    assert email.subject == "Hi Bo Bcc: all@x.y"
+    with pytest.raises(InvalidAddress):
+        render_email(send("email", {"subject": "s", "body": "b", "from": "a@b.c\nBcc: x@y.z"}), ProfileSnapshot(profile_id="p"), "a@b.c")
+
+
+def test_retries_back_off_exponentially_up_to_a_cap_and_honour_retry_after() -> None:
+    waits = [(retry_at(NOW, n, 5, 900) - NOW).total_seconds() for n in range(1, 10)]
+    assert waits == [5, 10, 20, 40, 80, 160, 320, 640, 900]
+    assert (retry_at(NOW, 1, 5, 900, retry_after=120) - NOW).total_seconds() == 120
+    assert (retry_at(NOW, 1, 5, 900, retry_after=86400) - NOW).total_seconds() == 900
