@@ -75,6 +75,8 @@ class StoredEvent(Base):
     context: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Profiles this event merged into its own (None for almost every event): a redelivery re-announces them.
+    merged_profile_ids: Mapped[list[str] | None] = mapped_column(JSONB(none_as_null=True), nullable=True)
 
 
 class EventCount(Base):

@@ -28,14 +28,16 @@ async def lock_identities(session: AsyncSession, keys: list[tuple[str, str, str]
     )
 
 
-async def stored_event_profiles(session: AsyncSession, workspace_id: str, message_ids: list[str]) -> dict[str, str]:
-    """The profile each of these already-stored events is on."""
+async def stored_event_profiles(
+    session: AsyncSession, workspace_id: str, message_ids: list[str]
+) -> dict[str, tuple[str, list[str]]]:
+    """The profile each of these already-stored events is on, and the profiles it merged away."""
     rows = await session.execute(
-        select(StoredEvent.message_id, StoredEvent.profile_id).where(
+        select(StoredEvent.message_id, StoredEvent.profile_id, StoredEvent.merged_profile_ids).where(
             StoredEvent.workspace_id == workspace_id, StoredEvent.message_id.in_(message_ids)
         )
     )
-    return {r.message_id: r.profile_id for r in rows}
+    return {r.message_id: (r.profile_id, list(r.merged_profile_ids or [])) for r in rows}
 
 
 async def find_identities(

@@ -71,21 +71,26 @@ class _WorkspaceBatch:
         results = []
         for event in events:
             if event.message_id in stored:
-                results.append(await self._again(event, stored[event.message_id]))
+                results.append(await self._again(event, *stored[event.message_id]))
             else:
                 results.append(await self._apply(event))
-                stored[event.message_id] = results[-1].resolved.profile_id
+                stored[event.message_id] = (results[-1].resolved.profile_id, results[-1].changed.merged_profile_ids)
         await self._write()
         return results
 
-    async def _again(self, event: Event, profile_id: str) -> Applied:
-        """Already applied (a redelivery): publish again, in case the first publish was lost."""
+    async def _again(self, event: Event, profile_id: str, merged: list[str]) -> Applied:
+        """Already applied (a redelivery): publish again, in case the first publish was lost.
+
+        The change is re-derived as it was first announced, merges included, so a segmenter that
+        never heard of a merge still drops the merged-away profile's memberships.
+        """
         profile = self.profiles.get(profile_id) or await repository.get_profile(self.session, self.ws, profile_id)
         user_id = profile.user_id if profile else event.user_id
         return Applied(
             ResolvedEvent(workspace_id=self.ws, profile_id=profile_id, user_id=user_id, event=event),
             ProfileChanged(
-                workspace_id=self.ws, profile_id=profile_id, user_id=user_id, cause_message_id=event.message_id
+                workspace_id=self.ws, profile_id=profile_id, user_id=user_id, cause_message_id=event.message_id,
+                merged_profile_ids=merged,
             ),
             duplicate=True,
         )
@@ -121,7 +126,7 @@ class _WorkspaceBatch:
         for key in plan.link:
             self.links[key] = self.owner[key] = pid
 
-        self.rows.append(_event_row(event, pid))
+        self.rows.append(_event_row(event, pid, plan.merge))
         self.counts[(pid, event.display_name, event.timestamp.date())] += 1
         if event.type == "identify" and event.traits:
             changed += domain.apply_traits(traits, times, event.traits, event.timestamp)
@@ -152,8 +157,9 @@ class _WorkspaceBatch:
         self.links, self.rows, self.counts = {}, [], Counter()
 
 
-def _event_row(event: Event, profile_id: str) -> dict[str, Any]:
+def _event_row(event: Event, profile_id: str, merged: list[str]) -> dict[str, Any]:
     return {
+        "merged_profile_ids": merged or None,
         "workspace_id": event.workspace_id,
         "message_id": event.message_id,
         "profile_id": profile_id,

@@ -71,6 +71,22 @@ async def test_identify_merges_an_anonymous_history_into_an_existing_user(sessio
     assert published[-1]["merged_profile_ids"] == [published[1]["profile_id"]]
 
 
+async def test_a_redelivered_merge_announces_the_merge_again(sessions, nc: NATS, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
+    # The first publish of a merge's change can be lost (the process dies after the commit); the
+    # redelivery must say again which profile was merged away, or its memberships stay forever.
+    js = nc.jetstream()
+    await apply(sessions, js, event(workspace_id, type="identify", user_id="u9", traits={"name": "Ivo"}))
+    await apply(sessions, js, event(workspace_id, anonymous_id="a9", event="Viewed"))
+    anonymous = (await profile(sessions, workspace_id, "a9", by="anonymous_id"))["profile_id"]
+    merging = event(workspace_id, type="identify", user_id="u9", anonymous_id="a9")
+    async with unit_of_work(sessions) as s:
+        [first] = await service.apply_events(s, [merging])
+    async with unit_of_work(sessions) as s:
+        [again] = await service.apply_events(s, [merging])
+    assert first.changed.merged_profile_ids == [anonymous]
+    assert again.duplicate and again.changed == first.changed.model_copy(update={"changed_traits": []})
+
+
 async def test_alias_joins_two_known_ids_into_one_profile(sessions, nc: NATS, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
     js = nc.jetstream()
     await apply(sessions, js, event(workspace_id, type="identify", user_id="old@example.com", traits={"a": 1}))
