@@ -1,5 +1,6 @@
-"""Segmenter app factory and lifespan: the API, the PROFILES consumer, the audience responder."""
+"""Segmenter app factory and lifespan: the API, the PROFILES consumer, the audience responder, the outbox drain."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -8,8 +9,9 @@ from fastapi import FastAPI
 
 from kernel import bus
 from kernel.contracts import AUDIENCE_QUERY_SUBJECT, AudienceQuery, ProfileChanged
+from kernel.outbox import Outbox
 from kernel.web import create_app, open_resources
-from services.segmenter import handlers
+from services.segmenter import handlers, models
 from services.segmenter.api import router
 from services.segmenter.config import get_settings
 
@@ -19,18 +21,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     async with open_resources("segmenter", settings) as res:
         app.state.resources = res
+        outbox = Outbox(models.outbox)
         consumer = bus.ConsumerSpec.for_service(
             "segmenter",
             ProfileChanged,
-            partial(handlers.on_profile_changes, sessions=res.db, js=res.jetstream),
+            partial(handlers.on_profile_changes, sessions=res.db, js=res.jetstream, outbox=outbox),
             settings,
             batched=True,
         )
         await bus.serve_requests(
             res.nats, AUDIENCE_QUERY_SUBJECT, AudienceQuery, partial(handlers.on_audience_query, sessions=res.db)
         )
-        async with bus.consuming(res.jetstream, [consumer]):
-            yield
+        stop = asyncio.Event()
+        drain = asyncio.create_task(outbox.drain(res.db, res.jetstream, stop), name="segmenter:outbox")
+        try:
+            async with bus.consuming(res.jetstream, [consumer]):
+                yield
+        finally:
+            stop.set()
+            await drain
 
 
 def build() -> FastAPI:

@@ -1,33 +1,27 @@
-"""Segmenter bus handlers: PROFILES changes in; SEGMENTS memberships out, after commit."""
+"""Segmenter bus handlers: PROFILES changes in; SEGMENTS memberships out, through the outbox."""
 
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
-from kernel.contracts import AudienceAnswer, AudienceQuery, ProfileChanged, membership_subject
+from kernel.contracts import AudienceAnswer, AudienceQuery, ProfileChanged
 from kernel.db import unit_of_work
+from kernel.outbox import Outbox
 from services.segmenter import service
 
 
 async def on_profile_changes(
-    received: list[bus.Received[ProfileChanged]], sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
+    received: list[bus.Received[ProfileChanged]],
+    sessions: async_sessionmaker[AsyncSession],
+    js: JetStreamContext,
+    outbox: Outbox,
 ) -> None:
-    """Re-evaluate a batch of changed profiles; after commit, publish who entered or exited which segment."""
+    """Re-evaluate a batch of changed profiles; who entered or exited which segment is staged in the
+    same transaction and published after commit (a redelivery would find nothing left to announce)."""
     async with unit_of_work(sessions) as session:
         changes = await service.reevaluate_many(session, [m.payload for m in received])
-    if changes:
-        await bus.publish_many(
-            js,
-            [
-                (
-                    membership_subject(c.workspace_id),
-                    c.model_dump_json().encode(),
-                    f"{c.workspace_id}:{c.segment_id}:{c.profile_id}:{c.change}:{c.cause_message_id}",
-                )
-                for c in changes
-            ],
-            timeout=30.0,
-        )
+        staged = await outbox.stage(session, changes)
+    await outbox.publish_after_commit(sessions, js, staged)
 
 
 async def on_audience_query(query: AudienceQuery, sessions: async_sessionmaker[AsyncSession]) -> AudienceAnswer:

@@ -1,4 +1,4 @@
-"""Segmenter tables: segment definitions and stored memberships."""
+"""Segmenter tables: segment definitions, stored memberships, and the outbox of membership changes."""
 
 from datetime import datetime
 from typing import Any
@@ -8,6 +8,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kernel.db import Base
+from kernel.outbox import outbox_table
 
 SCHEMA = "segmenter"
 
@@ -35,3 +36,6 @@ class Membership(Base):
     profile_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str | None] = mapped_column(String(512))
     entered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+outbox = outbox_table(SCHEMA)

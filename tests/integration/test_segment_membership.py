@@ -9,8 +9,9 @@ from sqlalchemy import update
 from kernel import bus
 from kernel.contracts import ProfileChanged
 from kernel.db import unit_of_work
+from kernel.outbox import Outbox
 from services.profiles.models import Profile
-from services.segmenter import handlers, service
+from services.segmenter import handlers, models, service
 from tests.integration.helpers import person
 
 
@@ -24,11 +25,11 @@ async def test_entered_then_exited_are_published_once_each(sessions, nc: NATS, w
     def changed() -> ProfileChanged:
         return ProfileChanged(workspace_id=workspace_id, profile_id=profile_id, user_id=profile_id, cause_message_id=uuid.uuid4().hex)
 
-    await handlers.on_profile_changes([bus.Received(changed())], sessions, js)
-    await handlers.on_profile_changes([bus.Received(changed())], sessions, js)  # no change: nothing published
+    await handlers.on_profile_changes([bus.Received(changed())], sessions, js, Outbox(models.outbox))
+    await handlers.on_profile_changes([bus.Received(changed())], sessions, js, Outbox(models.outbox))  # no change: nothing published
     async with unit_of_work(sessions) as s:
         await s.execute(update(Profile).where(Profile.profile_id == profile_id).values(traits={"city": "Rome"}))
-    await handlers.on_profile_changes([bus.Received(changed())], sessions, js)
+    await handlers.on_profile_changes([bus.Received(changed())], sessions, js, Outbox(models.outbox))
 
     first = orjson.loads((await memberships.next_msg(timeout=5)).data)
     second = orjson.loads((await memberships.next_msg(timeout=5)).data)
@@ -37,3 +38,30 @@ async def test_entered_then_exited_are_published_once_each(sessions, nc: NATS, w
     assert first["profile_id"] == second["profile_id"] == profile_id
     async with unit_of_work(sessions) as s:
         assert await service.size(s, segment) == 0
+
+
+async def test_a_membership_change_whose_publish_failed_is_published_by_the_drain(sessions, nc: NATS, workspace_id: str, infra) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import nats
+
+    js = nc.jetstream()
+    memberships = await js.subscribe(f"segments.membership.{workspace_id}", ordered_consumer=True)
+    async with unit_of_work(sessions) as s:
+        segment = await service.create_segment(s, workspace_id, "Paris", {"trait": "city", "op": "eq", "value": "Paris"})
+    profile_id = await person(sessions, workspace_id, {"city": "Paris"})
+    change = ProfileChanged(workspace_id=workspace_id, profile_id=profile_id, user_id=profile_id, cause_message_id="m1")
+    gone = await nats.connect(infra.nats_url)
+    await gone.close()  # NATS is unreachable between the commit and the publish
+    outbox = Outbox(models.outbox, publish_timeout=1.0)
+    await handlers.on_profile_changes([bus.Received(change)], sessions, gone.jetstream(), outbox)
+    await handlers.on_profile_changes([bus.Received(change)], sessions, js, outbox)  # the redelivery: no new verdict
+
+    stop = asyncio.Event()
+    drain = asyncio.create_task(outbox.drain(sessions, js, stop, interval=0.1))
+    try:
+        entered = orjson.loads((await memberships.next_msg(timeout=5)).data)
+    finally:
+        stop.set()
+        await drain
+    assert (entered["segment_id"], entered["profile_id"], entered["change"]) == (segment.id, profile_id, "entered")
