@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from kernel import bus
 from kernel.contracts import ResolvedEvent
 from kernel.web import create_app, open_resources
-from services.scheduler import handlers
+from services.scheduler import handlers, service
 from services.scheduler.api import router
 from services.scheduler.config import get_settings
 
@@ -29,7 +29,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             batched=True,
         )
         timer = asyncio.create_task(
-            handlers.run_timer(res.db, res.nats, res.jetstream, stop, due, settings.poll_seconds, settings.due_batch)
+            service.run_timer(res.db, res.nats, res.jetstream, stop, due, settings.poll_seconds, settings.due_batch)
         )
         async with bus.consuming(res.jetstream, [consumer]):
             yield

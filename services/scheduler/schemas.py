@@ -5,9 +5,10 @@ from typing import Any, Literal
 
 from liquid import Environment
 from liquid.exceptions import LiquidError
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "exists", "not_exists", "contains", "in"]
+from kernel.contracts import Channel, EmailContent, PropertyCondition, SendStatus, WebhookContent
+
 _templates = Environment()
 
 
@@ -16,20 +17,6 @@ def _check_template(source: str, where: str) -> None:
         _templates.parse(source)
     except LiquidError as exc:
         raise ValueError(f"{where} is not a valid Liquid template: {exc}") from exc
-
-
-class PropertyCondition(BaseModel):
-    property: str = Field(min_length=1)
-    op: Op
-    value: Any = None
-
-    @model_validator(mode="after")
-    def _value_needed(self) -> "PropertyCondition":
-        if self.op not in ("exists", "not_exists") and self.value is None:
-            raise ValueError(f"`{self.op}` needs a value")
-        if self.op == "in" and not isinstance(self.value, list):
-            raise ValueError("`in` needs a list")
-        return self
 
 
 class Trigger(BaseModel):
@@ -41,10 +28,8 @@ class Audience(BaseModel):
     segment_id: str | None = None
 
 
-class EmailMessage(BaseModel):
-    subject: str = Field(min_length=1)
-    body: str = Field(min_length=1)
-    from_address: str | None = Field(default=None, alias="from")
+class EmailMessage(EmailContent):
+    """The contract's email content, with its templates checked when the campaign is saved."""
 
     @model_validator(mode="after")
     def _templates_parse(self) -> "EmailMessage":
@@ -53,11 +38,8 @@ class EmailMessage(BaseModel):
         return self
 
 
-class WebhookMessage(BaseModel):
-    url: AnyHttpUrl
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: dict[str, Any] | str | None = None
+class WebhookMessage(WebhookContent):
+    """The contract's webhook request, with a string body's template checked when the campaign is saved."""
 
     @model_validator(mode="after")
     def _templates_parse(self) -> "WebhookMessage":
@@ -68,7 +50,7 @@ class WebhookMessage(BaseModel):
 
 class CampaignIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    channel: Literal["email", "webhook"]
+    channel: Channel
     trigger: Trigger
     audience: Audience | None = None
     delay_seconds: int = Field(default=0, ge=0, le=90 * 24 * 3600)
@@ -120,7 +102,7 @@ class SendOut(BaseModel):
     campaign_id: str
     campaign_name: str | None
     channel: str
-    status: str
+    status: SendStatus
     reason: str | None
     triggered_at: datetime
     due_at: datetime

@@ -1,11 +1,15 @@
 """Scheduler use cases: campaigns, trigger → durable send, due send → SENDS."""
 
+import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from nats.aio.client import Client as NATS
-from sqlalchemy.ext.asyncio import AsyncSession
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
 from kernel.contracts import (
@@ -16,10 +20,13 @@ from kernel.contracts import (
     SendRequested,
     TriggerEvent,
 )
+from kernel.db import unit_of_work
 from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
 from services.scheduler import domain, repository
 from services.scheduler.models import Campaign, ScheduledSend
 from services.scheduler.schemas import CampaignIn
+
+log = structlog.get_logger(__name__)
 
 
 async def in_audience(nc: NATS, workspace_id: str, segment_id: str, profile_id: str) -> AudienceAnswer:
@@ -152,30 +159,47 @@ async def _on_event(
     return due_now
 
 
+RECHECK_AFTER = timedelta(seconds=5)  # a send whose check failed (the segmenter down) is looked at again
+
+
 async def release_due(session: AsyncSession, nc: NATS, limit: int) -> list[SendRequested]:
-    """Claim due sends and decide each: cancelled, out of audience, or requested (returned)."""
+    """Claim due sends and decide each: cancelled, out of audience, or requested (returned).
+
+    Each send is decided on its own: one whose audience cannot be checked now waits a little and
+    is looked at again; one whose campaign message no longer fits the contract is cancelled with
+    the reason. Neither holds back the others.
+    """
     now = datetime.now(UTC)
     requested: list[SendRequested] = []
     for send, campaign in await repository.claim_due(session, limit):
-        decision = await _decide(session, nc, send, campaign, now)
         send.updated_at = now
+        try:
+            decision = await _decide(session, nc, send, campaign, now)
+        except Exception as exc:
+            log.warning("send_decision_deferred", send_id=send.send_id, campaign_id=campaign.id, error=repr(exc))
+            send.due_at = now + RECHECK_AFTER
+            continue
         if decision is not None:
             send.status, send.reason = decision
             continue
-        send.status = "requested"
-        requested.append(
-            SendRequested(
+        try:
+            message = SendRequested(
                 send_id=send.send_id,
                 workspace_id=send.workspace_id,
                 campaign_id=send.campaign_id,
                 channel=send.channel,  # type: ignore[arg-type]
                 profile_id=send.profile_id,
                 user_id=send.user_id,
-                message=campaign.message,
+                message=campaign.message,  # type: ignore[arg-type]  # parsed into the channel's content
                 trigger=TriggerEvent.model_validate(send.trigger),
                 requested_at=now,
             )
-        )
+        except ValidationError as exc:
+            log.error("send_invalid", send_id=send.send_id, campaign_id=campaign.id, error=str(exc))
+            send.status, send.reason = "cancelled", f"the campaign's message does not fit its channel: {exc.errors()[0]['msg']}"
+            continue
+        send.status = "requested"
+        requested.append(message)
     await session.flush()
     return requested
 
@@ -210,3 +234,49 @@ def describe_send(send: ScheduledSend, campaign_name: str | None) -> dict[str, A
     }
 
 
+async def release_due_sends(
+    sessions: async_sessionmaker[AsyncSession], nc: NATS, js: JetStreamContext, batch: int
+) -> int:
+    """One pass: claim due sends, publish the requested ones, commit. Returns how many were claimed.
+
+    The publish happens before the commit on purpose: if the commit fails the rows stay
+    `scheduled` and are published again with the same `send_id`, which JetStream and the
+    dispatcher de-duplicate; a send can be repeated on the bus but never lost.
+    """
+    async with unit_of_work(sessions) as session:
+        requested = await release_due(session, nc, batch)
+        if requested:
+            await bus.publish_many(
+                js,
+                [(s.subject, s.model_dump_json().encode(), s.dedupe_id) for s in requested],
+                correlation_ids=[s.trigger.correlation_id if s.trigger else None for s in requested],
+            )
+    return len(requested)
+
+
+async def run_timer(
+    sessions: async_sessionmaker[AsyncSession],
+    nc: NATS,
+    js: JetStreamContext,
+    stop: asyncio.Event,
+    due: asyncio.Event,
+    poll_seconds: float,
+    batch: int,
+) -> None:
+    """Release due sends until stopped; no state lives here, so a restart loses nothing.
+
+    It looks every `poll_seconds`, and at once when `due` is set (set `due` after `stop` to end it
+    without waiting out the poll).
+    """
+    while not stop.is_set():
+        due.clear()
+        try:
+            released = await release_due_sends(sessions, nc, js, batch)
+        except Exception as exc:
+            log.warning("due_sends_failed", error=repr(exc))
+            released = 0
+        if released < batch:
+            try:
+                await asyncio.wait_for(due.wait(), timeout=poll_seconds)
+            except TimeoutError:
+                pass

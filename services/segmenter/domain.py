@@ -15,6 +15,7 @@ case-insensitive substring on strings and membership on arrays; `in` takes a lis
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
     Numeric,
@@ -31,9 +32,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import KeyedColumnElement
 
+from kernel.contracts import CONDITION_OPS, PropertyCondition
 from services.profiles.views import segment_events, segment_profiles
 
-OPS = ("eq", "neq", "gt", "gte", "lt", "lte", "exists", "not_exists", "contains", "in")
+OPS = CONDITION_OPS
 ORDERED = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
 MAX_DEPTH = 12
 MAX_CONDITIONS = 100
@@ -110,24 +112,20 @@ def parse(obj: Any, path: str = "filter", depth: int = 0, budget: list[int] | No
 
 
 def _parse_compare(obj: dict[str, Any], key_name: str, path: str) -> Compare:
+    """A trait or property comparison, checked by the one condition grammar in the contracts."""
     key = obj.get(key_name)
     if not isinstance(key, str) or not key:
         raise FilterError(f"{path}.{key_name}", "must be a non-empty string")
     op = obj.get("op")
     if op not in OPS:
         raise FilterError(f"{path}.op", f"unknown operator {op!r}; one of {', '.join(OPS)}")
-    value = obj.get("value")
-    if op in ("exists", "not_exists"):
-        return Compare(key, op)
-    if "value" not in obj:
-        raise FilterError(f"{path}.value", f"`{op}` needs a value")
-    if op == "in" and (not isinstance(value, list) or not value):
-        raise FilterError(f"{path}.value", "`in` needs a non-empty list")
-    if op in ORDERED and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
-        raise FilterError(f"{path}.value", f"`{op}` compares a number or a string")
-    if op == "contains" and not isinstance(value, (str, int, float, bool)):
-        raise FilterError(f"{path}.value", "`contains` takes a string or a scalar")
-    return Compare(key, op, value)
+    given = {"property": key, "op": op, **({"value": obj["value"]} if "value" in obj else {})}
+    try:
+        condition = PropertyCondition.model_validate(given)
+    except ValidationError as exc:
+        message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise FilterError(f"{path}.value", message) from exc
+    return Compare(key, condition.op, condition.value)
 
 
 def _count_bound(count: dict[str, Any], path: str) -> tuple[int | None, int | None]:
