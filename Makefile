@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(BIN)/herald up
 
 test: $(STAMP)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark suite (about 10 minutes on 2 cores): a Markdown table on stdout, JSON in bench/results/.
@@ -27,6 +28,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Re-render the overlays into k8s/rendered/ (the tests check these are current, and validate them).
 k8s:

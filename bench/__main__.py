@@ -3,6 +3,7 @@
 import asyncio
 import signal
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,7 @@ async def run_suite(size_name: str, only: list[str], progress: Progress) -> list
         try:
             for name in only:
                 task = progress.add_task(name, total=1.0)
-                figures += await SCENARIOS[name](env, size, lambda share, t=task: progress.advance(t, share))
+                figures += await SCENARIOS[name](env, size, partial(progress.advance, task))
                 progress.update(task, completed=1.0)
         finally:
             sampler.stop()

@@ -354,7 +354,8 @@ async def load_population(db: asyncpg.Pool, workspace_id: str, users: int, per_u
             await conn.copy_records_to_table("identities", schema_name="profiles", columns=[
                 "workspace_id", "kind", "value", "profile_id"],
                 records=[(workspace_id, USER, f"u{i}", f"p{i}") for i in ids])
-            events, counts = [], {}
+            events: list[tuple[Any, ...]] = []
+            counts: dict[tuple[str, str, str, Any], int] = {}
             for i in ids:
                 for k in range(per_user):
                     day = now - timedelta(days=(i * 7 + k * 11) % 30, minutes=k)
@@ -457,8 +458,10 @@ async def dispatch(env: Env, size: Size, advance: Progress) -> list[Figure]:
     message = {"url": env.receiver.url, "body": {"text": "Hello {{ user.traits.first_name }}", "ws": wid}}
     now = datetime.now(UTC)
     sends = [
-        SendRequested(send_id=f"s-{uuid.uuid4().hex}", workspace_id=wid, campaign_id="bench", channel="webhook",
-                      profile_id=profile_ids[i % len(profile_ids)], message=message, requested_at=now)
+        SendRequested.model_validate(dict(
+            send_id=f"s-{uuid.uuid4().hex}", workspace_id=wid, campaign_id="bench", channel="webhook",
+            profile_id=profile_ids[i % len(profile_ids)], message=message, requested_at=now,
+        ))
         for i in range(n)
     ]
     first = await env.receiver.refresh()

@@ -40,4 +40,4 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
 
 @lru_cache
 def get_settings() -> DispatcherSettings:
-    return DispatcherSettings()  # type: ignore[call-arg]
+    return DispatcherSettings()

@@ -15,4 +15,4 @@ class ProfilesSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSe
 
 @lru_cache
 def get_settings() -> ProfilesSettings:
-    return ProfilesSettings()  # type: ignore[call-arg]
+    return ProfilesSettings()

@@ -17,4 +17,4 @@ class SchedulerSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerS
 
 @lru_cache
 def get_settings() -> SchedulerSettings:
-    return SchedulerSettings()  # type: ignore[call-arg]
+    return SchedulerSettings()

@@ -15,4 +15,4 @@ class SegmenterSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerS
 
 @lru_cache
 def get_settings() -> SegmenterSettings:
-    return SegmenterSettings()  # type: ignore[call-arg]
+    return SegmenterSettings()
