@@ -4,15 +4,16 @@ import re
 from typing import Any
 
 import httpx
+import structlog
 from fastapi import APIRouter, Request, Response
 
 from gateway import service
 from gateway.config import get_settings
-from kernel.db import unit_of_work
 from kernel.errors import NotFound, PayloadTooLarge, Unauthorized, Unavailable
 from kernel.logging import CORRELATION_HEADER, current_correlation_id
 from kernel.web import INTERNAL_TOKEN_HEADER, JSON, WORKSPACE_HEADER, Res, Resources
 
+log = structlog.get_logger(__name__)
 router = APIRouter()
 
 SDK_CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
@@ -61,6 +62,7 @@ async def _call(
             method, url, content=body, headers=_upstream_headers(request, workspace_id)
         )
     except httpx.TransportError as exc:
+        log.warning("upstream_unreachable", upstream=httpx.URL(url).netloc.decode(), error_type=type(exc).__name__)
         raise Unavailable(f"an internal service is unreachable ({type(exc).__name__})") from exc
 
 
@@ -83,10 +85,7 @@ def _sdk_route(call: str) -> Any:
             raise Unauthorized(
                 "no write key: send it as the Basic auth user or as `writeKey` in the body"
             )
-        async with unit_of_work(res.db) as session:
-            workspace_id = await service.workspace_for_write_key(
-                session, request.app.state.key_cache, key
-            )
+        workspace_id = await service.workspace_for_write_key(res.db, request.app.state.key_cache, key)
         upstream = await _call(request, "POST", f"{settings.ingest_url}/v1/{call}", workspace_id, body)
         return _relay(upstream)
 
@@ -118,8 +117,7 @@ def _service_for(path: str) -> str:
 async def api_proxy(path: str, request: Request, res: Res) -> Response:
     """The internal API (users, segments, campaigns), authenticated by `Authorization: Bearer`."""
     key = service.bearer_token(request.headers.get("authorization"))
-    async with unit_of_work(res.db) as session:
-        workspace_id = await service.workspace_for_api_key(session, request.app.state.key_cache, key)
+    workspace_id = await service.workspace_for_api_key(res.db, request.app.state.key_cache, key)
     query = f"?{request.url.query}" if request.url.query else ""
     if request.method == "GET" and MESSAGES_PATH.match(path):
         return await _user_messages(request, workspace_id, path + query)

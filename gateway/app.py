@@ -8,14 +8,24 @@ from fastapi import FastAPI
 
 from gateway.api import router
 from gateway.config import get_settings
-from gateway.service import KeyCache
+from gateway.service import STALE_WRITE_KEY_SECONDS, KeyCache
 from kernel.web import create_app, open_resources
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the database pool and the HTTP client to the services; PostgreSQL only degrades readiness."""
     settings = get_settings()
     async with open_resources("gateway", settings) as res:
+        # Failing readiness on PostgreSQL would take every gateway pod out of rotation at once and
+        # turn a database outage into an ingestion outage, while known write keys can still be served.
+        res.make_informational(
+            "postgresql",
+            impact=(
+                f"SDK calls with a write key used in the last {STALE_WRITE_KEY_SECONDS / 60:.0f} minutes are"
+                " still accepted from the key cache; other write keys and the /api/v1 API answer 503"
+            ),
+        )
         res.http = httpx.AsyncClient(
             timeout=settings.upstream_timeout_seconds,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),

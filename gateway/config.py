@@ -23,4 +23,4 @@ class GatewaySettings(HeraldSettings, DatabaseSettings):
 
 @lru_cache
 def get_settings() -> GatewaySettings:
-    return GatewaySettings()  # type: ignore[call-arg]
+    return GatewaySettings()

@@ -9,12 +9,19 @@ import zlib
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway import repository
 from gateway.models import ApiKey, App, Workspace
 from gateway.schemas import WorkspaceCreated
-from kernel.errors import BadRequest, PayloadTooLarge, Unauthorized
+from kernel.db import unit_of_work
+from kernel.errors import BadRequest, PayloadTooLarge, Unauthorized, is_dependency_outage
+
+# How long after its last successful lookup a write key is still honoured while PostgreSQL is
+# unreachable. Write keys are public (they ship inside apps), so serving a slightly old answer is
+# safe, and it keeps SDK traffic flowing through a database outage or failover; API keys are
+# secret and revocable, so they never get this grace.
+STALE_WRITE_KEY_SECONDS = 3600.0
 
 
 def new_id(prefix: str) -> str:
@@ -45,39 +52,72 @@ async def create_workspace(session: AsyncSession, name: str) -> WorkspaceCreated
 
 
 class KeyCache:
-    """Remembers key → workspace for a short time so each call does not hit PostgreSQL."""
+    """Remembers key → workspace for a short time so each call does not hit PostgreSQL.
+
+    An entry is fresh for `ttl` seconds; after that it is only kept as the last known answer, which
+    `get_stale` returns for callers that may use it while PostgreSQL is unreachable.
+    """
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._entries: dict[str, tuple[str, float]] = {}
 
     def get(self, key: str) -> str | None:
+        """The workspace for `key` if it was looked up less than `ttl` seconds ago."""
         hit = self._entries.get(key)
         if hit is None or hit[1] < time.monotonic():
             return None
         return hit[0]
 
+    def get_stale(self, key: str, max_age: float) -> str | None:
+        """The last known workspace for `key`, if it went stale less than `max_age` seconds ago."""
+        hit = self._entries.get(key)
+        if hit is None or hit[1] + max_age < time.monotonic():
+            return None
+        return hit[0]
+
     def put(self, key: str, workspace_id: str) -> None:
+        """Remember a successful lookup."""
         if len(self._entries) > 100_000:
             self._entries.clear()
         self._entries[key] = (workspace_id, time.monotonic() + self.ttl)
 
+    def forget(self, key: str) -> None:
+        """Drop what is known about `key` (PostgreSQL says it no longer exists)."""
+        self._entries.pop(key, None)
 
-async def workspace_for_write_key(session: AsyncSession, cache: KeyCache, key: str) -> str:
-    """The workspace owning an SDK write key, or 401."""
-    workspace = cache.get("w:" + key) or await repository.workspace_for_write_key(session, key)
+
+async def workspace_for_write_key(sessions: async_sessionmaker[AsyncSession], cache: KeyCache, key: str) -> str:
+    """The workspace owning an SDK write key, or 401; while PostgreSQL is unreachable, its last known one.
+
+    Without a recent enough answer to fall back on, the outage propagates (a 503).
+    """
+    entry = "w:" + key
+    workspace = cache.get(entry)
+    if workspace is not None:
+        return workspace
+    try:
+        async with unit_of_work(sessions) as session:
+            workspace = await repository.workspace_for_write_key(session, key)
+    except Exception as exc:
+        stale = cache.get_stale(entry, STALE_WRITE_KEY_SECONDS) if is_dependency_outage(exc) else None
+        if stale is None:
+            raise
+        return stale
     if workspace is None:
+        cache.forget(entry)
         raise Unauthorized("unknown write key")
-    cache.put("w:" + key, workspace)
+    cache.put(entry, workspace)
     return workspace
 
 
-async def workspace_for_api_key(session: AsyncSession, cache: KeyCache, key: str) -> str:
-    """The workspace owning an API key, or 401."""
+async def workspace_for_api_key(sessions: async_sessionmaker[AsyncSession], cache: KeyCache, key: str) -> str:
+    """The workspace owning an API key, or 401 (no stale answers: API keys are revocable secrets)."""
     key_hash = hash_key(key)
-    workspace = cache.get("a:" + key_hash) or await repository.workspace_for_api_key_hash(
-        session, key_hash
-    )
+    workspace = cache.get("a:" + key_hash)
+    if workspace is None:
+        async with unit_of_work(sessions) as session:
+            workspace = await repository.workspace_for_api_key_hash(session, key_hash)
     if workspace is None:
         raise Unauthorized("unknown or revoked API key", error="unauthorized")
     cache.put("a:" + key_hash, workspace)

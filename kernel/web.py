@@ -2,16 +2,16 @@
 
 import asyncio
 import hmac
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import httpx
-import nats.errors
 import orjson
-import sqlalchemy.exc
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,17 +20,21 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernel import bus, db
-from kernel.errors import HeraldError, Unauthorized
-from kernel.logging import CORRELATION_HEADER, bind_correlation_id
+from kernel.errors import HeraldError, Unauthorized, is_dependency_outage
+from kernel.logging import CORRELATION_HEADER, bind_correlation_id, current_correlation_id
 from kernel.settings import BusSettings, DatabaseSettings, HeraldSettings
 
 log = structlog.get_logger(__name__)
 
 INTERNAL_TOKEN_HEADER = "X-Herald-Internal-Token"
 WORKSPACE_HEADER = "X-Herald-Workspace"
+READINESS_TIMEOUT_SECONDS = 3.0
+RETRY_AFTER_SECONDS = "5"
+
 
 class JSON(JSONResponse):
     """JSON rendered with orjson (datetimes, UUIDs and large payloads, fast)."""
@@ -45,9 +49,37 @@ POOL_IN_USE = Gauge("herald_db_pool_in_use", "Database connections checked out o
 POOL_CAPACITY = Gauge("herald_db_pool_capacity", "Most connections this process's pool may open")
 
 
+Check = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Informational:
+    """A readiness check whose failure degrades the service but keeps it in rotation.
+
+    `/readyz` still answers 200, and lists the check under `degraded` with its error and `impact`:
+    what does not work meanwhile, and what still does.
+    """
+
+    check: Check
+    impact: str
+
+
+ReadinessCheck = Check | Informational
+
+
 @dataclass
 class Resources:
-    """What a process connects to, opened by its lifespan and closed in reverse order."""
+    """What a process connects to, opened by its lifespan and closed in reverse order.
+
+    `readiness` is what `/readyz` runs: a name mapped to an async check that returns when its part is
+    usable and raises when it is not (each gets `READINESS_TIMEOUT_SECONDS`). A plain check is
+    required: if it fails, `/readyz` answers 503 with the name and its error under `detail`, and
+    Kubernetes takes the pod out of rotation. A check wrapped in `Informational(check, impact=...)`
+    only degrades: `/readyz` stays 200 with `"status": "degraded"`. `open_resources` registers
+    `postgresql` and `nats`; a service adds its own during its lifespan the same way, e.g.
+    `res.readiness["consumers"] = consumers_alive` (required unless wrapped), and
+    `make_informational` turns an existing one into an informational one.
+    """
 
     settings: HeraldSettings
     engine: AsyncEngine | None = None
@@ -55,7 +87,12 @@ class Resources:
     nc: NATS | None = None
     js: JetStreamContext | None = None
     http: httpx.AsyncClient | None = None
-    readiness: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+    def make_informational(self, name: str, impact: str) -> None:
+        """Keep the registered check `name`, but let its failure only degrade readiness (see `impact`)."""
+        check = self.readiness[name]
+        self.readiness[name] = Informational(check.check if isinstance(check, Informational) else check, impact)
 
     @property
     def db(self) -> async_sessionmaker[AsyncSession]:
@@ -84,7 +121,7 @@ async def open_resources(name: str, settings: HeraldSettings) -> AsyncIterator[R
         res.sessions = db.make_sessionmaker(res.engine)
         engine = res.engine
         res.readiness["postgresql"] = lambda: db.ping(engine)
-        POOL_IN_USE.set_function(engine.pool.checkedout)  # type: ignore[attr-defined]
+        POOL_IN_USE.set_function(engine.pool.checkedout)
         POOL_CAPACITY.set(settings.db_pool_size + settings.db_max_overflow)
     try:
         if isinstance(settings, BusSettings):
@@ -104,6 +141,7 @@ async def open_resources(name: str, settings: HeraldSettings) -> AsyncIterator[R
 
 
 async def _nats_ready(nc: NATS) -> None:
+    """Raise unless NATS is connected and answers a round trip."""
     if not nc.is_connected:
         raise RuntimeError("NATS is not connected")
     await nc.flush(timeout=2)
@@ -111,19 +149,23 @@ async def _nats_ready(nc: NATS) -> None:
 
 def get_resources(request: Request) -> Resources:
     """The process's resources, opened by the lifespan."""
-    return request.app.state.resources  # type: ignore[no-any-return]
+    return request.app.state.resources
 
 
 Res = Annotated[Resources, Depends(get_resources)]
 
 
 async def get_session(res: Res) -> AsyncIterator[AsyncSession]:
-    """One session per request, committed at the edge (or rolled back if the route raises)."""
+    """One session per request, committed when the route returns (or rolled back if it raises)."""
     async with db.unit_of_work(res.db) as session:
         yield session
 
 
-Session = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": FastAPI ends the dependency as soon as the route returns, before it sends the
+# response (its default for `yield` dependencies is after). So a client that hears 2xx finds the
+# transaction committed, and a commit that fails becomes the response (503 or 500) instead of an
+# error logged after a 2xx.
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def internal_workspace(request: Request, res: Res) -> str:
@@ -139,6 +181,75 @@ def internal_workspace(request: Request, res: Res) -> str:
 
 
 WorkspaceId = Annotated[str, Depends(internal_workspace)]
+
+
+class UnhandledErrorMiddleware:
+    """Answers an exception that no handler took, and logs it once.
+
+    An outage of the database or the bus (`is_dependency_outage`) is a 503 with Retry-After, logged
+    as a warning; anything else is a 500 in the `{"error", "detail"}` envelope, logged as an error
+    with its traceback. Neither is re-raised, so the server does not log it a second time.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            """Remember whether the response has begun (after that, no other can be sent)."""
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            response = _answer_unhandled(scope, exc, started)
+            if response is not None:
+                await response(scope, receive, send)
+
+
+def _answer_unhandled(scope: Scope, exc: Exception, started: bool) -> Response | None:
+    """Log an unhandled exception once and build its response (None when one has already begun)."""
+    fields = {
+        "method": scope.get("method"),
+        # The route's template, not the path: a path can carry a key (`/v1/projects/{writeKey}/…`).
+        "route": getattr(scope.get("route"), "path", "unmatched"),
+        "error_type": type(exc).__name__,
+        "response_started": started,
+    }
+    if is_dependency_outage(exc):
+        log.warning("dependency_unavailable", cause=_root_cause(exc), **fields)
+        body = {"error": "unavailable", "detail": "a dependency (database or bus) is unavailable; retry"}
+        status, headers = 503, {"Retry-After": RETRY_AFTER_SECONDS}
+    else:
+        log.error("request_failed", exc_info=exc, **fields)
+        reference = current_correlation_id() or "unknown"
+        body = {
+            "error": "internal",
+            "detail": f"an unexpected error; the operators can trace it by correlation id {reference}",
+        }
+        status, headers = 500, {}
+    return None if started else JSON(body, status_code=status, headers=headers)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The type of the innermost error `exc` was raised from (SQLAlchemy's `.orig` included)."""
+    seen: set[int] = set()
+    current = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        linked = current.__cause__ or getattr(current, "orig", None)
+        if not isinstance(linked, BaseException):
+            break
+        current = linked
+    return type(current).__name__
 
 
 class ObservabilityMiddleware:
@@ -177,31 +288,34 @@ class ObservabilityMiddleware:
 
 
 async def _herald_error(_: Request, exc: Exception) -> Response:
+    """An expected failure, with the status its class carries."""
     assert isinstance(exc, HeraldError)
     return JSON(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
-# A dependency that is down (connection refused, pool exhausted, server gone): 503, never 500.
-DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.NoServersError,
-)
+# Starlette's own details ("Not Found") say less than these.
+ROUTING_DETAILS = {
+    404: "no route at this path; see /docs",
+    405: "this route does not take this method; see the Allow header",
+}
 
 
-async def _dependency_down(request: Request, exc: Exception) -> Response:
-    log.warning("dependency_unavailable", path=request.url.path, error=repr(exc))
-    return JSON(
-        {"error": "unavailable", "detail": "a dependency (database or bus) is unavailable; retry"},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
+async def _http_error(_: Request, exc: Exception) -> Response:
+    """Starlette's and FastAPI's HTTP errors (an unknown route, a wrong method) in Herald's envelope."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)  # these may carry no body
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = "HTTP error"
+    error = re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
+    detail = ROUTING_DETAILS.get(exc.status_code, phrase) if exc.detail == phrase else exc.detail
+    return JSON({"error": error, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
+    """What is wrong with the request, by location; never the input itself (it may hold secrets)."""
     assert isinstance(exc, RequestValidationError)
     detail = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
@@ -219,20 +333,42 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+async def _failure_of(check: Check) -> str | None:
+    """None when the check passes in time, else what went wrong (type and message, no traceback)."""
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            await check()
+    except Exception as exc:
+        message = str(exc)
+        if not message and isinstance(exc, TimeoutError):
+            message = f"no answer within {READINESS_TIMEOUT_SECONDS:g}s"
+        return f"{type(exc).__name__}: {message}"[:300] if message else type(exc).__name__
+    return None
+
+
 @health.get("/readyz")
 async def readyz(res: Res) -> Response:
-    """Readiness: every dependency this service uses answers."""
+    """Readiness: every required check passes (503 if not); a failing informational one only degrades."""
+    checks = list(res.readiness.items())
+    outcomes = await asyncio.gather(
+        *(_failure_of(c.check if isinstance(c, Informational) else c) for _, c in checks)
+    )
     failures: dict[str, str] = {}
-    for name, check in res.readiness.items():
-        try:
-            async with asyncio.timeout(3):
-                await check()
-        except Exception as exc:
-            failures[name] = repr(exc)
+    degraded: dict[str, dict[str, str]] = {}
+    for (name, check), failure in zip(checks, outcomes, strict=True):
+        if failure is None:
+            continue
+        if isinstance(check, Informational):
+            degraded[name] = {"error": failure, "impact": check.impact}
+        else:
+            failures[name] = failure
     if failures:
-        return JSON(
-            {"error": "unavailable", "detail": failures}, status_code=503, headers={"Retry-After": "5"}
-        )
+        body: dict[str, Any] = {"error": "unavailable", "detail": failures}
+        if degraded:
+            body["degraded"] = degraded
+        return JSON(body, status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+    if degraded:
+        return JSON({"status": "degraded", "degraded": degraded})
     return JSON({"status": "ready"})
 
 
@@ -249,11 +385,12 @@ def create_app(
 ) -> FastAPI:
     """Build a service's FastAPI app with Herald's shared operational surface."""
     app = FastAPI(title=title, lifespan=lifespan, default_response_class=JSON)
+    # The last added runs first: observability sees every answer, including the unhandled-error ones.
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(ObservabilityMiddleware)
     app.add_exception_handler(HeraldError, _herald_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for error in DEPENDENCY_ERRORS:
-        app.add_exception_handler(error, _dependency_down)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(health)
     for router in routers:
         app.include_router(router)

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Request
 
-from kernel.errors import NotFound, Unavailable
+from kernel.errors import NotFound
 from kernel.web import Res, WorkspaceId
 from services.ingest import service
 from services.ingest.config import get_settings
@@ -14,14 +14,12 @@ CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "impo
 
 @router.post("/v1/{call}")
 async def ingest_call(call: str, request: Request, workspace_id: WorkspaceId, res: Res) -> Accepted:
-    """Validate one call (or a batch), store it in JetStream, and only then answer 200."""
+    """Validate one call (or a batch), store it in JetStream, and only then answer 200 (503 if it cannot)."""
     if call not in CALLS:
         raise NotFound(f"unknown call {call!r}; one of {', '.join(CALLS)}")
     settings = get_settings()
-    if not res.nats.is_connected:
-        raise Unavailable("event storage is unavailable (NATS disconnected); retry")
     forwarded = request.headers.get("x-forwarded-for", "")
     client_ip = forwarded.split(",")[0].strip() or None
     events = service.events_from_body(workspace_id, call, await request.body(), settings, client_ip)
-    await service.publish_events(res.jetstream, events, settings.publish_timeout_seconds)
+    await service.store_events(res.nats, res.jetstream, workspace_id, events, settings.publish_timeout_seconds)
     return Accepted()

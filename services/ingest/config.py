@@ -17,4 +17,4 @@ class IngestSettings(HeraldSettings, BusSettings):
 
 @lru_cache
 def get_settings() -> IngestSettings:
-    return IngestSettings()  # type: ignore[call-arg]
+    return IngestSettings()

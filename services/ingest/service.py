@@ -3,17 +3,20 @@
 from datetime import UTC, datetime
 from typing import Any
 
-import nats.errors
 import orjson
+import structlog
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from kernel import bus
 from kernel.contracts import Event, event_subject
-from kernel.errors import BadRequest, PayloadTooLarge, Unavailable
+from kernel.errors import BadRequest, PayloadTooLarge, Unavailable, is_dependency_outage
 from services.ingest.config import IngestSettings
 from services.ingest.domain import to_event
 from services.ingest.schemas import Batch, SegmentCall
+
+log = structlog.get_logger(__name__)
 
 
 def _describe(exc: ValidationError, where: str = "") -> list[dict[str, Any]]:
@@ -86,7 +89,28 @@ async def publish_events(js: JetStreamContext, events: list[Event], timeout: flo
         )
         for e in events
     ]
+    await bus.publish_many(js, items, timeout=timeout)
+
+
+async def store_events(
+    nc: NATS, js: JetStreamContext, workspace_id: str, events: list[Event], timeout: float
+) -> None:
+    """Store the events, or answer 503 when the bus cannot (logged once, with its cause); never a 200 for less."""
+    if not nc.is_connected:
+        # Publishing now would only wait in the client's reconnect buffer until the timeout.
+        raise _unavailable(workspace_id, events, "nats_disconnected", None)
     try:
-        await bus.publish_many(js, items, timeout=timeout)
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise Unavailable(f"event storage is unavailable ({type(exc).__name__}); retry") from exc
+        await publish_events(js, events, timeout)
+    except Exception as exc:
+        if not is_dependency_outage(exc):
+            raise
+        cause = "publish_timeout" if isinstance(exc, TimeoutError) else "publish_failed"
+        raise _unavailable(workspace_id, events, cause, exc) from exc
+
+
+def _unavailable(workspace_id: str, events: list[Event], cause: str, exc: Exception | None) -> Unavailable:
+    """Log why ingest answers 503 for this request, and the error to answer it with."""
+    error_type = type(exc).__name__ if exc is not None else None
+    log.warning("ingest_unavailable", workspace_id=workspace_id, events=len(events), cause=cause, error_type=error_type)
+    reason = error_type or "NATS disconnected"
+    return Unavailable(f"event storage is unavailable ({reason}); retry")
