@@ -28,7 +28,14 @@ def asyncpg_url(url: str) -> str:
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
     """Create the engine (called from a lifespan, never at import time)."""
     return create_async_engine(
-        asyncpg_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+        asyncpg_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        # Bound parameters are users' data and keys: never copy them into exception text and logs.
+        hide_parameters=True,
+        # A partitioned network answers nothing: give up connecting after 10 s (a 503), not asyncpg's 60 s.
+        connect_args={"timeout": 10},
     )
 
 
