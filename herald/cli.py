@@ -1,12 +1,15 @@
 """`herald`: run the whole stack, or its pieces one at a time."""
 
 import asyncio
+import contextlib
 import importlib
 import os
 import signal
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import orjson
@@ -78,6 +81,8 @@ def up() -> None:
         workspace_exists,
     )
 
+    signals = _StopSignals()
+    signals.install()
     settings = DevSettings()
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -86,25 +91,31 @@ def up() -> None:
     started: list[Any] = []
 
     def shutdown(stack: Stack | None) -> None:
+        signals.stopping = True  # from here on a signal is acknowledged, never raised
         if stack is not None:
             say("stopping services …")
             stack.stop()
         for server in reversed(started):
             server.stop()
         say("stopped; data kept in " + str(data))
+        signals.stopped()
 
+    # Every process is started from this, the main thread: the parent-death signal each child gets
+    # (infra.die_with_parent) fires when the thread that forked it exits, which must be the process.
     stack: Stack | None = None
     try:
         nats_url = settings.nats_url
         if not nats_url:
             say(f"starting NATS JetStream on 127.0.0.1:{settings.nats_port} (data in {data / 'nats'})")
-            started.append(infra.EmbeddedNats(data / "nats", settings.nats_port).start())
-            nats_url = started[-1].url
+            nats = infra.EmbeddedNats(data / "nats", settings.nats_port)
+            started.append(nats)  # before it starts: a signal while it starts stops it too
+            nats_url = nats.start().url
         database_url = settings.database_url
         if not database_url:
             say(f"starting PostgreSQL on 127.0.0.1:{settings.postgres_port} (data in {data / 'postgres'})")
-            started.append(infra.EmbeddedPostgres(data / "postgres", settings.postgres_port).start())
-            database_url = started[-1].url
+            postgres = infra.EmbeddedPostgres(data / "postgres", settings.postgres_port)
+            started.append(postgres)
+            database_url = postgres.start().url
         say("applying migrations and creating streams")
         migrate(database_url, nats_url)
         state.setdefault("internal_token", new_internal_token())
@@ -131,7 +142,6 @@ def up() -> None:
         stack.start()
         stack.wait_ready(timeout=90)
         _banner(config, demo)
-        signal.signal(signal.SIGTERM, _interrupt)
         while (gone := stack.first_exited()) is None:
             time.sleep(0.5)
         say(f"[red]{gone} exited unexpectedly (code {stack.procs[gone].returncode}); stopping[/]")
@@ -144,8 +154,47 @@ def up() -> None:
         raise _fail(str(exc)) from exc
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
+class _StopSignals:
+    """SIGINT and SIGTERM stop `herald up`: the first interrupts whatever it is doing (KeyboardInterrupt,
+    as Ctrl-C always did); once it is stopping, later ones are acknowledged once and change nothing.
+
+    Under `make run` a SIGTERM arrives twice (the process group's copy, then the one make passes on), and
+    an impatient Ctrl-C repeats: a second KeyboardInterrupt inside the shutdown used to cut it short and
+    leave NATS, PostgreSQL and the services running on their ports.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._acknowledged = False
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM from now on, unless this process was started with them ignored."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, self._handle)
+
+    def stopped(self) -> None:
+        """Everything is stopped: ignore SIGINT and SIGTERM while the interpreter exits.
+
+        Exiting, Python restores their default action, so a late copy (make's forwarded one) would kill
+        the process and turn a clean stop into death by signal; an ignored signal stays ignored.
+        """
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        """Interrupt the first time; afterwards, say once that the stack is already stopping."""
+        if not self.stopping:
+            self.stopping = True  # before raising: a signal right behind this one must not raise again
+            raise KeyboardInterrupt
+        if self._acknowledged:
+            return
+        self._acknowledged = True
+        note = f"{'herald':>10} | {signal.Signals(signum).name}: already stopping, waiting for every process to exit\n"
+        # os.write, not the console: a handler that prints while the main thread is inside a print raises
+        # "reentrant call", which would cut the shutdown short just as the KeyboardInterrupt did.
+        with contextlib.suppress(OSError, ValueError):
+            os.write(sys.stdout.fileno(), note.encode())
 
 
 def _banner(config: StackConfig, demo: dict[str, str]) -> None:

@@ -1,12 +1,15 @@
 """Embedded NATS (JetStream) and PostgreSQL from their PyPI wheels, for `herald up` and the tests."""
 
 import asyncio
+import ctypes
+import functools
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +19,7 @@ import asyncpg
 from kernel import bus
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def free_port() -> int:
@@ -48,6 +52,53 @@ def wait_for(
             raise RuntimeError(f"{what} exited with code {proc.returncode}\n{tail}")
         time.sleep(0.1)
     raise TimeoutError(f"{what} did not become ready within {timeout:.0f}s")
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl(2), loaded in the parent so the child only calls it; None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def die_with_parent(sig: int) -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel send the child `sig` when this process dies, by any means.
+
+    Our children run in sessions of their own (so Ctrl-C reaches `herald up` alone, which stops them
+    in order), hence nothing else would stop them if `herald up` were killed: SIGKILL, the OOM killer,
+    a crash. A parent-death signal needs no cooperation from the child, so it covers nats-server and
+    postgres as well as our services; a pipe each child watches would need a wrapper around them.
+
+    Caveats, each handled: the kernel sends it when the *thread* that forked exits, so it is armed
+    only from the main thread (from another thread it is skipped, not risked: the child would be
+    stopped when that thread ends); it is cleared by a credential change, and CPython switches to
+    Popen's `user=` before it calls `preexec_fn`, so the signal survives PostgreSQL running as another
+    user; a parent that dies between fork and prctl sends nothing, so the child checks and gives up.
+    The child runs only a ctypes call and getppid(), nothing that takes a lock another thread may have
+    held at fork (the usual hazard of `preexec_fn` in a threaded parent such as `herald up`).
+    Elsewhere than Linux this returns None (no preexec_fn) and stopping relies on `herald up` alone.
+    """
+    prctl = _prctl()
+    if prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        """Runs in the child between fork and exec."""
+        if prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def _pg_bin() -> Path:
@@ -108,7 +159,10 @@ class EmbeddedNats:
         if self.monitor_port:
             args += ["-m", str(self.monitor_port)]
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(args + ["-l", str(log)], stdout=out, stderr=out, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args + ["-l", str(log)], stdout=out, stderr=out, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),  # nats-server stops cleanly on SIGTERM
+            )
         wait_for(lambda: port_open(self.port), 15, "nats-server", self.proc, log)
         return self
 
@@ -176,7 +230,9 @@ class EmbeddedPostgres:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                args, stdout=out, stderr=out, start_new_session=True, **self._run_as()  # type: ignore[call-overload]
+                args, stdout=out, stderr=out, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGINT),  # SIGINT: fast shutdown (SIGTERM waits for clients)
+                **self._run_as(),  # type: ignore[call-overload]
             )
         wait_for(lambda: port_open(self.port), 30, "postgres", self.proc, log)
         asyncio.run(self._ensure_database())

@@ -18,6 +18,7 @@ import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from herald.infra import die_with_parent
 from kernel.migrate import upgrade_all
 
 SERVICES = ("ingest", "profiles", "segmenter", "scheduler", "dispatcher", "gateway")
@@ -108,8 +109,11 @@ class Stack:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")
+        # A session of its own: Ctrl-C reaches whoever started the stack, who stops the services in
+        # order; the parent-death signal stops them if that process dies without doing so.
         proc = subprocess.Popen(
-            cmd, env=self.config.environment(name), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, env=self.config.environment(name), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # a service drains on SIGTERM
         )
         self.procs[name] = proc
         if self.log_dir is None and proc.stdout is not None:
