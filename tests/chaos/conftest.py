@@ -1,0 +1,56 @@
+"""The chaos tier's own NATS, PostgreSQL and stack: it kills them, so it shares them with no other tier."""
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port
+from herald.stack import SERVICES, Stack, StackConfig, migrate
+from tests.chaos.harness import Cluster
+
+# Settings that keep each fault's recovery within seconds, passed to every service.
+CHAOS_ENV = {
+    # A message a killed consumer held is redelivered after the ack wait; 10 s instead of 30 s.
+    "HERALD_ACK_WAIT_SECONDS": "10",
+    # An attempt at a webhook that does not answer counts as failed (and is retried) after 5 s, and
+    # a whole attempt (profile lookup, render, provider) after 6 s; an attempt a killed dispatcher
+    # left behind is judged `unknown` once older than 1.5 times that (or the ack wait).
+    "HERALD_WEBHOOK_TIMEOUT_SECONDS": "5",
+    "HERALD_ATTEMPT_TIMEOUT_SECONDS": "6",
+    # Durable retries of transient provider failures: first after 1 s, then at most 5 s apart.
+    "HERALD_RETRY_BASE_SECONDS": "1",
+    "HERALD_RETRY_MAX_INTERVAL_SECONDS": "5",
+}
+
+
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """NATS, durable PostgreSQL (it must recover from its WAL) and the six processes, all on free ports."""
+    root = tmp_path_factory.mktemp("chaos")
+    nats = EmbeddedNats(root / "nats", free_port())
+    postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=True)
+    config = StackConfig(
+        data_dir=root / "stack",
+        database_url=postgres.url,
+        nats_url=nats.url,
+        internal_token="chaos-" + secrets.token_urlsafe(16),
+        gateway_port=free_port(),
+        smtp_port=free_port(),
+        sink_http_port=free_port(),
+        env="test",
+        log_format="json",
+        service_ports={s: free_port() for s in SERVICES if s != "gateway"},
+        extra_env=CHAOS_ENV,
+    )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    running = Cluster(nats, postgres, Stack(config, log_dir=root / "logs"))
+    try:
+        nats.start()
+        postgres.start()
+        migrate(postgres.url, nats.url)
+        running.stack.start()
+        running.stack.wait_ready(timeout=90)
+        yield running
+    finally:
+        running.stop()
