@@ -300,26 +300,44 @@ def settings_command() -> None:
 def replay(
     workspace_id: Annotated[str, typer.Argument(help="the workspace whose messages to replay")],
     since: Annotated[datetime, typer.Option(help="replay what was stored from this time on (UTC if no zone)")],
-    stream: Annotated[str, typer.Option(help="EVENTS, PROFILES, SEGMENTS or SENDS")] = "EVENTS",
+    stream: Annotated[
+        str | None, typer.Option(help="EVENTS (the default), PROFILES, SEGMENTS, SENDS or DEADLETTERS")
+    ] = None,
+    dead_letters: Annotated[
+        bool,
+        typer.Option(
+            "--dead-letters",
+            help="re-drive what consumers gave up on (the same as --stream DEADLETTERS): each dead letter "
+            "goes back to its original subject and leaves DEADLETTERS",
+        ),
+    ] = False,
 ) -> None:
     """Re-publish one workspace's stored messages; idempotent consumers re-apply only what is missing."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from herald.replay import replay as run_replay
+    from kernel.bus import DEAD_LETTERS
 
     settings = DevSettings()
     if not settings.nats_url:
         raise _fail("set HERALD_NATS_URL to the NATS that holds the streams")
+    if dead_letters and stream not in (None, DEAD_LETTERS):
+        raise _fail(f"--dead-letters re-drives {DEAD_LETTERS}; leave out --stream {stream}")
+    stream = DEAD_LETTERS if dead_letters else stream or "EVENTS"
     since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    doing = "re-driving dead letters" if stream == DEAD_LETTERS else f"replaying {stream}"
     with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
-        task = bar.add_task(f"replaying {stream} for {workspace_id}", total=None)
+        task = bar.add_task(f"{doing} for {workspace_id}", total=None)
         try:
             count = asyncio.run(
                 run_replay(settings.nats_url, stream, workspace_id, since, lambda d, t: bar.update(task, completed=d, total=t))
             )
         except ValueError as exc:
             raise _fail(str(exc)) from exc
-    console.print(f"re-published {count} message(s) from {stream} for workspace {workspace_id}")
+    if stream == DEAD_LETTERS:
+        console.print(f"re-drove {count} dead letter(s) to their original subjects for workspace {workspace_id}")
+    else:
+        console.print(f"re-published {count} message(s) from {stream} for workspace {workspace_id}")
 
 
 @app.command("create-workspace")

@@ -60,6 +60,33 @@ class BusSettings(BaseSettings):
     )
 
 
+GIB = 1024**3
+
+
+class StreamSettings(BaseSettings):
+    """Retention of Herald's JetStream streams, applied by `herald migrate` on create and on update.
+
+    Read by whoever creates the streams (`kernel.bus.ensure_streams`), not by the services, which
+    only publish and consume. JetStream reserves each stream's `max_bytes` on disk up front: all
+    five streams together must fit the server's JetStream storage, or creating them fails.
+    """
+
+    model_config = CONFIG
+
+    stream_max_age_hours: float = Field(
+        168.0, gt=0, description="how long EVENTS, PROFILES, SEGMENTS and SENDS keep a message (the replay horizon)"
+    )
+    stream_max_bytes: int = Field(
+        2 * GIB, gt=0, description="most bytes each of those four streams keeps; the oldest messages go first"
+    )
+    dead_letter_max_age_hours: float = Field(
+        720.0, gt=0, description="how long DEADLETTERS keeps a message a consumer gave up on"
+    )
+    dead_letter_max_bytes: int = Field(
+        1 * GIB, gt=0, description="most bytes DEADLETTERS keeps; the oldest dead letters go first"
+    )
+
+
 class ConsumerSettings(BaseSettings):
     """Mixin for services that consume a durable JetStream consumer (defaults differ per service)."""
 

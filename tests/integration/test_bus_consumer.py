@@ -1,4 +1,4 @@
-"""The pull-consumer loop: ack after success, redeliver after a transient failure, drop poison."""
+"""The pull-consumer loop: ack after success, redeliver after a transient failure, dead-letter poison."""
 
 import asyncio
 import uuid
@@ -15,7 +15,7 @@ PAYLOAD = MembershipChanged(
 )
 
 
-async def test_transient_failures_are_redelivered_poison_and_permanent_failures_are_dropped(nc: NATS) -> None:
+async def test_transient_failures_are_redelivered_poison_and_permanent_failures_are_not(nc: NATS) -> None:
     js = nc.jetstream()
     tag = uuid.uuid4().hex[:10]
     await js.add_stream(StreamConfig(name=f"T_{tag}", subjects=[f"t{tag}.>"]))
@@ -41,7 +41,7 @@ async def test_transient_failures_are_redelivered_poison_and_permanent_failures_
         await asyncio.wait_for(done.wait(), 10)
         # The flaky message comes back after its backoff and succeeds.
         await _wait_until(lambda: seen.count("flaky") == 2)
-    assert seen.count("hopeless") == 1  # terminated, not retried
+    assert seen.count("hopeless") == 1  # dead-lettered, not retried
     info = await js.consumer_info(f"T_{tag}", f"d{tag}")
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
@@ -94,11 +94,11 @@ async def test_request_replies_are_answered_concurrently(nc: NATS) -> None:
         await asyncio.wait_for(both_in.wait(), 5)
         return query
 
-    sub = await bus.serve_requests(nc, subject, MembershipChanged, handler)
+    responder = await bus.serve_requests(nc, subject, MembershipChanged, handler)
     try:
         answers = await asyncio.gather(
             *(bus.request(nc, subject, PAYLOAD.model_copy(update={"segment_id": s}), MembershipChanged) for s in ("a", "b"))
         )
     finally:
-        await sub.unsubscribe()
+        await responder.stop()
     assert sorted(a.segment_id for a in answers) == ["a", "b"]
