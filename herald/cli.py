@@ -15,11 +15,12 @@ from typing import Annotated, Any
 import orjson
 import typer
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from rich.console import Console
 from rich.markup import escape
 
 from herald.stack import APPS, PROCESSES, Stack, StackConfig
+from kernel.settings import StreamSettings
 
 app = typer.Typer(help="Herald: customer engagement you can run yourself.", no_args_is_help=True, add_completion=False)
 console = Console(highlight=False, soft_wrap=True)
@@ -31,8 +32,8 @@ COLORS = {
 }
 
 
-class DevSettings(BaseSettings):
-    """Settings of the local stack `herald up` runs (all overridable with HERALD_*)."""
+class DevSettings(StreamSettings):
+    """Settings of the local stack `herald up` runs and of `herald migrate` (all overridable with HERALD_*)."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
@@ -281,7 +282,9 @@ def serve(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(PROCE
         port=port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.ack_wait_seconds) if hasattr(settings, "ack_wait_seconds") else 10,
+        # The HTTP drain's share of the pod's 45 s grace (see the budget in kernel/bus.py): requests are
+        # bounded by the gateway's 10 s upstream timeout, so 10 s finishes every one still worth finishing.
+        timeout_graceful_shutdown=10,
         loop="auto",
     )
 

@@ -26,7 +26,7 @@ at shutdown it is bounded by STOP_SECONDS instead.
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -393,7 +393,7 @@ class ConsumerSpec:
 async def consuming(
     js: JetStreamContext,
     specs: Sequence[ConsumerSpec],
-    readiness: dict[str, Callable[[], Awaitable[None]]] | None = None,
+    readiness: MutableMapping[str, Any] | None = None,
     stop_timeout: float = STOP_SECONDS,
 ) -> AsyncIterator[dict[str, "Consumer"]]:
     """Run these consumers for the block and yield them by durable name, each with its effective config.

@@ -60,7 +60,7 @@ class BusSettings(BaseSettings):
     )
 
 
-GIB = 1024**3
+MIB = 1024**2
 
 
 class StreamSettings(BaseSettings):
@@ -77,13 +77,13 @@ class StreamSettings(BaseSettings):
         168.0, gt=0, description="how long EVENTS, PROFILES, SEGMENTS and SENDS keep a message (the replay horizon)"
     )
     stream_max_bytes: int = Field(
-        2 * GIB, gt=0, description="most bytes each of those four streams keeps; the oldest messages go first"
+        256 * MIB, gt=0, description="most bytes each of those four streams keeps; the oldest messages go first (the k8s ConfigMap sets 2 GiB)"
     )
     dead_letter_max_age_hours: float = Field(
         720.0, gt=0, description="how long DEADLETTERS keeps a message a consumer gave up on"
     )
     dead_letter_max_bytes: int = Field(
-        1 * GIB, gt=0, description="most bytes DEADLETTERS keeps; the oldest dead letters go first"
+        64 * MIB, gt=0, description="most bytes DEADLETTERS keeps; the oldest dead letters go first (the k8s ConfigMap sets 1 GiB)"
     )
 
 

@@ -38,23 +38,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ),
             webhook=WebhookProvider(res.http),
         )
-        dispatcher = service.Dispatcher(
-            res.db, res.nats, res.jetstream, providers, Outbox(models.outbox), settings,
-            # An attempt is bounded by attempt_timeout_seconds; one older than this was interrupted.
-            interrupted_after_seconds=max(settings.ack_wait_seconds, settings.attempt_timeout_seconds * 1.5),
-        )
+        dispatcher = service.Dispatcher(res.db, res.nats, res.jetstream, providers, Outbox(models.outbox), settings)
         consumer = bus.ConsumerSpec.for_service(
             "dispatcher", SendRequested, partial(handlers.on_sends, dispatcher=dispatcher), settings, batched=True
         )
         stop = asyncio.Event()
-        loops = [
-            asyncio.create_task(service.run_retries(dispatcher, stop), name="dispatcher:retries"),
-            asyncio.create_task(
-                dispatcher.outbox.drain(res.db, res.jetstream, stop, settings.retry_poll_seconds), name="dispatcher:outbox"
-            ),
-        ]
+        loops: list[asyncio.Task[None]] = []
         try:
-            async with bus.consuming(res.jetstream, [consumer]):
+            async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness) as consumers:
+                # An attempt is bounded by attempt_timeout_seconds, and a batch still being handled
+                # holds its messages (in_progress) past the ack wait the server really applies: an
+                # attempt older than both was interrupted.
+                dispatcher.interrupted_after_seconds = max(
+                    consumers["dispatcher"].ack_wait, settings.attempt_timeout_seconds * 1.5
+                )
+                loops += [
+                    asyncio.create_task(service.run_retries(dispatcher, stop), name="dispatcher:retries"),
+                    asyncio.create_task(
+                        dispatcher.outbox.drain(res.db, res.jetstream, stop, settings.retry_poll_seconds),
+                        name="dispatcher:outbox",
+                    ),
+                ]
                 yield
         finally:
             stop.set()

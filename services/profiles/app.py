@@ -26,11 +26,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings,
             batched=True,
         )
-        await bus.serve_requests(
+        responder = await bus.serve_requests(
             res.nats, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(handlers.on_profile_query, sessions=res.db)
         )
-        async with bus.consuming(res.jetstream, [consumer]):
-            yield
+        try:
+            async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
+                yield
+        finally:
+            await responder.stop()  # answers in flight go out before the connection drains
 
 
 def build() -> FastAPI:

@@ -4,13 +4,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
-from kernel.contracts import (
-    Event,
-    ProfileQuery,
-    ProfileSnapshot,
-    profile_changed_subject,
-    profile_event_subject,
-)
+from kernel.contracts import Event, ProfileQuery, ProfileSnapshot, Published
 from kernel.db import unit_of_work
 from services.profiles import service
 
@@ -21,15 +15,12 @@ async def on_events(
     """Apply a batch of events in one transaction, commit, then publish each resolved event and change."""
     async with unit_of_work(sessions) as session:
         applied = await service.apply_events(session, [m.payload for m in received])
-    items, correlation_ids = [], []
+    messages: list[Published] = []
+    correlation_ids: list[str | None] = []
     for message, result in zip(received, applied, strict=True):
-        ws, message_id = message.payload.workspace_id, message.payload.message_id
-        items += [
-            (profile_event_subject(ws), result.resolved.model_dump_json().encode(), f"{ws}:event:{message_id}"),
-            (profile_changed_subject(ws), result.changed.model_dump_json().encode(), f"{ws}:changed:{message_id}"),
-        ]
+        messages += [result.resolved, result.changed]
         correlation_ids += [message.correlation_id] * 2
-    await bus.publish_many(js, items, timeout=30.0, correlation_ids=correlation_ids)
+    await bus.publish_contracts(js, messages, correlation_ids=correlation_ids, timeout=30.0)
 
 
 async def on_profile_query(query: ProfileQuery, sessions: async_sessionmaker[AsyncSession]) -> ProfileSnapshot:

@@ -31,7 +31,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timer = asyncio.create_task(
             service.run_timer(res.db, res.nats, res.jetstream, stop, due, settings.poll_seconds, settings.due_batch)
         )
-        async with bus.consuming(res.jetstream, [consumer]):
+        async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
             yield
             stop.set()
             due.set()

@@ -246,10 +246,8 @@ async def release_due_sends(
     async with unit_of_work(sessions) as session:
         requested = await release_due(session, nc, batch)
         if requested:
-            await bus.publish_many(
-                js,
-                [(s.subject, s.model_dump_json().encode(), s.dedupe_id) for s in requested],
-                correlation_ids=[s.trigger.correlation_id if s.trigger else None for s in requested],
+            await bus.publish_contracts(
+                js, requested, correlation_ids=[s.trigger.correlation_id if s.trigger else None for s in requested]
             )
     return len(requested)
 

@@ -29,16 +29,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings,
             batched=True,
         )
-        await bus.serve_requests(
+        responder = await bus.serve_requests(
             res.nats, AUDIENCE_QUERY_SUBJECT, AudienceQuery, partial(handlers.on_audience_query, sessions=res.db)
         )
         stop = asyncio.Event()
         drain = asyncio.create_task(outbox.drain(res.db, res.jetstream, stop), name="segmenter:outbox")
         try:
-            async with bus.consuming(res.jetstream, [consumer]):
+            async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
                 yield
         finally:
             stop.set()
+            await responder.stop()  # answers in flight go out before the connection drains
             await drain
 
 

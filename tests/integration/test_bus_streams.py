@@ -10,7 +10,7 @@ from herald.infra import EmbeddedNats, free_port
 from kernel import bus
 from kernel.contracts import STREAMS, MembershipChanged, ProfileChanged
 from kernel.logging import BUS_CORRELATION_HEADER
-from kernel.settings import GIB, StreamSettings
+from kernel.settings import MIB, StreamSettings
 
 
 async def _limits(nc: NATS) -> dict[str, tuple[float | None, int | None]]:
@@ -27,9 +27,9 @@ async def test_the_streams_migrate_creates_are_bounded_by_default(nc: NATS) -> N
     limits = await _limits(nc)  # created for this session by herald.stack.migrate → herald.infra.ensure_streams
     for name, (max_age, max_bytes) in limits.items():
         if name == bus.DEAD_LETTERS:
-            assert (max_age, max_bytes) == (30 * 24 * 3600, GIB)
+            assert (max_age, max_bytes) == (30 * 24 * 3600, 64 * MIB)
         else:
-            assert (max_age, max_bytes) == (7 * 24 * 3600, 2 * GIB), name
+            assert (max_age, max_bytes) == (7 * 24 * 3600, 256 * MIB), name
 
 
 async def test_limits_come_from_the_environment_and_re_running_updates_them(
