@@ -55,9 +55,6 @@ class BusSettings(BaseSettings):
     model_config = CONFIG
 
     nats_url: str = Field(description="NATS URL, or several comma-separated; credentials as `nats://user:password@host:4222`")
-    ack_wait_seconds: float = Field(
-        30.0, description="how long JetStream waits for an ack before redelivering; SIGTERM grace must exceed it"
-    )
 
 
 MIB = 1024**2
@@ -92,5 +89,11 @@ class ConsumerSettings(BaseSettings):
 
     model_config = CONFIG
 
+    ack_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="how long JetStream waits for an ack before redelivering after a crash; a batch still being "
+        "handled renews it every third of it (in_progress), so it bounds recovery, not work; SIGTERM grace must exceed it",
+    )
     consumer_batch: int = Field(128, description="messages fetched from JetStream per pull")
     consumer_concurrency: int = Field(8, description="fetched batches each process handles at once (the next is fetched meanwhile)")

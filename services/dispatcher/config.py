@@ -12,6 +12,7 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
     port: int = Field(8005, description="HTTP port")
     consumer_batch: int = 128
     consumer_concurrency: int = 2
+    ack_wait_seconds: float = 30.0  # above attempt_timeout_seconds: an attempt older than it was interrupted
     smtp_host: str = Field("127.0.0.1", description="SMTP relay for email")
     smtp_port: int = Field(1025, description="SMTP relay port")
     smtp_username: str | None = Field(None, description="SMTP login user (none: no login)")

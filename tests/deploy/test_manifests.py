@@ -154,9 +154,10 @@ def test_every_deployment_has_probes_resources_and_a_locked_down_security_contex
 
 def test_grace_period_outlasts_the_ack_wait_so_sigterm_drains_in_flight_work(m: Manifests) -> None:
     config = m.one("ConfigMap", "herald-config")["data"]
-    ack_wait = float(config["HERALD_ACK_WAIT_SECONDS"])
     for name, deployment in m.of("Deployment").items():
         spec = pod_spec(deployment)
+        env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+        ack_wait = float(env.get("HERALD_ACK_WAIT_SECONDS") or config.get("HERALD_ACK_WAIT_SECONDS") or 0)
         pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
         pause = float(pre_stop[1]) if pre_stop[0] == "sleep" else 0.0
         assert spec["terminationGracePeriodSeconds"] > pause + ack_wait, name
