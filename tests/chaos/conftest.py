@@ -11,13 +11,14 @@ from tests.chaos.harness import Cluster
 
 # Settings that keep each fault's recovery within seconds, passed to every service.
 CHAOS_ENV = {
-    # A message a killed consumer held is redelivered after the ack wait; 10 s instead of 30 s.
-    "HERALD_ACK_WAIT_SECONDS": "10",
-    # An attempt at a webhook that does not answer counts as failed (and is retried) after 5 s, and
-    # a whole attempt (profile lookup, render, provider) after 6 s; an attempt a killed dispatcher
-    # left behind is judged `unknown` once older than 1.5 times that (or the ack wait).
+    # A webhook that does not answer fails its attempt (to be retried) after 5 s, and a whole attempt
+    # (profile lookup, render, provider) after 6 s instead of 20 s. So the dispatcher's ack wait can
+    # be 10 s like every other consumer's, instead of its 30 s: an attempt a killed dispatcher left
+    # behind is judged `unknown` once older than the ack wait (and 1.5 attempt timeouts), and a
+    # message it held is redelivered after it.
     "HERALD_WEBHOOK_TIMEOUT_SECONDS": "5",
     "HERALD_ATTEMPT_TIMEOUT_SECONDS": "6",
+    "HERALD_ACK_WAIT_SECONDS": "10",
     # Durable retries of transient provider failures: first after 1 s, then at most 5 s apart.
     "HERALD_RETRY_BASE_SECONDS": "1",
     "HERALD_RETRY_MAX_INTERVAL_SECONDS": "5",
