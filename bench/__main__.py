@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.harness import Figure, RssSampler, markdown, started_env, write_results
 from bench.scenarios import SCENARIOS, SIZES, memory
+from kernel.logging import configure_logging
 
 console = Console(stderr=True)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -42,6 +43,8 @@ def main(
     out: Annotated[Path, typer.Option(help="where the JSON results go")] = RESULTS,
 ) -> None:
     """Run Herald's benchmark suite against a fresh embedded stack."""
+    # Logs (the bus's connection lines, say) go to stderr: stdout is the table.
+    configure_logging("bench", "console", "WARNING")
     if size not in SIZES:
         raise typer.BadParameter(f"one of {', '.join(SIZES)}", param_hint="--size")
     chosen = [s.strip() for s in only.split(",") if s.strip()]
