@@ -1,15 +1,16 @@
 """Gateway routes: Segment-compatible SDK calls and the authenticated internal API."""
 
 import re
+import time
 from typing import Any
 
 import httpx
 import structlog
 from fastapi import APIRouter, Request, Response
 
-from gateway import service
+from gateway import ratelimit, service
 from gateway.config import get_settings
-from kernel.errors import NotFound, PayloadTooLarge, Unauthorized, Unavailable
+from kernel.errors import NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable
 from kernel.logging import CORRELATION_HEADER, current_correlation_id
 from kernel.web import INTERNAL_TOKEN_HEADER, JSON, WORKSPACE_HEADER, Res, Resources
 
@@ -71,6 +72,16 @@ def _relay(upstream: httpx.Response) -> Response:
     return Response(upstream.content, status_code=upstream.status_code, headers=headers)
 
 
+def admit(request: Request, workspace_id: str, kind: ratelimit.Kind) -> None:
+    """Count this request against the workspace's rate limit, or answer 429 with when to retry."""
+    decision = request.app.state.limiter.take(workspace_id, kind, time.time())
+    if not decision.allowed:
+        raise TooManyRequests(
+            f"this workspace may make {decision.limit} {kind.upper()} requests per second; retry after Retry-After",
+            headers=decision.headers(),
+        )
+
+
 def _sdk_route(call: str) -> Any:
     limit_name = "max_batch_bytes" if call in BATCH_CALLS else "max_call_bytes"
 
@@ -86,6 +97,7 @@ def _sdk_route(call: str) -> Any:
                 "no write key: send it as the Basic auth user or as `writeKey` in the body"
             )
         workspace_id = await service.workspace_for_write_key(res.db, request.app.state.key_cache, key)
+        admit(request, workspace_id, "sdk")
         upstream = await _call(request, "POST", f"{settings.ingest_url}/v1/{call}", workspace_id, body)
         return _relay(upstream)
 
@@ -118,6 +130,7 @@ async def api_proxy(path: str, request: Request, res: Res) -> Response:
     """The internal API (users, segments, campaigns), authenticated by `Authorization: Bearer`."""
     key = service.bearer_token(request.headers.get("authorization"))
     workspace_id = await service.workspace_for_api_key(res.db, request.app.state.key_cache, key)
+    admit(request, workspace_id, "api")
     query = f"?{request.url.query}" if request.url.query else ""
     if request.method == "GET" and MESSAGES_PATH.match(path):
         return await _user_messages(request, workspace_id, path + query)

@@ -1,11 +1,14 @@
 """Gateway app factory and lifespan."""
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
 
+from gateway import ratelimit
 from gateway.api import router
 from gateway.config import get_settings
 from gateway.service import STALE_WRITE_KEY_SECONDS, KeyCache
@@ -32,7 +35,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         app.state.resources = res
         app.state.key_cache = KeyCache(settings.key_cache_seconds)
-        yield
+        app.state.limiter = limiter = ratelimit.RateLimiter({"sdk": settings.sdk_rate_limit, "api": settings.api_rate_limit})
+        stop = asyncio.Event()
+        replica = f"gw-{secrets.token_hex(6)}"  # this process's counts, apart from the other replicas'
+        sync = asyncio.create_task(
+            ratelimit.run_sync(res.db, limiter, replica, stop, settings.rate_limit_sync_seconds), name="gateway:rate-limits"
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            await sync
 
 
 def build() -> FastAPI:

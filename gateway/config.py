@@ -19,6 +19,13 @@ class GatewaySettings(HeraldSettings, DatabaseSettings):
     max_batch_bytes: int = Field(500 * 1024, description="largest batch accepted (decompressed JSON)")
     key_cache_seconds: float = Field(30.0, description="how long a write or API key lookup is cached")
     upstream_timeout_seconds: float = Field(10.0, description="timeout of calls from the gateway to the services")
+    sdk_rate_limit: int = Field(
+        1000, ge=1, description="SDK requests per second a workspace may make (all replicas together; `herald rate-limits` sets one workspace's own)"
+    )
+    api_rate_limit: int = Field(100, ge=1, description="API requests per second a workspace may make (all replicas together)")
+    rate_limit_sync_seconds: float = Field(
+        0.5, gt=0, description="how often a replica shares its counts; the limit holds across replicas to within this"
+    )
 
 
 @lru_cache

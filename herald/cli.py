@@ -360,3 +360,21 @@ def create_workspace_command(
         f"  write key  {created['write_key']}\n"
         f"  API key    {created['api_key']}   [dim](shown once; store it now)[/]"
     )
+
+
+@app.command("rate-limits")
+def rate_limits_command(
+    workspace_id: Annotated[str, typer.Argument(help="the workspace whose limits to set")],
+    sdk: Annotated[int | None, typer.Option(min=1, help="SDK requests per second (all gateway replicas together)")] = None,
+    api: Annotated[int | None, typer.Option(min=1, help="API requests per second (all gateway replicas together)")] = None,
+    default: Annotated[bool, typer.Option("--default", help="drop the workspace's own limits; the gateway's defaults apply")] = False,
+) -> None:
+    """Set one workspace's own rate limits; every gateway replica applies them within a second."""
+    from herald.stack import set_rate_limits
+
+    if default == (sdk is not None or api is not None):
+        raise _fail("give --sdk and/or --api, or --default")
+    limits = None if default else {k: v for k, v in (("sdk", sdk), ("api", api)) if v is not None}
+    if not asyncio.run(set_rate_limits(_database_url(DevSettings()), workspace_id, limits)):
+        raise _fail(f"no workspace {workspace_id!r}")
+    console.print(f"workspace {workspace_id}: " + (", ".join(f"{k} {v}/s" for k, v in limits.items()) if limits else "the gateway's default limits"))

@@ -217,3 +217,11 @@ async def workspace_exists(database_url: str, workspace_id: str) -> bool:
 
     async with _gateway_session(database_url) as session:
         return await session.scalar(select(Workspace.id).where(Workspace.id == workspace_id)) is not None
+
+
+async def set_rate_limits(database_url: str, workspace_id: str, limits: dict[str, int] | None) -> bool:
+    """Give a workspace its own SDK/API rate limits (None: back to the defaults); False if it does not exist."""
+    from gateway import repository
+
+    async with _gateway_session(database_url) as session:
+        return await repository.set_workspace_rate_limits(session, workspace_id, limits)

@@ -61,6 +61,17 @@ class PayloadTooLarge(HeraldError):
     error = "payload_too_large"
 
 
+class TooManyRequests(HeraldError):
+    """Over a rate limit: SDKs retry with backoff after Retry-After, so nothing is lost."""
+
+    status_code = 429
+    error = "rate_limited"
+
+    def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.headers = headers
+
+
 class Unprocessable(HeraldError):
     status_code = 422
     error = "validation_error"
