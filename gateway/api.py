@@ -1,12 +1,14 @@
 """Gateway routes: Segment-compatible SDK calls and the authenticated internal API."""
 
-import re
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlencode
 
 import httpx
 import structlog
 from fastapi import APIRouter, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import ratelimit, service
 from gateway.config import get_settings
@@ -20,7 +22,6 @@ router = APIRouter()
 SDK_CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
 BATCH_CALLS = ("batch", "import")
 API_BODY_LIMIT = 1024 * 1024
-MESSAGES_PATH = re.compile(r"^users/([^/]+)/messages$")
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after", "location")
 
 
@@ -110,39 +111,151 @@ for _call_name in SDK_CALLS:
     router.add_api_route(f"/v1/{_call_name}", _sdk_route(_call_name), methods=["POST"], tags=["sdk"])
 
 
-def _service_for(path: str) -> str:
-    settings = get_settings()
-    head = path.split("/", 1)[0]
-    routes = {
-        "users": settings.profiles_url,
-        "segments": settings.segmenter_url,
-        "campaigns": settings.scheduler_url,
-    }
-    if head not in routes:
-        raise NotFound(f"no API resource {head!r}; see /docs")
-    return routes[head]
+# --- the internal API: an explicit table of what the services serve -------------------------
+
+Upstream = Literal["profiles", "segmenter", "scheduler", "messages"]
+# Every method a client may try; the table decides which of them a route takes (405 otherwise).
+API_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+API_PREFIX = b"/api/v1/"
 
 
-@router.api_route(
-    "/api/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], tags=["api"]
+@dataclass(frozen=True)
+class ApiRoute:
+    """One management route a service serves: its path under /api/v1/, its methods and who answers it."""
+
+    template: str
+    methods: tuple[str, ...]
+    upstream: Upstream
+
+    @property
+    def parts(self) -> list[str]:
+        """The template's segments; `{name}` marks a path parameter."""
+        return self.template.split("/")
+
+
+# What profiles, the segmenter and the scheduler serve under /api/v1 (each service's api.py), and
+# the users' messages the gateway composes from the scheduler and the dispatcher. Nothing else
+# reaches a service: not its /docs, /openapi.json or /metrics, and no route it does not list here.
+API_ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute("users/{user_id}", ("GET",), "profiles"),
+    ApiRoute("users/{user_id}/events", ("GET",), "profiles"),
+    ApiRoute("users/{user_id}/messages", ("GET",), "messages"),
+    ApiRoute("segments", ("GET", "POST"), "segmenter"),
+    ApiRoute("segments/{segment_id}", ("GET",), "segmenter"),
+    ApiRoute("campaigns", ("POST",), "scheduler"),
+    ApiRoute("campaigns/{campaign_id}", ("GET",), "scheduler"),
+    ApiRoute("campaigns/{campaign_id}/launch", ("POST",), "scheduler"),
+    ApiRoute("campaigns/{campaign_id}/pause", ("POST",), "scheduler"),
+    ApiRoute("campaigns/{campaign_id}/stats", ("GET",), "scheduler"),
 )
+
+
+def _encode_segment(value: bytes) -> str:
+    """One path parameter as a single URL segment that reaches the service as exactly `value`."""
+    encoded = quote(value, safe="")
+    # quote() leaves dots alone, and a URL parser resolves a "." or ".." segment away (httpx does).
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+def _fill(route: ApiRoute, segments: list[bytes]) -> str | None:
+    """The upstream path of `route` for these raw request segments, or None if they do not fit it.
+
+    Literal segments compare decoded; each parameter is decoded once and re-encoded whole, so
+    `%2F`, `%3F`, `%23`, `%2E%2E` and control characters stay inside that one parameter.
+    """
+    parts = route.parts
+    if len(parts) != len(segments):
+        return None
+    values = [unquote_to_bytes(segment) for segment in segments]
+    if any(not part.startswith("{") and value != part.encode() for part, value in zip(parts, values, strict=True)):
+        return None
+    out: list[str] = []
+    for part, value in zip(parts, values, strict=True):
+        if not part.startswith("{"):
+            out.append(part)
+        elif not value:
+            return None
+        elif b"/" in value or b"\x00" in value:
+            # The services route on the decoded path (uvicorn decodes %2F before routing), so an id
+            # with "/" would reach a different route there; and PostgreSQL text cannot hold NUL, so
+            # no stored id has one. Both name nothing that can be served.
+            name = part.strip("{}").replace("_", " ")
+            raise NotFound(f"no such {name}: an id containing '/' or NUL cannot be looked up through the API")
+        else:
+            out.append(_encode_segment(value))
+    return "/".join(out)
+
+
+def resolve_api_route(raw_path: bytes, method: str) -> tuple[ApiRoute, str]:
+    """The table's route for a raw request path (percent-encoding intact) and the path to forward.
+
+    An unknown path is a 404; a known one with a method it does not take is a 405 with `Allow`.
+    """
+    if not raw_path.startswith(API_PREFIX):
+        raise NotFound("no API route at this path; see /docs")
+    segments = raw_path[len(API_PREFIX):].split(b"/")
+    for route in API_ROUTES:
+        upstream_path = _fill(route, segments)
+        if upstream_path is None:
+            continue
+        if method not in route.methods:
+            raise StarletteHTTPException(405, headers={"Allow": ", ".join(route.methods)})
+        return route, upstream_path
+    raise NotFound("no API route at this path; the API serves users, segments and campaigns (see /docs)")
+
+
+def _raw_path(request: Request) -> bytes:
+    """The request path as the client sent it, percent-encoding intact, below the app's root path."""
+    raw: bytes | None = request.scope.get("raw_path")
+    if raw is None:  # ASGI leaves raw_path optional; uvicorn always sets it
+        raw = quote(request.scope["path"], safe="/").encode()
+    root = quote(request.scope.get("root_path", ""), safe="/").encode()
+    return raw[len(root):] if root and raw.startswith(root) else raw
+
+
+def _forwarded_query(request: Request) -> str:
+    """The query string, parsed and re-encoded, so that it can only ever be a query."""
+    pairs = parse_qsl(request.url.query, keep_blank_values=True)
+    return f"?{urlencode(pairs)}" if pairs else ""
+
+
+def _service_for(route: ApiRoute) -> str:
+    """The base URL of the service that serves `route`."""
+    settings = get_settings()
+    services = {
+        "profiles": settings.profiles_url,
+        "segmenter": settings.segmenter_url,
+        "scheduler": settings.scheduler_url,
+    }
+    return services[route.upstream]
+
+
+@router.api_route("/api/v1/{path:path}", methods=API_METHODS, tags=["api"])
 async def api_proxy(path: str, request: Request, res: Res) -> Response:
-    """The internal API (users, segments, campaigns), authenticated by `Authorization: Bearer`."""
+    """The internal API (users, segments, campaigns), authenticated by `Authorization: Bearer`.
+
+    `path` is matched as the client sent it, never decoded first: each id in it is forwarded
+    percent-encoded, so it reaches the service as that literal id.
+    """
     key = service.bearer_token(request.headers.get("authorization"))
     workspace_id = await service.workspace_for_api_key(res.db, request.app.state.key_cache, key)
     admit(request, workspace_id, "api")
-    query = f"?{request.url.query}" if request.url.query else ""
-    if request.method == "GET" and MESSAGES_PATH.match(path):
-        return await _user_messages(request, workspace_id, path + query)
+    route, upstream_path = resolve_api_route(_raw_path(request), request.method)
+    query = _forwarded_query(request)
+    if route.upstream == "messages":
+        return await _user_messages(request, workspace_id, upstream_path + query)
     body = await read_limited(request, API_BODY_LIMIT) if request.method != "GET" else None
     upstream = await _call(
-        request, request.method, f"{_service_for(path)}/api/v1/{path}{query}", workspace_id, body
+        request, request.method, f"{_service_for(route)}/api/v1/{upstream_path}{query}", workspace_id, body
     )
     return _relay(upstream)
 
 
 async def _user_messages(request: Request, workspace_id: str, path: str) -> Response:
-    """Sends to a user with status: the scheduler's decisions joined with the delivery log."""
+    """Sends to a user with status: the scheduler's decisions joined with the delivery log.
+
+    `path` is already encoded by `resolve_api_route`, with its query.
+    """
     settings = get_settings()
     sends = await _call(request, "GET", f"{settings.scheduler_url}/api/v1/{path}", workspace_id)
     deliveries = await _call(request, "GET", f"{settings.dispatcher_url}/api/v1/{path}", workspace_id)

@@ -1,0 +1,329 @@
+"""The gateway routes only the management API the services serve, and an id in a path reaches its
+service as that literal id: never another route, never a service's /metrics or /openapi.json, never
+a 500. The gateway and the services run in-process under uvicorn, on the session's NATS and PostgreSQL."""
+
+import asyncio
+import importlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from herald.infra import free_port
+from herald.stack import APPS, SERVICES, create_workspace
+from services.profiles.models import Identity
+from tests.conftest import Infra, eventually
+
+# The gateway's setting that points at each service.
+SERVICE_URL_SETTINGS = {s: f"HERALD_{s.upper()}_URL" for s in SERVICES if s != "gateway"}
+
+
+@dataclass
+class Herald:
+    """The running gateway, reached the way an internal tool and an SDK reach it."""
+
+    workspace_id: str
+    api_key: str
+    gateway_port: int
+    api: httpx.AsyncClient
+    sdk: httpx.AsyncClient
+
+
+def _clear_settings() -> None:
+    """Forget every service's cached settings, so the next read sees the environment as it is now."""
+    for _, config in APPS.values():
+        importlib.import_module(config).get_settings.cache_clear()
+
+
+async def _serve(name: str, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Run one service's app under uvicorn on `port`, lifespan and all, and wait until it listens."""
+    app = importlib.import_module(APPS[name][0]).build()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    )
+    task = asyncio.create_task(server.serve(), name=f"test:{name}")
+
+    async def listening() -> bool:
+        """True once uvicorn accepts connections; fails fast if the server stopped instead."""
+        if task.done():
+            task.result()
+            raise AssertionError(f"{name} stopped while starting")
+        return server.started
+
+    await eventually(listening, timeout=30)
+    return server, task
+
+
+@pytest.fixture(scope="module")
+async def herald(infra: Infra) -> AsyncIterator[Herald]:
+    """The gateway and the five services, in this process, with one workspace."""
+    ports = {name: free_port() for name in SERVICES}
+    env = {setting: f"http://127.0.0.1:{ports[s]}" for s, setting in SERVICE_URL_SETTINGS.items()}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    _clear_settings()
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    try:
+        for name in SERVICES:
+            running.append(await _serve(name, ports[name]))
+        created = await create_workspace(infra.database_url, "routing")
+        base = f"http://127.0.0.1:{ports['gateway']}"
+        async with (
+            httpx.AsyncClient(base_url=base, headers={"authorization": f"Bearer {created['api_key']}"}, timeout=10) as api,
+            httpx.AsyncClient(base_url=base, auth=(created["write_key"], ""), timeout=10) as sdk,
+        ):
+            yield Herald(created["workspace_id"], created["api_key"], ports["gateway"], api, sdk)
+    finally:
+        for server, _ in running:
+            server.should_exit = True
+        await asyncio.gather(*(task for _, task in running), return_exceptions=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _clear_settings()
+
+
+def unique(prefix: str) -> str:
+    """An id no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def identified(
+    herald: Herald, sessions: async_sessionmaker[AsyncSession], user_id: str, anonymous_id: str | None = None
+) -> None:
+    """Identify a user through the SDK edge and wait until profiles has stored them."""
+    call: dict[str, Any] = {"userId": user_id, "traits": {"plan": "pro"}}
+    if anonymous_id:
+        call["anonymousId"] = anonymous_id
+    r = await herald.sdk.post("/v1/identify", json=call)
+    assert r.status_code == 200, r.text
+
+    async def stored() -> bool:
+        """Whether profiles knows the user id yet (read from its table, not through the gateway)."""
+        async with sessions() as s:
+            found = await s.scalar(
+                select(Identity.profile_id).where(Identity.workspace_id == herald.workspace_id, Identity.value == user_id)
+            )
+        return found is not None
+
+    await eventually(stored)
+
+
+def segment(value: str) -> str:
+    """`value` as one path segment, the way a careful client encodes an id."""
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+def assert_not_found(r: httpx.Response) -> None:
+    """A 404 in Herald's envelope, and nothing a service's internal routes would have answered."""
+    assert r.status_code == 404, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error", "detail"} and body["error"] == "not_found", body
+    assert "herald_http_requests_total" not in r.text and "openapi" not in r.text
+
+
+async def raw_get(port: int, target: bytes, api_key: str) -> tuple[int, bytes]:
+    """Send a request line exactly as given (an HTTP client would resolve `..` before sending)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET " + target + b" HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer " + api_key.encode()
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+# 1. Dot segments, encoded or not, never walk out of /api/v1 to a service's own routes.
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/users/%2E%2E/%2E%2E/%2E%2E/metrics",
+        "/api/v1/users/%2E%2E/%2E%2E/%2E%2E/openapi.json",
+        "/api/v1/users/%2e%2e/%2e%2e/%2e%2e/docs",
+        "/api/v1/segments/%2E%2E/%2E%2E/%2E%2E/metrics",
+        "/api/v1/campaigns/%2E%2E/%2E%2E/%2E%2E/openapi.json",
+        "/api/v1/users/x/%2E%2E/%2E%2E/%2E%2E/%2E%2E/readyz",
+        "/api/v1/users/%2E%2E%2F%2E%2E%2F%2E%2E%2Fmetrics",
+    ],
+)
+async def test_encoded_dot_segments_never_reach_a_service_s_internal_routes(herald: Herald, path: str) -> None:
+    assert_not_found(await herald.api.get(path))
+
+
+async def test_literal_dot_segments_never_reach_a_service_s_internal_routes(herald: Herald) -> None:
+    for target in (b"/api/v1/users/../../../metrics", b"/api/v1/segments/../../../openapi.json"):
+        status, body = await raw_get(herald.gateway_port, target, herald.api_key)
+        assert status == 404, (target, status, body)
+        assert b"herald_http_requests_total" not in body and b"openapi" not in body
+
+
+# 2. An encoded character stays inside its id: no truncation, no injected query, no other route.
+
+
+async def test_an_encoded_hash_does_not_truncate_the_id(herald: Herald, sessions: async_sessionmaker[AsyncSession]) -> None:
+    ada = unique("ada")
+    await identified(herald, sessions, ada)
+    assert (await herald.api.get(f"/api/v1/users/{ada}")).status_code == 200
+    assert_not_found(await herald.api.get(f"/api/v1/users/{ada}%23anything"))
+
+
+async def test_an_encoded_question_mark_does_not_inject_a_query(herald: Herald, sessions: async_sessionmaker[AsyncSession]) -> None:
+    ada, anon = unique("ada"), unique("anon")
+    await identified(herald, sessions, ada, anonymous_id=anon)
+    by_anon = await herald.api.get(f"/api/v1/users/{anon}", params={"by": "anonymous_id"})
+    assert by_anon.status_code == 200 and by_anon.json()["user_id"] == ada  # a real query still works
+    assert_not_found(await herald.api.get(f"/api/v1/users/{anon}%3Fby=anonymous_id"))
+
+
+async def test_an_encoded_slash_never_reaches_another_route(herald: Herald, sessions: async_sessionmaker[AsyncSession]) -> None:
+    ada = unique("ada")
+    await identified(herald, sessions, ada)
+    created = await herald.api.post("/api/v1/campaigns", json=campaign_body())
+    assert created.status_code == 201, created.text
+    campaign_id = created.json()["id"]
+    assert_not_found(await herald.api.get(f"/api/v1/users/{ada}%2Fevents"))
+    assert_not_found(await herald.api.get(f"/api/v1/campaigns/{campaign_id}%2Fstats"))
+    assert_not_found(await herald.api.post(f"/api/v1/campaigns/{campaign_id}%2Fpause/launch"))
+
+
+@pytest.mark.parametrize("char", ["%00", "%09", "%7F", "%0A", "%FF"])
+async def test_control_characters_in_an_id_are_a_404_never_a_500(herald: Herald, char: str) -> None:
+    for path in (f"/api/v1/users/a{char}b", f"/api/v1/users/a{char}b/events", f"/api/v1/segments/seg{char}x",
+                 f"/api/v1/campaigns/c{char}x", f"/api/v1/campaigns/c{char}x/stats"):
+        assert_not_found(await herald.api.get(path))
+    r = await herald.api.get(f"/api/v1/users/a{char}b/messages")
+    assert r.status_code in (200, 404), (r.status_code, r.text)  # nobody's messages: an empty list
+    if r.status_code == 200:
+        assert r.json() == {"messages": []}
+
+
+async def test_ids_with_reserved_and_control_characters_reach_the_service_as_that_literal_id(
+    herald: Herald, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    odd = [".", "..", f"what?by=anonymous_id&{suffix}", f"hash#{suffix}", f"..{suffix}", f"dot..{suffix}",
+           f"tab\t{suffix}", f"del\x7f{suffix}", f"per%cent{suffix}", f"space {suffix}", f"ünï✓{suffix}"]
+    for user_id in odd:
+        await identified(herald, sessions, user_id)
+    for user_id in odd:
+        profile = await herald.api.get(f"/api/v1/users/{segment(user_id)}")
+        assert profile.status_code == 200, (user_id, profile.status_code, profile.text)
+        assert profile.json()["user_id"] == user_id
+        events = await herald.api.get(f"/api/v1/users/{segment(user_id)}/events")
+        assert events.status_code == 200 and events.json()["user_id"] == user_id
+        messages = await herald.api.get(f"/api/v1/users/{segment(user_id)}/messages")
+        assert messages.status_code == 200 and messages.json() == {"messages": []}
+
+
+# 3. Only the table's routes and methods: 404 for the rest, 405 with Allow for a wrong method.
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/workspaces",
+        "/api/v1/users",
+        "/api/v1/users/",
+        "/api/v1/users//events",
+        "/api/v1/users/a/b",
+        "/api/v1/users/a/events/b",
+        "/api/v1/segments/s/members",
+        "/api/v1/campaigns/c/delete",
+        "/api/v1/metrics",
+        "/api/v1/openapi.json",
+        "/api/v1/docs",
+        "/api/v1/",
+        "/api%2Fv1/users/a",
+    ],
+)
+async def test_unknown_routes_are_a_404_in_the_envelope(herald: Herald, path: str) -> None:
+    assert_not_found(await herald.api.get(path))
+
+
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [
+        ("DELETE", "/api/v1/users/ada", "GET"),
+        ("POST", "/api/v1/users/ada/events", "GET"),
+        ("PUT", "/api/v1/segments", "GET, POST"),
+        ("DELETE", "/api/v1/segments/seg_1", "GET"),
+        ("GET", "/api/v1/campaigns", "POST"),
+        ("PATCH", "/api/v1/campaigns/c", "GET"),
+        ("GET", "/api/v1/campaigns/c/launch", "POST"),
+        ("HEAD", "/api/v1/campaigns/c/stats", "GET"),
+    ],
+)
+async def test_a_known_route_with_a_wrong_method_is_a_405_with_allow(
+    herald: Herald, method: str, path: str, allow: str
+) -> None:
+    r = await herald.api.request(method, path)
+    assert r.status_code == 405, (r.status_code, r.text)
+    assert r.headers["allow"] == allow
+    if method != "HEAD":
+        assert r.json()["error"] == "method_not_allowed"
+
+
+def campaign_body() -> dict[str, Any]:
+    """A valid action-based campaign."""
+    return {
+        "name": "Abandoned cart",
+        "channel": "email",
+        "trigger": {"event": "Product Added", "where": [{"property": "price", "op": "gt", "value": 100}]},
+        "message": {"subject": "Still there?", "body": "Your cart is waiting."},
+    }
+
+
+async def test_every_route_in_the_table_answers_through_the_gateway(
+    herald: Herald, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    ada = unique("ada")
+    await identified(herald, sessions, ada)
+    assert (await herald.sdk.post("/v1/track", json={"userId": ada, "event": "Opened App"})).status_code == 200
+
+    async def two_events() -> bool:
+        """Both of ada's events are on her timeline."""
+        r = await herald.api.get(f"/api/v1/users/{ada}/events")
+        return r.status_code == 200 and len(r.json()["events"]) == 2
+
+    await eventually(two_events)
+    assert len((await herald.api.get(f"/api/v1/users/{ada}/events", params={"limit": 1})).json()["events"]) == 1
+    assert (await herald.api.get(f"/api/v1/users/{ada}")).json()["traits"] == {"plan": "pro"}
+    assert (await herald.api.get(f"/api/v1/users/{ada}/messages", params={"limit": 5})).json() == {"messages": []}
+
+    made = await herald.api.post("/api/v1/segments", json={"name": "Pro", "filter": {"trait": "plan", "op": "eq", "value": "pro"}})
+    assert made.status_code == 201, made.text
+    assert made.json()["size"] >= 1
+    seg_id = made.json()["id"]
+    assert (await herald.api.get(f"/api/v1/segments/{seg_id}")).json()["name"] == "Pro"
+    assert seg_id in [s["id"] for s in (await herald.api.get("/api/v1/segments")).json()["segments"]]
+
+    created = await herald.api.post("/api/v1/campaigns", json=campaign_body())
+    assert created.status_code == 201 and created.json()["status"] == "draft", created.text
+    campaign_id = created.json()["id"]
+    assert (await herald.api.get(f"/api/v1/campaigns/{campaign_id}")).json()["id"] == campaign_id
+    assert (await herald.api.post(f"/api/v1/campaigns/{campaign_id}/launch")).json()["status"] == "active"
+    assert (await herald.api.post(f"/api/v1/campaigns/{campaign_id}/pause")).json()["status"] == "paused"
+    stats = await herald.api.get(f"/api/v1/campaigns/{campaign_id}/stats")
+    assert stats.status_code == 200 and stats.json()["campaign_id"] == campaign_id
+
+
+async def test_a_request_without_an_api_key_is_refused_before_any_routing(herald: Herald) -> None:
+    async with httpx.AsyncClient(base_url=str(herald.api.base_url)) as anonymous:
+        for path in ("/api/v1/users/ada", "/api/v1/users/%2E%2E/%2E%2E/%2E%2E/metrics", "/api/v1/nothing"):
+            assert (await anonymous.get(path)).status_code == 401
