@@ -3,12 +3,23 @@
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+# The `segments.name` column is varchar(200); PostgreSQL text cannot hold NUL.
+MAX_NAME_LENGTH = 200
 
 
 class SegmentIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     filter: dict[str, Any] = Field(description="a tree of all / any / not over trait and event conditions")
+
+    @field_validator("name")
+    @classmethod
+    def _name_storable(cls, name: str) -> str:
+        """Refuse what PostgreSQL cannot store, as a 422 instead of a database error."""
+        if "\x00" in name:
+            raise ValueError("a segment name must not contain NUL (\\u0000)")
+        return name
 
 
 class SegmentOut(BaseModel):
