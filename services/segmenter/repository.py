@@ -36,6 +36,26 @@ async def count_matching(session: AsyncSession, workspace_id: str, condition: Co
     return int(total or 0)
 
 
+async def count_members(session: AsyncSession, workspace_id: str, segment_id: str) -> int:
+    """How many profiles are stored as members of the segment."""
+    total = await session.scalar(
+        select(func.count()).where(Membership.workspace_id == workspace_id, Membership.segment_id == segment_id)
+    )
+    return int(total or 0)
+
+
+async def is_member(session: AsyncSession, workspace_id: str, segment_id: str, profile_id: str) -> bool:
+    """Whether the profile is stored as a member of the segment."""
+    found = await session.scalar(
+        select(Membership.profile_id).where(
+            Membership.workspace_id == workspace_id,
+            Membership.segment_id == segment_id,
+            Membership.profile_id == profile_id,
+        )
+    )
+    return found is not None
+
+
 async def backfill(session: AsyncSession, workspace_id: str, segment_id: str, condition: ColumnElement[bool]) -> None:
     """Store today's members of a new segment in one INSERT … SELECT."""
     p = segment_profiles.c

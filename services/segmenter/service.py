@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,21 +15,56 @@ from kernel.errors import NotFound, Unprocessable
 from services.segmenter import domain, repository
 from services.segmenter.models import Segment
 
+log = structlog.get_logger(__name__)
+# Stored segments whose filter today's limits refuse, already logged by this process.
+_refused_logged: set[str] = set()
+
 
 def compiled(filter_tree: dict[str, Any]) -> ColumnElement[bool]:
-    """The SQL condition of a stored (already validated) filter, compiled once per process."""
-    return _compiled(orjson.dumps(filter_tree, option=orjson.OPT_SORT_KEYS))
+    """The SQL condition of a filter, compiled once per process; FilterError if the filter rules refuse it."""
+    outcome = _compiled(orjson.dumps(filter_tree, option=orjson.OPT_SORT_KEYS))
+    if isinstance(outcome, domain.FilterError):
+        raise domain.FilterError(outcome.path, outcome.message)  # a fresh one: a cached one would grow its traceback
+    return outcome
 
 
 @lru_cache(maxsize=4096)
-def _compiled(canonical: bytes) -> ColumnElement[bool]:
-    # Every profile change re-evaluates every segment of its workspace: parse and compile once.
-    return domain.compile_filter(domain.parse(orjson.loads(canonical)))
+def _compiled(canonical: bytes) -> ColumnElement[bool] | domain.FilterError:
+    # Every profile change re-evaluates every segment of its workspace: parse and compile once, and
+    # remember a refusal as well, so a refused stored filter is not parsed again on every change.
+    try:
+        return domain.compile_filter(domain.parse(orjson.loads(canonical)))
+    except domain.FilterError as exc:
+        return exc
+
+
+def stored_condition(segment: Segment) -> ColumnElement[bool] | None:
+    """The compiled filter of a stored segment, or None if today's limits refuse it.
+
+    A segment stored before a limit existed is not evaluated any more (its members stay as they are,
+    and its size is its stored members), so one oversized filter cannot stall its workspace's
+    re-evaluation; it is logged once per process, with why.
+    """
+    try:
+        return compiled(segment.filter)
+    except domain.FilterError as exc:
+        if segment.id not in _refused_logged:
+            _refused_logged.add(segment.id)
+            log.warning(
+                "segment_filter_refused", workspace_id=segment.workspace_id, segment_id=segment.id,
+                path=exc.path, reason=exc.message,
+            )
+        return None
 
 
 async def create_segment(session: AsyncSession, workspace_id: str, name: str, filter_tree: dict[str, Any]) -> Segment:
-    """Validate and store a segment, and record who is in it today."""
+    """Validate and store a segment, and record who is in it today.
+
+    The filter is parsed before anything else touches it (serializing, compiling, storing), so every
+    problem with it is a 422 naming where, never a database error.
+    """
     try:
+        domain.parse(filter_tree)
         condition = compiled(filter_tree)
     except domain.FilterError as exc:
         raise Unprocessable([{"loc": exc.path.split("."), "msg": exc.message}], error="invalid_filter") from exc
@@ -39,15 +75,19 @@ async def create_segment(session: AsyncSession, workspace_id: str, name: str, fi
 
 
 async def get_segment(session: AsyncSession, workspace_id: str, segment_id: str) -> Segment:
-    segment = await repository.get_segment(session, workspace_id, segment_id)
+    """One segment of the workspace; 404 if none (an id with NUL names none: PostgreSQL cannot hold it)."""
+    segment = None if "\x00" in segment_id else await repository.get_segment(session, workspace_id, segment_id)
     if segment is None:
         raise NotFound(f"no segment {segment_id!r} in this workspace")
     return segment
 
 
 async def size(session: AsyncSession, segment: Segment) -> int:
-    """The live number of profiles matching the segment, counted in SQL."""
-    return await repository.count_matching(session, segment.workspace_id, compiled(segment.filter))
+    """The live number of profiles matching the segment, counted in SQL (stored members if not evaluated)."""
+    condition = stored_condition(segment)
+    if condition is None:
+        return await repository.count_members(session, segment.workspace_id, segment.id)
+    return await repository.count_matching(session, segment.workspace_id, condition)
 
 
 async def reevaluate_many(session: AsyncSession, changes: list[ProfileChanged]) -> list[MembershipChanged]:
@@ -86,12 +126,11 @@ async def reevaluate(session: AsyncSession, change: ProfileChanged, segments: li
         for segment_id in gone:
             note(segment_id, merged, None, "exited")
 
-    if not segments:
+    conditions = {s.id: c for s in segments if (c := stored_condition(s)) is not None}
+    if not conditions:
         return out
     await repository.lock_profile(session, ws, change.profile_id)
-    verdicts = await repository.evaluate_for_profile(
-        session, ws, change.profile_id, {s.id: compiled(s.filter) for s in segments}
-    )
+    verdicts = await repository.evaluate_for_profile(session, ws, change.profile_id, conditions)
     current = await repository.memberships_of(session, ws, change.profile_id)
     if verdicts is None:  # merged away since: it leaves everything
         verdicts = {s.id: False for s in segments}
@@ -111,7 +150,11 @@ async def check_member(session: AsyncSession, query: AudienceQuery) -> AudienceA
     segment = await repository.get_segment(session, query.workspace_id, query.segment_id)
     if segment is None:
         return AudienceAnswer(member=False, found=False)
+    condition = stored_condition(segment)
+    if condition is None:
+        member = await repository.is_member(session, query.workspace_id, segment.id, query.profile_id)
+        return AudienceAnswer(member=member)
     verdicts = await repository.evaluate_for_profile(
-        session, query.workspace_id, query.profile_id, {segment.id: compiled(segment.filter)}
+        session, query.workspace_id, query.profile_id, {segment.id: condition}
     )
     return AudienceAnswer(member=bool(verdicts and verdicts[segment.id]))

@@ -14,12 +14,14 @@ from urllib.parse import quote
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.infra import free_port
 from herald.stack import APPS, SERVICES, create_workspace
+from kernel.db import unit_of_work
 from services.profiles.models import Identity
+from services.segmenter.models import Membership, Segment
 from tests.conftest import Infra, eventually
 
 # The gateway's setting that points at each service.
@@ -99,10 +101,14 @@ def unique(prefix: str) -> str:
 
 
 async def identified(
-    herald: Herald, sessions: async_sessionmaker[AsyncSession], user_id: str, anonymous_id: str | None = None
+    herald: Herald,
+    sessions: async_sessionmaker[AsyncSession],
+    user_id: str,
+    anonymous_id: str | None = None,
+    traits: dict[str, Any] | None = None,
 ) -> None:
     """Identify a user through the SDK edge and wait until profiles has stored them."""
-    call: dict[str, Any] = {"userId": user_id, "traits": {"plan": "pro"}}
+    call: dict[str, Any] = {"userId": user_id, "traits": traits or {"plan": "pro"}}
     if anonymous_id:
         call["anonymousId"] = anonymous_id
     r = await herald.sdk.post("/v1/identify", json=call)
@@ -327,3 +333,89 @@ async def test_a_request_without_an_api_key_is_refused_before_any_routing(herald
     async with httpx.AsyncClient(base_url=str(herald.api.base_url)) as anonymous:
         for path in ("/api/v1/users/ada", "/api/v1/users/%2E%2E/%2E%2E/%2E%2E/metrics", "/api/v1/nothing"):
             assert (await anonymous.get(path)).status_code == 401
+
+
+# 4. A segment the segmenter cannot hold is a 422 naming where, never a 500 or a 503.
+
+
+def trait(op: str, value: Any, name: str = "city") -> dict[str, Any]:
+    """A trait condition."""
+    return {"trait": name, "op": op, "value": value}
+
+
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ({"name": "Ber\x00lin", "filter": trait("eq", "Berlin")}, ["body", "name"]),
+        ({"name": "x" * 201, "filter": trait("eq", "Berlin")}, ["body", "name"]),
+        ({"name": "Big", "filter": trait("in", [f"city-{i}" for i in range(40_000)])}, ["filter", "value"]),
+        ({"name": "NUL", "filter": trait("eq", "Ber\x00lin")}, ["filter", "value"]),
+        ({"name": "NUL", "filter": trait("exists", None, name="ci\x00ty")}, ["filter", "trait"]),
+        ({"name": "NUL", "filter": {"event": "Sign\x00ed Up"}}, ["filter", "event"]),
+        ({"name": "NUL", "filter": {"event": "x", "where": [{"property": "p\x00", "op": "exists"}]}},
+         ["filter", "where[0]", "property"]),
+        ({"name": "Long", "filter": trait("contains", "x" * 20_000)}, ["filter", "value"]),
+        ({"name": "Huge", "filter": trait("gt", 2**63, name="age")}, ["filter", "value"]),
+        ({"name": "Huge", "filter": trait("eq", 2**64, name="age")}, ["filter", "value"]),
+        ({"name": "Huge", "filter": trait("lt", -(2**63) - 1, name="age")}, ["filter", "value"]),
+        ({"name": "Huge", "filter": trait("in", [1, 2**70], name="age")}, ["filter", "value"]),
+        ({"name": "Huge", "filter": {"event": "x", "count": {"gte": 2**63}}}, ["filter", "count", "gte"]),
+        ({"name": "Ages", "filter": {"event": "x", "within_days": 10**9}}, ["filter", "within_days"]),
+        ({"name": "Many", "filter": {"any": [trait("eq", str(i)) for i in range(101)]}}, ["filter", "any[99]"]),
+        ({"name": "Many", "filter": {"event": "x", "where": [{"property": "p", "op": "exists"}] * 200}},
+         ["filter", "where[99]"]),
+        ({"name": "Costly", "filter": {"all": [trait("in", list(range(100))) for _ in range(6)]}}, ["filter", "all[5]"]),
+        ({"name": "Junk", "filter": {"trait": "city", "op": "exists", "\x00": [0] * 40_000}}, ["filter"]),
+        ({"name": "Deep", "filter": trait("eq", [[[[[["deep"]]]]]])}, ["filter", "value"]),
+    ],
+)
+async def test_a_segment_the_segmenter_cannot_hold_is_a_422_naming_where(
+    herald: Herald, body: dict[str, Any], where: list[str]
+) -> None:
+    r = await herald.api.post("/api/v1/segments", json=body)
+    assert r.status_code == 422, (r.status_code, r.text[:300])
+    assert r.json()["error"] in ("validation_error", "invalid_filter")
+    assert [d["loc"] for d in r.json()["detail"]] == [where]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("op, value", [("gt", "{}"), ("eq", "{}"), ("in", "[1, {}]")])
+async def test_nan_and_infinity_in_a_filter_are_a_422(herald: Herald, number: str, op: str, value: str) -> None:
+    # Not JSON, but Python's json module (which FastAPI reads bodies with) accepts them.
+    raw = '{"name": "Odd", "filter": {"trait": "age", "op": "OP", "value": VALUE}}'
+    raw = raw.replace("OP", op).replace("VALUE", value.format(number))
+    r = await herald.api.post("/api/v1/segments", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, (r.status_code, r.text[:300])
+    assert [d["loc"] for d in r.json()["detail"]] == [["filter", "value"]]
+    assert "finite" in r.json()["detail"][0]["msg"]
+
+
+async def test_a_stored_segment_over_today_s_limits_is_served_but_stalls_no_re_evaluation(
+    herald: Herald, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Stored before the limits existed, straight into the segmenter's table: 150 values in one list.
+    legacy_id = f"seg_legacy{uuid.uuid4().hex[:8]}"
+    async with unit_of_work(sessions) as s:
+        await s.execute(insert(Segment).values(
+            id=legacy_id, workspace_id=herald.workspace_id, name="Legacy",
+            filter=trait("in", [f"city-{i}" for i in range(149)] + ["Oslo"]),
+        ))
+    made = await herald.api.post("/api/v1/segments", json={"name": "Oslo", "filter": trait("eq", "Oslo")})
+    assert made.status_code == 201, made.text
+    oslo_id = made.json()["id"]
+
+    user = unique("oslo")
+    await identified(herald, sessions, user, traits={"city": "Oslo"})
+
+    async def entered() -> set[str]:
+        """The segments the user is stored as a member of."""
+        async with sessions() as s:
+            rows = await s.scalars(select(Membership.segment_id).where(
+                Membership.workspace_id == herald.workspace_id, Membership.user_id == user
+            ))
+            return set(rows)
+
+    assert oslo_id in await eventually(entered)  # the workspace's other segments are still evaluated live
+    assert legacy_id not in await entered()
+    legacy = await herald.api.get(f"/api/v1/segments/{legacy_id}")
+    assert legacy.status_code == 200 and legacy.json()["size"] == 0  # its stored members
