@@ -6,6 +6,7 @@ from kernel.errors import NotFound
 from kernel.web import Res, WorkspaceId
 from services.ingest import service
 from services.ingest.config import get_settings
+from services.ingest.domain import client_ip
 from services.ingest.schemas import Accepted
 
 router = APIRouter(tags=["ingest"])
@@ -18,8 +19,7 @@ async def ingest_call(call: str, request: Request, workspace_id: WorkspaceId, re
     if call not in CALLS:
         raise NotFound(f"unknown call {call!r}; one of {', '.join(CALLS)}")
     settings = get_settings()
-    forwarded = request.headers.get("x-forwarded-for", "")
-    client_ip = forwarded.split(",")[0].strip() or None
-    events = service.events_from_body(workspace_id, call, await request.body(), settings, client_ip)
+    ip = client_ip(request.headers.get("x-forwarded-for"))
+    events = service.events_from_body(workspace_id, call, await request.body(), settings, ip)
     await service.store_events(res.nats, res.jetstream, workspace_id, events, settings.publish_timeout_seconds)
     return Accepted()

@@ -9,11 +9,11 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from kernel import bus
+from kernel import bus, limits
 from kernel.contracts import Event, event_subject
 from kernel.errors import BadRequest, PayloadTooLarge, Unavailable, is_dependency_outage
 from services.ingest.config import IngestSettings
-from services.ingest.domain import to_event
+from services.ingest.domain import storable_call, to_event
 from services.ingest.schemas import Batch, SegmentCall
 
 log = structlog.get_logger(__name__)
@@ -45,6 +45,48 @@ def validate_call(obj: Any, call_type: str | None, where: str = "") -> SegmentCa
         raise BadRequest(_describe(exc, where), error="invalid_call") from exc
 
 
+def _beyond_limits(exc: limits.LimitExceeded) -> BadRequest:
+    """A 400 naming the value Herald cannot store, by location and as a path (`batch[2].properties.a`)."""
+    return BadRequest([{"loc": list(exc.loc), "path": exc.path, "msg": exc.problem}], error="invalid_call")
+
+
+def _storable(obj: Any, loc: limits.Loc) -> Any:
+    """A call (a JSON object) within the input limits; anything else is left for validate_call to refuse."""
+    if not isinstance(obj, dict):
+        return obj
+    try:
+        return storable_call(obj, loc)
+    except limits.LimitExceeded as exc:
+        raise _beyond_limits(exc) from None
+
+
+def _event(
+    workspace_id: str, call: SegmentCall, received_at: datetime, client_ip: str | None, loc: limits.Loc
+) -> Event:
+    """The bus event of a validated call; a 400 if its timestamps are out of range."""
+    try:
+        return to_event(workspace_id, call, received_at, client_ip, loc)
+    except limits.LimitExceeded as exc:
+        raise _beyond_limits(exc) from None
+
+
+def _merged(batch_value: dict[str, Any], item_value: Any) -> Any:
+    """A batch-wide default (`context`, `integrations`) under the call's own; a non-object is left to be refused."""
+    if item_value is None:
+        return batch_value
+    if not isinstance(item_value, dict):
+        return item_value
+    return {**batch_value, **item_value}
+
+
+def _size(item: dict[str, Any], where: str) -> int:
+    """How many bytes a call weighs as JSON; a 400 if it cannot be written back at all (nested past orjson's limit)."""
+    try:
+        return len(orjson.dumps(item))
+    except orjson.JSONEncodeError as exc:
+        raise BadRequest(f"{where} cannot be stored: {exc}", error="invalid_call") from exc
+
+
 def events_from_body(
     workspace_id: str, call: str, body: bytes, settings: IngestSettings, client_ip: str | None
 ) -> list[Event]:
@@ -54,7 +96,8 @@ def events_from_body(
     if call not in ("batch", "import"):
         if len(body) > settings.max_call_bytes:
             raise PayloadTooLarge(f"a call may be at most {settings.max_call_bytes} bytes")
-        return [to_event(workspace_id, validate_call(parsed, call), received_at, client_ip)]
+        segment_call = validate_call(_storable(parsed, ()), call)
+        return [_event(workspace_id, segment_call, received_at, client_ip, ())]
     if len(body) > settings.max_batch_bytes:
         raise PayloadTooLarge(f"a batch may be at most {settings.max_batch_bytes} bytes")
     try:
@@ -63,19 +106,28 @@ def events_from_body(
         raise BadRequest(_describe(exc), error="invalid_batch") from exc
     if len(batch.batch) > settings.max_batch_events:
         raise PayloadTooLarge(f"a batch may hold at most {settings.max_batch_events} calls")
+    try:
+        # Checked once here, not in every call it is merged into.
+        context = limits.storable(batch.context, ("context",))
+    except limits.LimitExceeded as exc:
+        raise _beyond_limits(exc) from None
     events = []
-    for index, item in enumerate(batch.batch):
+    for index, raw in enumerate(batch.batch):
         where = f"batch[{index}]"
-        if len(orjson.dumps(item)) > settings.max_call_bytes:
-            raise PayloadTooLarge(f"{where} exceeds {settings.max_call_bytes} bytes")
+        item = _storable(raw, ("batch", index))
         item = {
             **item,
-            "context": {**batch.context, **(item.get("context") or {})},
-            "integrations": {**batch.integrations, **(item.get("integrations") or {})},
+            "context": _merged(context, item.get("context")),
+            "integrations": _merged(batch.integrations, item.get("integrations")),
         }
         if batch.sentAt is not None and not item.get("sentAt"):
             item["sentAt"] = batch.sentAt.isoformat()
-        events.append(to_event(workspace_id, validate_call(item, None, where), received_at, client_ip))
+        # Measured as stored, batch-wide context included: a large batch context must not multiply
+        # into thousands of large events.
+        if _size(item, where) > settings.max_call_bytes:
+            raise PayloadTooLarge(f"{where} exceeds {settings.max_call_bytes} bytes")
+        segment_call = validate_call(item, None, where)
+        events.append(_event(workspace_id, segment_call, received_at, client_ip, ("batch", index)))
     return events
 
 

@@ -1,9 +1,16 @@
 """Profiles API shapes."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
+
+from kernel import limits
+
+# A stored document as every reader can read it: rows written before ingest enforced the input limits
+# may hold numbers orjson cannot write (a trait of 1e20 reads back from jsonb as a 21-digit integer);
+# those are shown as text, the way ingest now stores them, instead of failing the whole response.
+Document = Annotated[dict[str, Any], AfterValidator(limits.readable)]
 
 
 class Computed(BaseModel):
@@ -17,7 +24,7 @@ class UserProfile(BaseModel):
     profile_id: str
     anonymous_ids: list[str]
     aliases: list[str]
-    traits: dict[str, Any]
+    traits: Document
     computed: Computed
 
 
@@ -25,8 +32,8 @@ class TimelineEvent(BaseModel):
     message_id: str
     type: str
     name: str
-    properties: dict[str, Any]
-    traits: dict[str, Any]
+    properties: Document
+    traits: Document
     timestamp: datetime
     received_at: datetime
 
