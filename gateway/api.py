@@ -43,14 +43,14 @@ def _upstream_headers(request: Request, workspace_id: str) -> dict[str, str]:
     # Built from scratch, never copied: a client cannot smuggle a workspace or internal token.
     res: Resources = request.app.state.resources
     client = request.client.host if request.client else ""
-    forwarded = request.headers.get("x-forwarded-for")
+    # A client's headers are passed on only as ASCII the services can read (see printable_header).
     return {
         "content-type": "application/json",
         INTERNAL_TOKEN_HEADER: res.settings.internal_token.get_secret_value(),
         WORKSPACE_HEADER: workspace_id,
         CORRELATION_HEADER: current_correlation_id() or "",
-        "x-forwarded-for": f"{forwarded}, {client}" if forwarded else client,
-        "user-agent": request.headers.get("user-agent", ""),
+        "x-forwarded-for": service.forwarded_for(request.headers.get("x-forwarded-for"), client),
+        "user-agent": service.printable_header(request.headers.get("user-agent")),
     }
 
 

@@ -3,6 +3,7 @@
 import base64
 import binascii
 import hashlib
+import ipaddress
 import secrets
 import time
 import zlib
@@ -143,25 +144,73 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     return raw
 
 
+# What a write or API key can look like: Herald issues URL-safe tokens, Segment's keys are
+# alphanumeric. Anything else (non-ASCII, control characters, NUL, longer) is refused before a lookup:
+# PostgreSQL would refuse a NUL in the query, and no key that long exists.
+MAX_KEY_LENGTH = 256
+
+
+def plausible_key(key: str) -> bool:
+    """Whether `key` could be a key at all: 1 to MAX_KEY_LENGTH printable ASCII characters, no spaces."""
+    return 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable() and " " not in key
+
+
+MAX_FORWARDED_HEADER = 512
+MAX_FORWARDED_HOPS = 16
+
+
+def printable_header(value: str | None, limit: int = MAX_FORWARDED_HEADER) -> str:
+    """A client's header value fit to pass on: printable ASCII (anything else becomes `?`), at most `limit` characters.
+
+    Starlette decodes header bytes as Latin-1, and httpx encodes header values as ASCII, so a
+    non-ASCII User-Agent would otherwise fail the call to the service.
+    """
+    text = (value or "")[:limit]
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
+
+
+def forwarded_for(header: str | None, client: str) -> str:
+    """The X-Forwarded-For to pass on: the client's list with only IP addresses kept, then the peer's address."""
+    hops = []
+    for entry in (header or "").split(",")[:MAX_FORWARDED_HOPS]:
+        try:
+            hops.append(str(ipaddress.ip_address(entry.strip())))
+        except ValueError:
+            continue
+    if client:
+        hops.append(client)
+    return ", ".join(hops)
+
+
 def basic_auth_user(authorization: str | None) -> str | None:
-    """The user part of an HTTP Basic header (Segment puts the write key there), if any."""
+    """The user part of an HTTP Basic header (Segment puts the write key there), if any; 401 if malformed."""
     if not authorization or not authorization.lower().startswith("basic "):
         return None
+    encoded = authorization[6:].strip()
+    if not encoded.isascii():  # b64decode raises a plain ValueError for those, not binascii.Error
+        raise Unauthorized("malformed Basic authorization header")
     try:
-        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        decoded = base64.b64decode(encoded, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise Unauthorized("malformed Basic authorization header") from exc
-    return decoded.split(":", 1)[0] or None
+    user = decoded.split(":", 1)[0]
+    if user and not plausible_key(user):
+        raise Unauthorized("malformed write key in the Basic authorization header")
+    return user or None
 
 
 def body_write_key(body: bytes) -> str | None:
-    """`writeKey` from a JSON body, for SDKs that send it there instead of in Basic auth."""
+    """`writeKey` from a JSON body, for SDKs that send it there instead of in Basic auth; 401 if malformed."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}", error="invalid_json") from exc
-    if isinstance(parsed, dict) and isinstance(parsed.get("writeKey"), str):
-        return parsed["writeKey"] or None
+    if isinstance(parsed, dict) and isinstance(parsed.get("writeKey"), str) and parsed["writeKey"]:
+        if not plausible_key(parsed["writeKey"]):
+            raise Unauthorized("malformed `writeKey` in the body")
+        return str(parsed["writeKey"])
     return None
 
 
@@ -172,6 +221,8 @@ def bearer_token(authorization: str | None) -> str:
     token = authorization[7:].strip()
     if not token:
         raise Unauthorized("empty bearer token")
+    if not plausible_key(token):
+        raise Unauthorized("malformed bearer token")
     return token
 
 

@@ -263,9 +263,9 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         raw = dict(scope.get("headers") or [])
-        correlation_id = bind_correlation_id(
-            raw.get(CORRELATION_HEADER.lower().encode(), b"").decode() or None
-        )
+        # Bytes as the client sent them: a valid id is echoed and carried on; anything else (not
+        # ASCII, too long, other characters) is replaced with a fresh one, never decoded and never a 500.
+        correlation_id = bind_correlation_id(raw.get(CORRELATION_HEADER.lower().encode()))
         status = 500
         started = time.perf_counter()
 
