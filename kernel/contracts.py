@@ -4,7 +4,9 @@ This module is the one contract between producers and consumers. Subjects carry 
 so that one workspace can be replayed, filtered or moved on its own.
 """
 
+import hashlib
 import math
+import re
 from datetime import datetime
 from typing import Any, Literal, Protocol, get_args
 
@@ -93,6 +95,19 @@ def workspace_subjects(stream: str, workspace_id: str) -> str:
 # Request/reply subjects (core NATS, outside every stream).
 PROFILE_QUERY_SUBJECT = "rpc.profiles.get"
 AUDIENCE_QUERY_SUBJECT = "rpc.segmenter.check"
+
+
+_HEADER_SAFE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}")
+
+
+def header_safe(value: str) -> str:
+    """An id part that travels unchanged in a NATS header (`Nats-Msg-Id`): the value itself when it is
+    plain, else a digest of it. Clients choose messageIds; NATS rewrites CR, LF and other bytes in
+    header values, so `"a\nb"` and `"a b"` would otherwise share a de-duplication id and the second
+    event, already answered 200, would be dropped as a duplicate."""
+    if _HEADER_SAFE.fullmatch(value):
+        return value
+    return "sha256-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Contract(BaseModel):
@@ -251,7 +266,7 @@ class Event(Contract):
 
     @property
     def dedupe_id(self) -> str:
-        return f"{self.workspace_id}:{self.message_id}"
+        return f"{self.workspace_id}:{header_safe(self.message_id)}"
 
     @property
     def display_name(self) -> str:
@@ -282,7 +297,7 @@ class ProfileChanged(Contract):
 
     @property
     def dedupe_id(self) -> str:
-        return f"{self.workspace_id}:changed:{self.cause_message_id}"
+        return f"{self.workspace_id}:changed:{header_safe(self.cause_message_id)}"
 
 
 class ResolvedEvent(Contract):
@@ -299,7 +314,7 @@ class ResolvedEvent(Contract):
 
     @property
     def dedupe_id(self) -> str:
-        return f"{self.workspace_id}:event:{self.event.message_id}"
+        return f"{self.workspace_id}:event:{header_safe(self.event.message_id)}"
 
 
 # --- SEGMENTS -------------------------------------------------------------------------------
@@ -322,7 +337,7 @@ class MembershipChanged(Contract):
 
     @property
     def dedupe_id(self) -> str:
-        return f"{self.workspace_id}:{self.segment_id}:{self.profile_id}:{self.change}:{self.cause_message_id}"
+        return f"{self.workspace_id}:{self.segment_id}:{self.profile_id}:{self.change}:{header_safe(self.cause_message_id)}"
 
 
 # --- SENDS ----------------------------------------------------------------------------------

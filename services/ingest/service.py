@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from kernel import bus, limits
-from kernel.contracts import Event, event_subject
+from kernel.contracts import Event
 from kernel.errors import BadRequest, PayloadTooLarge, Unavailable, is_dependency_outage
 from services.ingest.config import IngestSettings
 from services.ingest.domain import storable_call, to_event
@@ -133,15 +133,7 @@ def events_from_body(
 
 async def publish_events(js: JetStreamContext, events: list[Event], timeout: float) -> None:
     """Store the events in the EVENTS stream; returns only once JetStream acknowledged all."""
-    items = [
-        (
-            event_subject(e.workspace_id, e.type),
-            e.model_dump_json().encode(),
-            f"{e.workspace_id}:{e.message_id}",
-        )
-        for e in events
-    ]
-    await bus.publish_many(js, items, timeout=timeout)
+    await bus.publish_contracts(js, events, timeout=timeout)
 
 
 async def store_events(
