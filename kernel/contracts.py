@@ -12,6 +12,8 @@ from typing import Any, Literal, Protocol, get_args
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kernel.limits import MAX_SAFE_INTEGER
+
 # --- streams and subjects -------------------------------------------------------------------
 
 STREAMS: dict[str, list[str]] = {
@@ -146,7 +148,7 @@ ORDERED_OPS = ("gt", "gte", "lt", "lte")
 CONDITION_MAX_IN_VALUES = 100
 CONDITION_MAX_STRING_LENGTH = 2048
 CONDITION_MAX_NAME_LENGTH = 512
-CONDITION_MAX_NUMBER = 2**53 - 1
+CONDITION_MAX_NUMBER = MAX_SAFE_INTEGER  # the same bound every stored number keeps (kernel/limits.py)
 CONDITION_MAX_VALUE_DEPTH = 5  # arrays and objects nested in one value, an `in` list counting as one
 CONDITION_MAX_VALUE_ITEMS = 1000  # strings, numbers, booleans, nulls, arrays and objects in one value
 
