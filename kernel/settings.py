@@ -3,9 +3,11 @@
 Each field's description is the configuration reference (`herald settings`, docs/operations.md).
 """
 
+import ipaddress
+import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_PREFIX = "dev-"
@@ -97,3 +99,32 @@ class ConsumerSettings(BaseSettings):
     )
     consumer_batch: int = Field(128, description="messages fetched from JetStream per pull")
     consumer_concurrency: int = Field(8, description="fetched batches each process handles at once (the next is fetched meanwhile)")
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
+
+
+class WebhookSettings(BaseSettings):
+    """Mixin for processes that judge where a webhook may go: the scheduler when a campaign is saved, the dispatcher when it sends."""
+
+    model_config = CONFIG
+
+    webhook_allowed_hosts: str = Field(
+        "",
+        description="comma-separated host names, IP addresses and CIDR networks that webhooks may reach although they "
+        "are not public (loopback, private, link-local, ...); every other such address is refused, when a campaign is "
+        "saved (the scheduler) and when it sends (the dispatcher). Empty: public addresses only",
+    )
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _entries(cls, value: str) -> str:
+        """Each entry a host name, an IP address or a network; anything else is refused at start."""
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip("[]"), strict=False)
+            except ValueError:
+                if not _HOST_NAME.fullmatch(entry):
+                    raise ValueError(f"{entry!r} is neither a host name, an IP address nor a CIDR network") from None
+        return ",".join(entries)
