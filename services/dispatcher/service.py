@@ -234,10 +234,10 @@ async def _stage_outcomes(session: AsyncSession, outbox: Outbox, deliveries: lis
 def _apply(delivery: Delivery, send: SendRequested, result: Result, now: datetime, settings: DispatcherSettings) -> None:
     """One result onto its row: final, or a retry at its time, or failed once the horizon has passed."""
     delivery.updated_at = now
-    delivery.reason, delivery.reason_code = result.reason, result.code
-    delivery.recipient = result.recipient or delivery.recipient
-    delivery.subject = result.subject or delivery.subject
-    delivery.provider_response = result.provider_response
+    delivery.reason, delivery.reason_code = _fit("reason", result.reason), result.code
+    delivery.recipient = _fit("recipient", result.recipient) or delivery.recipient
+    delivery.subject = _fit("subject", result.subject) or delivery.subject
+    delivery.provider_response = _fit("provider_response", result.provider_response)
     if result.status != "retry":
         delivery.status, delivery.next_attempt_at = result.status, None
         if result.status == "sent":
@@ -249,10 +249,20 @@ def _apply(delivery: Delivery, send: SendRequested, result: Result, now: datetim
     deadline = delivery.give_up_at or give_up_at(settings, send, delivery.created_at or now)
     if next_at > deadline:
         delivery.status, delivery.next_attempt_at, delivery.reason_code = "failed", None, "retries_exhausted"
-        delivery.reason = f"gave up after {delivery.attempts} attempts (retried until {deadline:%Y-%m-%d %H:%M} UTC): {result.reason}"
+        delivery.reason = _fit(
+            "reason", f"gave up after {delivery.attempts} attempts (retried until {deadline:%Y-%m-%d %H:%M} UTC): {result.reason}"
+        )
         return
     delivery.status, delivery.next_attempt_at = "retrying", next_at
     RETRIES.labels(delivery.channel, result.code).inc()
+
+
+def _fit(column: str, text: str | None) -> str | None:
+    """A text cut to its delivery-log column: one send's long subject or reason must not fail the whole batch's record."""
+    length: int | None = getattr(Delivery.__table__.c[column].type, "length", None)
+    if text is None or length is None or len(text) <= length:
+        return text
+    return text[: length - 1] + "…"
 
 
 def _report(recorded: list[Delivery]) -> None:

@@ -1,3 +1,4 @@
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -79,3 +80,58 @@ def test_retries_back_off_exponentially_up_to_a_cap_and_honour_retry_after() -> 
     assert waits == [5, 10, 20, 40, 80, 160, 320, 640, 900]
     assert (retry_at(NOW, 1, 5, 900, retry_after=120) - NOW).total_seconds() == 120
     assert (retry_at(NOW, 1, 5, 900, retry_after=86400) - NOW).total_seconds() == 900
+
+
+def limited(body: str, **properties: object) -> tuple[str | None, float]:
+    """Render an email body with these event properties: (the RenderError, or None) and the CPU seconds it took."""
+    message = send("email", {"subject": "s", "body": body})
+    message = message.model_copy(update={"trigger": message.trigger.model_copy(update={"properties": properties})})  # type: ignore[union-attr]
+    started = time.thread_time()
+    try:
+        render_email(message, ProfileSnapshot(profile_id="p", traits={"big": "ab" * 100_000}), "a@b.c")
+    except RenderError as exc:
+        return str(exc), time.thread_time() - started
+    return None, time.thread_time() - started
+
+
+@pytest.mark.parametrize(
+    "body, properties, words",
+    [
+        ("{% for i in (1..event.properties.n) %}x{% endfor %}", {"n": 10**12}, "loop iteration limit"),
+        ("{% for i in (1..event.properties.n) %}{% for j in (1..event.properties.n) %}{% endfor %}{% endfor %}", {"n": 1000}, "loop iteration limit"),
+        ("{% for i in (1..event.properties.n) %}{% endfor %}" * 40, {"n": 5000}, "loop iteration limit"),  # one after another
+        ("{% for i in (1..event.properties.n) %}" + "x" * 100 + "{% endfor %}", {"n": 9000}, "output stream limit"),
+        ("{{ (1..event.properties.n) | join: ',' }}", {"n": 10**7}, "range"),
+        ("{{ event.properties.s | replace: 'a', user.traits.big }}", {"s": "a" * 100}, "replace"),
+        ("{{ event.properties.s | split: '' | join: user.traits.big }}", {"s": "abcdefgh"}, "join"),
+        ("{{ (1..event.properties.n) | join: user.traits.big }}", {"n": 5000}, "join"),
+        ("{% capture s %}ab{% endcapture %}{% for i in (1..40) %}{% capture s %}{{ s }}{{ s }}{% endcapture %}{% endfor %}", {}, "limit"),
+        ("{% assign x = 99999999 %}{% for i in (1..12) %}{% assign x = x | times: x %}{% endfor %}{{ x }}", {}, "too large"),
+        ("{% for i in (1..event.properties.n) %}{% echo user.traits.big | upcase | size %}{% endfor %}", {"n": 10000}, "budget"),
+    ],
+)
+def test_a_template_beyond_the_limits_is_a_render_error_in_a_fraction_of_a_second(body: str, properties: dict, words: str) -> None:
+    error, seconds = limited(body, **properties)
+    assert error is not None and words in error and "message.body" in error
+    assert seconds < 0.5
+
+
+def test_a_render_error_says_where_without_the_template_or_the_data() -> None:
+    error, _ = limited("x" * 5000 + "{{ user.traits.big | nosuchfilter }}")
+    assert error is not None and "nosuchfilter" in error and "line 1" in error
+    assert len(error) < 300 and "xxxxxxxxxx" not in error
+
+
+def test_a_webhook_body_shares_one_budget_across_its_strings() -> None:
+    loop = "{% for i in (1..6000) %}{% endfor %}"
+    ok = render_webhook(send("webhook", {"url": "https://hooks.example.com/", "body": {"a": loop}}), ProfileSnapshot(profile_id="p"))
+    assert ok.body == {"a": ""}
+    with pytest.raises(RenderError, match="loop iteration limit"):
+        render_webhook(send("webhook", {"url": "https://hooks.example.com/", "body": {"a": loop, "b": [loop]}}), ProfileSnapshot(profile_id="p"))
+
+
+def test_a_template_reads_exactly_the_roots_the_scheduler_allows() -> None:
+    from services.dispatcher.domain import template_context
+    from services.templates import TEMPLATE_ROOTS
+
+    assert tuple(template_context(send("email", EMAIL), ProfileSnapshot(profile_id="p"))) == TEMPLATE_ROOTS
