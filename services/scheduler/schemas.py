@@ -1,51 +1,72 @@
-"""Scheduler API shapes: action-based campaigns."""
+"""Scheduler API shapes: action-based campaigns, checked when saved so that what is stored can be sent.
 
+A campaign that passes these checks can be stored (PostgreSQL refuses NUL in text and jsonb; numbers
+stay where every JSON reader agrees), fits on the bus (a message of at most `MAX_MESSAGE_BYTES`, far
+below NATS's 1 MiB payload with the triggering event added) and can go out: its templates parse and
+stay within the render limits where their literals already say (`services.templates`), its `from`
+is one address, its webhook headers cannot break the request, and its webhook URL is not an address
+Herald refuses to reach (literal IPs and `localhost`; names are judged at send time, by what they
+resolve to). Each refusal is a 422 whose `loc` names the field.
+"""
+
+import math
+import re
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Literal
+from functools import lru_cache
+from typing import Annotated, Any, Literal
 
-from liquid import Environment
-from liquid.exceptions import LiquidError
-from pydantic import BaseModel, Field, field_validator, model_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kernel.contracts import Channel, EmailContent, PropertyCondition, SendStatus, WebhookContent
+from kernel.settings import WebhookSettings
+from services import templates
+from services.dispatcher import domain as dispatch_rules
 
-_templates = Environment()
+MAX_MESSAGE_BYTES = 128 * 1024  # the message as JSON: it travels in every SendRequested
+MAX_EVENT_NAME = 512  # a trigger or exception event's name
+MAX_CONDITIONS = 50
+MAX_CANCEL_ON = 100
+MAX_HEADERS = 100
+MAX_DEPTH = 32  # arrays and objects nested anywhere in a campaign
+MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: beyond it JSON readers disagree
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+Loc = tuple[str | int, ...]
+Problem = tuple[Loc, str, str]  # where, error type, message
+EventName = Annotated[str, Field(min_length=1, max_length=MAX_EVENT_NAME)]
 
 
-def _check_template(source: str, where: str) -> None:
-    try:
-        _templates.parse(source)
-    except LiquidError as exc:
-        raise ValueError(f"{where} is not a valid Liquid template: {exc}") from exc
+@lru_cache(maxsize=1)
+def webhook_policy() -> dispatch_rules.WebhookPolicy:
+    """The operator's allow-list (`HERALD_WEBHOOK_ALLOWED_HOSTS`), read once, as the dispatcher reads it."""
+    return dispatch_rules.WebhookPolicy.parse(WebhookSettings().webhook_allowed_hosts)
 
 
 class Trigger(BaseModel):
-    event: str = Field(min_length=1, description="the event that starts the campaign for a user")
-    where: list[PropertyCondition] = Field(default_factory=list)
+    event: EventName = Field(description="the event that starts the campaign for a user")
+    where: list[PropertyCondition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
 
 
 class Audience(BaseModel):
-    segment_id: str | None = None
+    segment_id: str | None = Field(default=None, max_length=64)
 
 
 class EmailMessage(EmailContent):
-    """The contract's email content, with its templates checked when the campaign is saved."""
-
-    @model_validator(mode="after")
-    def _templates_parse(self) -> "EmailMessage":
-        _check_template(self.subject, "message.subject")
-        _check_template(self.body, "message.body")
-        return self
+    """The contract's email content; `CampaignIn` checks its templates and sender."""
 
 
 class WebhookMessage(WebhookContent):
-    """The contract's webhook request, with a string body's template checked when the campaign is saved."""
-
-    @model_validator(mode="after")
-    def _templates_parse(self) -> "WebhookMessage":
-        if isinstance(self.body, str):
-            _check_template(self.body, "message.body")
-        return self
+    """The contract's webhook request; `CampaignIn` checks its URL, headers and body templates."""
 
 
 class CampaignIn(BaseModel):
@@ -54,7 +75,9 @@ class CampaignIn(BaseModel):
     trigger: Trigger
     audience: Audience | None = None
     delay_seconds: int = Field(default=0, ge=0, le=90 * 24 * 3600)
-    cancel_on: list[str] = Field(default_factory=list, description="exception events that cancel a pending send")
+    cancel_on: list[EventName] = Field(
+        default_factory=list, max_length=MAX_CANCEL_ON, description="exception events that cancel a pending send"
+    )
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     message: dict[str, Any]
@@ -70,9 +93,109 @@ class CampaignIn(BaseModel):
     def _consistent(self) -> "CampaignIn":
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
-        shape = EmailMessage if self.channel == "email" else WebhookMessage
-        self.message = shape.model_validate(self.message).model_dump(mode="json", by_alias=True, exclude_none=True)
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _storable_and_sendable(cls, data: Any, handler: ModelWrapValidatorHandler["CampaignIn"]) -> "CampaignIn":
+        """Refuse what cannot be stored, then shape the message as its channel's content and refuse what cannot be sent."""
+        if isinstance(data, dict) and (problems := list(storable_problems(data))):
+            raise invalid(problems)
+        campaign = handler(data)
+        shape = EmailMessage if campaign.channel == "email" else WebhookMessage
+        try:
+            content = shape.model_validate(campaign.message)
+        except ValidationError as exc:
+            raise nested("message", exc) from None
+        if problems := message_problems(content):
+            raise invalid(problems)
+        campaign.message = content.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if len(orjson.dumps(campaign.message)) > MAX_MESSAGE_BYTES:
+            raise invalid([(("message",), "message_too_large", f"the message is at most {MAX_MESSAGE_BYTES} bytes as JSON")])
+        return campaign
+
+
+def storable_problems(value: Any, loc: Loc = (), depth: int = 0) -> Iterator[Problem]:
+    """What PostgreSQL or a JSON reader could not keep, wherever it is: NUL, lone surrogates, unbounded numbers, deep nesting."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield loc, "nul_character", "text cannot hold NUL (\\u0000): PostgreSQL cannot store it"
+        elif _SURROGATE.search(value):
+            yield loc, "invalid_text", "text holds a lone UTF-16 surrogate, which is not Unicode"
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            yield loc, "number_not_finite", "a number must be finite (not NaN or Infinity)"
+        elif abs(value) > MAX_SAFE_INTEGER:
+            yield loc, "number_too_large", f"a number must be between -{MAX_SAFE_INTEGER} and {MAX_SAFE_INTEGER}"
+    elif isinstance(value, (dict, list)):
+        if depth >= MAX_DEPTH:
+            yield loc, "too_deep", f"arrays and objects nest at most {MAX_DEPTH} levels"
+            return
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                yield from storable_problems(key, (*loc, key), depth + 1)
+            yield from storable_problems(item, (*loc, key), depth + 1)
+
+
+def message_problems(content: EmailMessage | WebhookMessage) -> list[Problem]:
+    """What would keep this message from going out, found before any user's data meets it."""
+    found: list[Problem] = []
+    if isinstance(content, EmailMessage):
+        found += template_problems(content.subject, ("message", "subject"))
+        found += template_problems(content.body, ("message", "body"))
+        if content.from_address is not None and (problem := dispatch_rules.sender_problem(content.from_address)):
+            found.append((("message", "from"), "invalid_sender", f"`from` {problem}"))
+        return found
+    host = content.url.host or ""
+    if webhook_policy().refuses_literal(host):
+        found.append((
+            ("message", "url"),
+            "blocked_address",
+            f"webhooks may not reach {host}: a loopback, private, link-local, multicast, reserved or unspecified "
+            "address, unless the operator allows it (HERALD_WEBHOOK_ALLOWED_HOSTS)",
+        ))
+    if len(content.headers) > MAX_HEADERS:
+        found.append((("message", "headers"), "too_many_headers", f"at most {MAX_HEADERS} headers"))
+    for name, value in content.headers.items():
+        if problem := dispatch_rules.header_problem(name, value):
+            found.append((("message", "headers", name), "invalid_header", problem))
+    found += body_template_problems(content.body, ("message", "body"))
+    return found
+
+
+def body_template_problems(body: Any, loc: Loc) -> list[Problem]:
+    """A webhook body's templates: the string body, or every string in an object body."""
+    if isinstance(body, str):
+        return template_problems(body, loc)
+    items = body.items() if isinstance(body, dict) else enumerate(body) if isinstance(body, list) else ()
+    return [problem for key, item in items for problem in body_template_problems(item, (*loc, key))]
+
+
+def template_problems(source: str, loc: Loc) -> list[Problem]:
+    """One problem per thing wrong with this template (see services.templates.problems)."""
+    return [(loc, "invalid_template", problem) for problem in templates.problems(source)]
+
+
+def invalid(problems: list[Problem]) -> ValidationError:
+    """A validation error with each problem at its own location, as FastAPI renders it (a 422)."""
+    details: list[InitErrorDetails] = [
+        {"type": PydanticCustomError(kind, message), "loc": loc, "input": None} for loc, kind, message in problems
+    ]
+    return ValidationError.from_exception_data(CampaignIn.__name__, details)
+
+
+def nested(prefix: str, exc: ValidationError) -> ValidationError:
+    """A nested model's validation error, located under `prefix`."""
+    details: list[InitErrorDetails] = []
+    for error in exc.errors():
+        detail: InitErrorDetails = {"type": error["type"], "loc": (prefix, *error["loc"]), "input": error["input"]}
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data(CampaignIn.__name__, details)
 
 
 class CampaignOut(BaseModel):
