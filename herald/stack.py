@@ -73,6 +73,9 @@ class StackConfig:
                 "HERALD_SINK_HTTP_PORT": str(self.sink_http_port),
                 "HERALD_DATA_DIR": str(self.data_dir),
                 **{f"HERALD_{s.upper()}_URL": self.url(s) for s in SERVICES if s != "gateway"},
+                # The local stack's webhook sink, and whatever a developer runs beside it, are on this
+                # machine: let its webhooks reach loopback and the stack's host (production allows none).
+                "HERALD_WEBHOOK_ALLOWED_HOSTS": ",".join(dict.fromkeys(["127.0.0.0/8", "::1", "localhost", self.host])),
                 **self.extra_env,
             }
         )

@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-import httpx
 from fastapi import FastAPI
 
 from kernel import bus
@@ -15,6 +14,7 @@ from kernel.web import create_app, open_resources
 from services.dispatcher import handlers, models, service
 from services.dispatcher.api import router
 from services.dispatcher.config import get_settings
+from services.dispatcher.domain import WebhookPolicy
 from services.dispatcher.providers import SmtpProvider, WebhookProvider
 
 
@@ -23,10 +23,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     async with open_resources("dispatcher", settings) as res:
         app.state.resources = res
-        res.http = httpx.AsyncClient(
-            timeout=settings.webhook_timeout_seconds,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+        webhook = WebhookProvider(WebhookPolicy.parse(settings.webhook_allowed_hosts), settings.webhook_timeout_seconds)
+        res.http = webhook.client  # closed with the other resources
         providers = service.Providers(
             email=SmtpProvider(
                 settings.smtp_host,
@@ -36,7 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings.smtp_password.get_secret_value() if settings.smtp_password else None,
                 settings.smtp_starttls,
             ),
-            webhook=WebhookProvider(res.http),
+            webhook=webhook,
         )
         dispatcher = service.Dispatcher(res.db, res.nats, res.jetstream, providers, Outbox(models.outbox), settings)
         consumer = bus.ConsumerSpec.for_service(

@@ -5,10 +5,10 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 
 from kernel.contracts import Channel
-from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings
+from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings, WebhookSettings
 
 
-class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings):
+class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings, WebhookSettings):
     port: int = Field(8005, description="HTTP port")
     consumer_batch: int = 128
     consumer_concurrency: int = 2

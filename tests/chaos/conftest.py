@@ -22,6 +22,8 @@ CHAOS_ENV = {
     # Durable retries of transient provider failures: first after 1 s, then at most 5 s apart.
     "HERALD_RETRY_BASE_SECONDS": "1",
     "HERALD_RETRY_MAX_INTERVAL_SECONDS": "5",
+    # The webhook receivers listen on 127.0.0.1, which webhooks may reach only when allowed.
+    "HERALD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
 }
 
 

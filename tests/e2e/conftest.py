@@ -29,7 +29,8 @@ def stack(infra: Infra) -> Iterator[Stack]:
         env="test",
         log_format="json",
         service_ports={s: free_port() for s in SERVICES if s != "gateway"},
-        extra_env={"HERALD_SCHEDULER_POLL_SECONDS": "0.1"},
+        # The sinks listen on 127.0.0.1, which webhooks may reach only when allowed.
+        extra_env={"HERALD_SCHEDULER_POLL_SECONDS": "0.1", "HERALD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"},
     )
     config.data_dir.mkdir(parents=True, exist_ok=True)
     running = Stack(config, log_dir=infra.root / "logs")

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-import httpx
 import orjson
 import pytest
 import uvicorn
@@ -24,6 +23,7 @@ from kernel.db import unit_of_work
 from kernel.outbox import Outbox
 from services.dispatcher import handlers, models, service
 from services.dispatcher.config import DispatcherSettings
+from services.dispatcher.domain import WebhookPolicy
 from services.dispatcher.models import Delivery
 from services.dispatcher.providers import SmtpProvider, WebhookProvider
 from services.profiles import handlers as profile_handlers
@@ -99,14 +99,18 @@ async def responder(sessions: async_sessionmaker[AsyncSession], nc: NATS) -> Asy
 
 
 def settings(**overrides: object) -> DispatcherSettings:
-    return DispatcherSettings(**{"retry_base_seconds": 1.0, "attempt_timeout_seconds": 5.0, **overrides})  # type: ignore[arg-type]
+    # The receivers here listen on loopback, which webhooks may reach only when allowed.
+    defaults = {"retry_base_seconds": 1.0, "attempt_timeout_seconds": 5.0, "webhook_allowed_hosts": "127.0.0.1"}
+    return DispatcherSettings(**{**defaults, **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture
 async def dispatcher(sessions: async_sessionmaker[AsyncSession], nc: NATS, smtp: SmtpSink) -> AsyncIterator[service.Dispatcher]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        providers = service.Providers(SmtpProvider("127.0.0.1", smtp.port, "Herald <t@herald.local>", timeout=2), WebhookProvider(client))
-        yield service.Dispatcher(sessions, nc, nc.jetstream(), providers, Outbox(models.outbox), settings())
+    configured = settings()
+    webhook = WebhookProvider(WebhookPolicy.parse(configured.webhook_allowed_hosts), timeout=5)
+    providers = service.Providers(SmtpProvider("127.0.0.1", smtp.port, "Herald <t@herald.local>", timeout=2), webhook)
+    yield service.Dispatcher(sessions, nc, nc.jetstream(), providers, Outbox(models.outbox), configured)
+    await webhook.aclose()
 
 
 def a_send(workspace_id: str, profile_id: str, channel: str, message: dict) -> SendRequested:
@@ -239,6 +243,37 @@ async def test_a_template_error_skips_that_send_only(dispatcher, responder, sess
     row = await delivery(sessions, broken.send_id)
     assert (row.status, row.reason_code) == ("skipped", "template_error") and "template error" in (row.reason or "")
     assert counted("skipped", "template_error") == before + 1
+
+
+async def test_a_template_beyond_the_limits_is_skipped_at_once_and_the_batch_goes_on(  # type: ignore[no-untyped-def]
+    dispatcher, responder, smtp, sessions, workspace_id
+) -> None:
+    profile_id = await person(sessions, workspace_id, {"email": "loop@example.com"})
+    runaway = a_send(workspace_id, profile_id, "email", {"subject": "s", "body": "{% for i in (1..event.properties.n) %}x{% endfor %}"})
+    runaway = runaway.model_copy(update={"trigger": runaway.trigger.model_copy(update={"properties": {"n": 10**7}})})  # type: ignore[union-attr]
+    good = a_send(workspace_id, profile_id, "email", {"subject": "ok", "body": "b"})
+    started = asyncio.get_running_loop().time()
+    await handle(dispatcher, runaway, good)
+    assert asyncio.get_running_loop().time() - started < 3  # the 10^7 loop once took 22 s and sent 10 MB
+    rows = [await delivery(sessions, s.send_id) for s in (runaway, good)]
+    assert [(r.status, r.reason_code) for r in rows] == [("skipped", "template_error"), ("sent", "ok")]
+    assert "loop iteration limit" in (rows[0].reason or "")
+    assert [e["send_id"] for e in smtp.catcher.emails] == [good.send_id]
+
+
+async def test_one_sends_long_subject_or_long_error_never_fails_the_batchs_record(  # type: ignore[no-untyped-def]
+    dispatcher, responder, smtp, sessions, workspace_id
+) -> None:
+    profile_id = await person(sessions, workspace_id, {"email": "long@example.com", "name": "N" * 1500})
+    long_subject = a_send(workspace_id, profile_id, "email", {"subject": "Hi {{ user.traits.name }}", "body": "b"})
+    long_error = a_send(workspace_id, profile_id, "email", {"subject": "s", "body": "x" * 3000 + "{{ user.traits.name | nosuchfilter }}"})
+    good = a_send(workspace_id, profile_id, "email", {"subject": "ok", "body": "b"})
+    await handle(dispatcher, long_subject, long_error, good)  # a text beyond its column once failed every send's record
+    rows = [await delivery(sessions, s.send_id) for s in (long_subject, long_error, good)]
+    assert [(r.status, r.reason_code) for r in rows] == [("sent", "ok"), ("skipped", "template_error"), ("sent", "ok")]
+    assert len(rows[0].subject or "") == 1000 and (rows[0].subject or "").endswith("…")
+    assert len(rows[1].reason or "") <= 1000
+    assert sorted(e["send_id"] for e in smtp.catcher.emails) == sorted([long_subject.send_id, good.send_id])
 
 
 async def test_an_interrupted_attempt_is_recorded_unknown_and_never_resent(dispatcher, responder, hook, sessions, nc, workspace_id) -> None:  # type: ignore[no-untyped-def]
