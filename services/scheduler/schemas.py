@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kernel.contracts import Channel, EmailContent, PropertyCondition, SendStatus, WebhookContent
+from kernel.limits import MAX_DEPTH, MAX_SAFE_INTEGER
 from kernel.settings import WebhookSettings
 from services import templates
 from services.dispatcher import domain as dispatch_rules
@@ -37,8 +38,6 @@ MAX_EVENT_NAME = 512  # a trigger or exception event's name
 MAX_CONDITIONS = 50
 MAX_CANCEL_ON = 100
 MAX_HEADERS = 100
-MAX_DEPTH = 32  # arrays and objects nested anywhere in a campaign
-MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: beyond it JSON readers disagree
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 Loc = tuple[str | int, ...]
