@@ -160,13 +160,14 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport, its connection pool connecting through a GuardedBackend; never through a proxy."""
+    """httpx's own transport, its connection pool connecting through a GuardedBackend."""
 
     def __init__(self, policy: WebhookPolicy, limits: httpx.Limits, resolver: Resolver = resolve) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        # httpx builds its pool without a way to pass a network backend: build it again, with ours.
+        super().__init__(limits=limits)
+        # httpx builds its pool without a way to pass a network backend: build it again, with ours. The
+        # TLS context trusts SSL_CERT_FILE / SSL_CERT_DIR as httpx's would; proxies are the client's affair.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=httpx.create_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
