@@ -4,10 +4,10 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings
+from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings, WebhookSettings
 
 
-class SchedulerSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings):
+class SchedulerSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings, WebhookSettings):
     port: int = Field(8004, description="HTTP port")
     consumer_batch: int = 128
     consumer_concurrency: int = 2
