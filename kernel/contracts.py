@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol, get_args
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kernel.limits import MAX_SAFE_INTEGER
+from kernel.limits import MAX_SAFE_INTEGER, refuse_nul
 
 # --- streams and subjects -------------------------------------------------------------------
 
@@ -157,8 +157,7 @@ def _check_condition_string(text: str) -> None:
     """Raise ValueError if a string in a condition is too long or holds NUL."""
     if len(text) > CONDITION_MAX_STRING_LENGTH:
         raise ValueError(f"a string is at most {CONDITION_MAX_STRING_LENGTH} characters (got {len(text)})")
-    if "\x00" in text:
-        raise ValueError("a string must not contain NUL (\\u0000)")
+    refuse_nul(text, "a string")
 
 
 def _check_condition_value(value: Any) -> None:
@@ -209,9 +208,7 @@ class PropertyCondition(Contract):
     @field_validator("property")
     @classmethod
     def _property_storable(cls, name: str) -> str:
-        if "\x00" in name:
-            raise ValueError("a name must not contain NUL (\\u0000)")
-        return name
+        return refuse_nul(name, "a name")
 
     @model_validator(mode="before")
     @classmethod

@@ -71,6 +71,13 @@ def storable(value: Any, loc: Loc = ()) -> Any:
         raise LimitExceeded(f"nested more than {MAX_DEPTH} levels deep", loc) from None
 
 
+def refuse_nul(text: str, what: str) -> str:
+    """`text` unchanged, or ValueError (a 422 where a schema calls it): PostgreSQL cannot store U+0000."""
+    if "\x00" in text:
+        raise ValueError(f"{what} must not contain NUL (\\u0000)")
+    return text
+
+
 def storable_string(value: str) -> str:
     """A string PostgreSQL and orjson accept: U+0000 and lone surrogates become U+FFFD."""
     if "\x00" in value:

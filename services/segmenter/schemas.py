@@ -5,6 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from kernel.limits import refuse_nul
+
 # The `segments.name` column is varchar(200); PostgreSQL text cannot hold NUL.
 MAX_NAME_LENGTH = 200
 
@@ -17,9 +19,7 @@ class SegmentIn(BaseModel):
     @classmethod
     def _name_storable(cls, name: str) -> str:
         """Refuse what PostgreSQL cannot store, as a 422 instead of a database error."""
-        if "\x00" in name:
-            raise ValueError("a segment name must not contain NUL (\\u0000)")
-        return name
+        return refuse_nul(name, "a segment name")
 
 
 class SegmentOut(BaseModel):
