@@ -26,9 +26,10 @@ from nats.aio.client import Client as NATS
 
 from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port, port_open, wait_for
 from herald.stack import SERVICES, Stack, StackConfig, create_workspace, migrate
+from kernel import signing
 from kernel.contracts import CONSUMERS, workspace_subjects
 
-INTERNAL_TOKEN = "bench-internal-token"
+SIGNING_KEY = signing.new_key_pair()[0]  # the bench stack's gateway key
 
 
 @dataclass
@@ -159,8 +160,8 @@ class Env:
         )
 
     def internal(self, service: str, workspace_id: str, **kw: Any) -> httpx.AsyncClient:
-        headers = {"X-Herald-Internal-Token": INTERNAL_TOKEN, "X-Herald-Workspace": workspace_id}
-        return httpx.AsyncClient(base_url=self.url(service), headers=headers, timeout=30, **kw)
+        auth = signing.GatewayAuth(signing.Signer(SIGNING_KEY), workspace_id)  # as the gateway would
+        return httpx.AsyncClient(base_url=self.url(service), auth=auth, timeout=30, **kw)
 
     async def consumer_backlog(self, service: str) -> int:
         """Messages the service's durable consumer has not yet acked."""
@@ -197,7 +198,7 @@ async def started_env() -> AsyncIterator[Env]:
         await asyncio.to_thread(migrate, postgres.url, nats_server.url)
         config = StackConfig(
             data_dir=root / "stack", database_url=postgres.url, nats_url=nats_server.url,
-            internal_token=INTERNAL_TOKEN, gateway_port=free_port(), smtp_port=free_port(),
+            gateway_signing_key=SIGNING_KEY, gateway_port=free_port(), smtp_port=free_port(),
             sink_http_port=free_port(), env="test", log_format="json",
             service_ports={s: free_port() for s in SERVICES if s != "gateway"},
             extra_env={"HERALD_LOG_LEVEL": "WARNING", "HERALD_POLL_SECONDS": "0.05"},

@@ -8,12 +8,13 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, Request
 
+from kernel import signing
 from services.ingest import service
 from services.ingest.config import IngestSettings
 from services.ingest.schemas import Accepted
 
 app = FastAPI()
-SETTINGS = IngestSettings(internal_token="parse-only", nats_url="nats://unused")  # type: ignore[arg-type]
+SETTINGS = IngestSettings(gateway_public_keys=signing.new_key_pair()[1], nats_url="nats://unused")
 
 
 @app.post("/v1/{call}")

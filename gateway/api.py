@@ -12,9 +12,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import ratelimit, service
 from gateway.config import get_settings
+from kernel import signing
 from kernel.errors import NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable
 from kernel.logging import CORRELATION_HEADER, current_correlation_id
-from kernel.web import INTERNAL_TOKEN_HEADER, JSON, WORKSPACE_HEADER, Res, Resources
+from kernel.web import JSON, Res, Resources
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -39,15 +40,12 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _upstream_headers(request: Request, workspace_id: str) -> dict[str, str]:
-    # Built from scratch, never copied: a client cannot smuggle a workspace or internal token.
-    res: Resources = request.app.state.resources
+def _upstream_headers(request: Request) -> dict[str, str]:
+    # Built from scratch, never copied: a client cannot smuggle a workspace or a signature.
     client = request.client.host if request.client else ""
     # A client's headers are passed on only as ASCII the services can read (see printable_header).
     return {
         "content-type": "application/json",
-        INTERNAL_TOKEN_HEADER: res.settings.internal_token.get_secret_value(),
-        WORKSPACE_HEADER: workspace_id,
         CORRELATION_HEADER: current_correlation_id() or "",
         "x-forwarded-for": service.forwarded_for(request.headers.get("x-forwarded-for"), client),
         "user-agent": service.printable_header(request.headers.get("user-agent")),
@@ -57,12 +55,12 @@ def _upstream_headers(request: Request, workspace_id: str) -> dict[str, str]:
 async def _call(
     request: Request, method: str, url: str, workspace_id: str, body: bytes | None = None
 ) -> httpx.Response:
+    """Forward to a service, signed for this workspace and this exact request (kernel.signing)."""
     res: Resources = request.app.state.resources
     assert res.http is not None
+    auth = signing.GatewayAuth(request.app.state.signer, workspace_id)
     try:
-        return await res.http.request(
-            method, url, content=body, headers=_upstream_headers(request, workspace_id)
-        )
+        return await res.http.request(method, url, content=body, headers=_upstream_headers(request), auth=auth)
     except httpx.TransportError as exc:
         log.warning("upstream_unreachable", upstream=httpx.URL(url).netloc.decode(), error_type=type(exc).__name__)
         raise Unavailable(f"an internal service is unreachable ({type(exc).__name__})") from exc

@@ -12,6 +12,7 @@ from gateway import ratelimit
 from gateway.api import router
 from gateway.config import get_settings
 from gateway.service import STALE_WRITE_KEY_SECONDS, KeyCache
+from kernel import signing
 from kernel.web import create_app, open_resources
 
 
@@ -35,6 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         app.state.resources = res
         app.state.key_cache = KeyCache(settings.key_cache_seconds)
+        app.state.signer = signing.Signer(settings.gateway_signing_key.get_secret_value())
         app.state.limiter = limiter = ratelimit.RateLimiter({"sdk": settings.sdk_rate_limit, "api": settings.api_rate_limit})
         stop = asyncio.Event()
         replica = f"gw-{secrets.token_hex(6)}"  # this process's counts, apart from the other replicas'

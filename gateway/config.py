@@ -2,13 +2,18 @@
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
+from kernel import signing
 from kernel.settings import DatabaseSettings, HeraldSettings
 
 
 class GatewaySettings(HeraldSettings, DatabaseSettings):
     port: int = Field(8000, description="HTTP port")
+    gateway_signing_key: SecretStr = Field(
+        description="the gateway's Ed25519 private key (base64url or PEM) that signs every request it forwards; "
+        "only the gateway reads it, and its public key must be one of HERALD_GATEWAY_PUBLIC_KEYS"
+    )
     ingest_url: str = Field("http://127.0.0.1:8001", description="where the gateway reaches ingest")
     profiles_url: str = Field("http://127.0.0.1:8002", description="where the gateway reaches profiles")
     segmenter_url: str = Field("http://127.0.0.1:8003", description="where the gateway reaches the segmenter")
@@ -26,6 +31,17 @@ class GatewaySettings(HeraldSettings, DatabaseSettings):
     rate_limit_sync_seconds: float = Field(
         0.5, gt=0, description="how often a replica shares its counts; the limit holds across replicas to within this"
     )
+
+    @model_validator(mode="after")
+    def _signing_key_matches(self) -> "GatewaySettings":
+        key = signing.load_private_key(self.gateway_signing_key.get_secret_value())
+        trusted = signing.Verifier.from_setting(self.gateway_public_keys).keys
+        if signing.key_id(key.public_key()) not in trusted:
+            raise ValueError(
+                "HERALD_GATEWAY_SIGNING_KEY does not go with any of HERALD_GATEWAY_PUBLIC_KEYS: the services "
+                "would refuse every request (`herald keys --public-of KEY` prints a signing key's public key)"
+            )
+        return self
 
 
 @lru_cache

@@ -77,7 +77,7 @@ def up() -> None:
         create_workspace,
         load_state,
         migrate,
-        new_internal_token,
+        new_signing_key,
         save_state,
         workspace_exists,
     )
@@ -119,7 +119,8 @@ def up() -> None:
             database_url = postgres.start().url
         say("applying migrations and creating streams")
         migrate(database_url, nats_url)
-        state.setdefault("internal_token", new_internal_token())
+        state.setdefault("gateway_signing_key", new_signing_key())
+        state.pop("internal_token", None)  # the shared secret of earlier versions; signatures replaced it
         state["database_url"], state["nats_url"] = database_url, nats_url
         demo = state.get("workspace")
         if not demo or not asyncio.run(workspace_exists(database_url, demo["workspace_id"])):
@@ -128,7 +129,7 @@ def up() -> None:
         save_state(data, state)
 
         config = StackConfig(
-            data_dir=data, database_url=database_url, nats_url=nats_url, internal_token=state["internal_token"],
+            data_dir=data, database_url=database_url, nats_url=nats_url, gateway_signing_key=state["gateway_signing_key"],
             gateway_port=settings.gateway_port, smtp_port=settings.smtp_port,
             sink_http_port=settings.sink_http_port, host=settings.host, log_format=settings.log_format,
         )
@@ -378,3 +379,34 @@ def rate_limits_command(
     if not asyncio.run(set_rate_limits(_database_url(DevSettings()), workspace_id, limits)):
         raise _fail(f"no workspace {workspace_id!r}")
     console.print(f"workspace {workspace_id}: " + (", ".join(f"{k} {v}/s" for k, v in limits.items()) if limits else "the gateway's default limits"))
+
+
+@app.command("keys")
+def keys_command(
+    public_of: Annotated[
+        str | None, typer.Option("--public-of", help="print the public key that goes with this signing key instead")
+    ] = None,
+    env: Annotated[bool, typer.Option("--env", help="print as HERALD_*=… lines, for an env file or a Secret")] = False,
+) -> None:
+    """Make a new Ed25519 key pair for the gateway's request signatures.
+
+    The signing key goes to the gateway alone (HERALD_GATEWAY_SIGNING_KEY); the public key to every
+    service (HERALD_GATEWAY_PUBLIC_KEYS). To rotate, add the new public key beside the old one
+    (comma-separated), roll the services, switch the gateway's signing key, then drop the old one.
+    """
+    from kernel import signing
+
+    if public_of is not None:
+        try:
+            typer.echo(signing.public_key_text(public_of))
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        return
+    private, public = signing.new_key_pair()
+    if env:
+        typer.echo(f"HERALD_GATEWAY_SIGNING_KEY={private}\nHERALD_GATEWAY_PUBLIC_KEYS={public}")
+        return
+    console.print(
+        f"signing key  {private}   [dim](HERALD_GATEWAY_SIGNING_KEY: the gateway's alone; keep it secret)[/]\n"
+        f"public key   {public}   [dim](HERALD_GATEWAY_PUBLIC_KEYS: every service)[/]"
+    )

@@ -16,7 +16,7 @@ from herald.stack import APPS
 from kernel.settings import HeraldSettings
 
 # Settings that hold credentials: they belong in a Secret, never in a ConfigMap.
-SECRET_NAMES = frozenset({"database_url", "internal_token", "smtp_password"})
+SECRET_NAMES = frozenset({"database_url", "gateway_signing_key", "smtp_password"})
 REQUIRED = object()  # marks a setting with no default
 
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from herald.infra import die_with_parent
+from kernel import signing
 from kernel.migrate import upgrade_all
 
 SERVICES = ("ingest", "profiles", "segmenter", "scheduler", "dispatcher", "gateway")
@@ -36,7 +36,7 @@ class StackConfig:
     data_dir: Path
     database_url: str
     nats_url: str
-    internal_token: str
+    gateway_signing_key: str  # the gateway's alone; the services get its public key
     gateway_port: int = 8000
     smtp_port: int = 1025
     sink_http_port: int = 8025
@@ -66,7 +66,7 @@ class StackConfig:
                 "HERALD_PORT": str(self.port(service)),
                 "HERALD_DATABASE_URL": self.database_url,
                 "HERALD_NATS_URL": self.nats_url,
-                "HERALD_INTERNAL_TOKEN": self.internal_token,
+                "HERALD_GATEWAY_PUBLIC_KEYS": signing.public_key_text(self.gateway_signing_key),
                 "HERALD_LOG_FORMAT": self.log_format,
                 "HERALD_SMTP_HOST": self.host,
                 "HERALD_SMTP_PORT": str(self.smtp_port),
@@ -79,6 +79,8 @@ class StackConfig:
                 **self.extra_env,
             }
         )
+        if service == "gateway":
+            env["HERALD_GATEWAY_SIGNING_KEY"] = self.gateway_signing_key
         return env
 
 
@@ -187,8 +189,8 @@ def save_state(data_dir: Path, state: dict[str, Any]) -> None:
     path.chmod(0o600)
 
 
-def new_internal_token() -> str:
-    return secrets.token_urlsafe(32)
+def new_signing_key() -> str:
+    return signing.new_key_pair()[0]
 
 
 @asynccontextmanager

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kernel import signing
+
 PLACEHOLDER_PREFIX = "dev-"
 # Every settings class carries the same config: pydantic merges it from all bases, last wins.
 CONFIG = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
@@ -26,9 +28,16 @@ class HeraldSettings(BaseSettings):
     log_format: Literal["console", "json"] = Field("json", description="`json`: one object per line, for log shippers")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     host: str = Field("127.0.0.1", description="address the HTTP server binds; `0.0.0.0` in a container")
-    internal_token: SecretStr = Field(
-        description="shared secret proving a request came through the gateway; no default anywhere"
+    gateway_public_keys: str = Field(
+        description="the gateway's Ed25519 public key (base64url or PEM), or several comma-separated while "
+        "rotating; a service acts only on requests the gateway signed with one of them (`herald keys` makes a pair)"
     )
+
+    @field_validator("gateway_public_keys")
+    @classmethod
+    def _readable_public_keys(cls, value: str) -> str:
+        signing.Verifier.from_setting(value)  # UnreadableKey (a ValueError) says what is wrong
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> "HeraldSettings":
@@ -38,6 +47,8 @@ class HeraldSettings(BaseSettings):
                     PLACEHOLDER_PREFIX
                 ):
                     raise ValueError(f"HERALD_{name.upper()} is a development placeholder")
+            if any(key.startswith(PLACEHOLDER_PREFIX) for key in signing.written_keys(self.gateway_public_keys)):
+                raise ValueError("HERALD_GATEWAY_PUBLIC_KEYS holds a development placeholder key")
         return self
 
 

@@ -1,12 +1,12 @@
 """The FastAPI app factory every service uses: health, readiness, metrics, errors, correlation."""
 
 import asyncio
-import hmac
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -23,15 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kernel import bus, db
+from kernel import bus, db, signing
 from kernel.errors import HeraldError, Unauthorized, is_dependency_outage
 from kernel.logging import CORRELATION_HEADER, bind_correlation_id, current_correlation_id
 from kernel.settings import BusSettings, DatabaseSettings, HeraldSettings
 
 log = structlog.get_logger(__name__)
 
-INTERNAL_TOKEN_HEADER = "X-Herald-Internal-Token"
-WORKSPACE_HEADER = "X-Herald-Workspace"
 READINESS_TIMEOUT_SECONDS = 3.0
 RETRY_AFTER_SECONDS = "5"
 
@@ -168,16 +166,27 @@ async def get_session(res: Res) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def internal_workspace(request: Request, res: Res) -> str:
-    """The workspace the gateway authenticated; refuses calls that did not come through it."""
-    expected = res.settings.internal_token.get_secret_value()
-    given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("missing or wrong internal token; call Herald through the gateway")
-    workspace = request.headers.get(WORKSPACE_HEADER)
-    if not workspace:
-        raise Unauthorized("no workspace on an internal call")
-    return workspace
+@lru_cache
+def _verifier(public_keys: str) -> signing.Verifier:
+    return signing.Verifier.from_setting(public_keys)
+
+
+def request_target(request: Request) -> str:
+    """The path and query of a request exactly as they arrived (what the gateway signed)."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    return (path + b"?" + query if query else path).decode("latin-1")
+
+
+async def internal_workspace(request: Request, res: Res) -> str:
+    """The workspace the gateway authenticated and signed this very request for; 401 otherwise."""
+    verifier = _verifier(res.settings.gateway_public_keys)
+    token = request.headers.get(signing.HEADER, "")
+    body = await request.body()
+    try:
+        return verifier.verify(token, request.method, request_target(request), body)
+    except signing.BadSignature as exc:
+        raise Unauthorized(str(exc)) from None
 
 
 WorkspaceId = Annotated[str, Depends(internal_workspace)]

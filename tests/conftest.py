@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,9 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port
 from herald.stack import migrate
+from kernel import signing
 from kernel.db import make_engine, make_sessionmaker
 
-INTERNAL_TOKEN = "test-" + secrets.token_urlsafe(16)
+SIGNING_KEY, PUBLIC_KEY = signing.new_key_pair()  # this session's gateway key pair
+SIGNER = signing.Signer(SIGNING_KEY)
+
+
+def as_gateway(workspace_id: str) -> signing.GatewayAuth:
+    """httpx auth that signs each request as the gateway would, for this workspace."""
+    return signing.GatewayAuth(SIGNER, workspace_id)
 
 
 class Infra:
@@ -38,7 +44,8 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
                 "HERALD_ENV": "test",
                 "HERALD_DATABASE_URL": postgres.url,
                 "HERALD_NATS_URL": nats_server.url,
-                "HERALD_INTERNAL_TOKEN": INTERNAL_TOKEN,
+                "HERALD_GATEWAY_PUBLIC_KEYS": PUBLIC_KEY,
+                "HERALD_GATEWAY_SIGNING_KEY": SIGNING_KEY,
                 "HERALD_LOG_FORMAT": "console",
             }
         )

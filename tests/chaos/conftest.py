@@ -1,12 +1,13 @@
 """The chaos tier's own NATS, PostgreSQL and stack: it kills them, so it shares them with no other tier."""
 
-import secrets
+
 from collections.abc import Iterator
 
 import pytest
 
 from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port
 from herald.stack import SERVICES, Stack, StackConfig, migrate
+from kernel import signing
 from tests.chaos.harness import Cluster
 
 # Settings that keep each fault's recovery within seconds, passed to every service.
@@ -37,7 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         data_dir=root / "stack",
         database_url=postgres.url,
         nats_url=nats.url,
-        internal_token="chaos-" + secrets.token_urlsafe(16),
+        gateway_signing_key=signing.new_key_pair()[0],
         gateway_port=free_port(),
         smtp_port=free_port(),
         sink_http_port=free_port(),

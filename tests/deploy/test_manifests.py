@@ -34,7 +34,8 @@ KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 KEDA_JETSTREAM_KEYS = {"natsServerMonitoringEndpoint", "account", "stream", "consumer", "lagThreshold"}
 CONSUMER_SERVICES = set(CONSUMERS)
 HTTP_ONLY_SERVICES = set(SERVICES) - CONSUMER_SERVICES
-SECRET_TEMPLATE = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())
+# The Secrets the base templates (the prod overlay leaves them to the operator), by name.
+SECRET_TEMPLATES = {d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "base" / "secret.template.yaml").read_text())}
 
 
 @pytest.fixture(params=OVERLAYS)
@@ -163,6 +164,14 @@ def test_grace_period_outlasts_the_ack_wait_so_sigterm_drains_in_flight_work(m: 
         assert spec["terminationGracePeriodSeconds"] > pause + ack_wait, name
 
 
+def _secret_keys(m: Manifests, name: str) -> set[str]:
+    """The keys of a Secret the overlay renders, or (where it leaves it to the operator) the template's."""
+    found = m.of("Secret").get(name) or SECRET_TEMPLATES.get(name, {})
+    keys = {**found.get("data", {}), **found.get("stringData", {})}
+    assert keys, f"{m.overlay}: secret {name} is neither rendered nor templated"
+    return set(keys)
+
+
 def _provided(m: Manifests, container: Obj) -> tuple[set[str], set[str]]:
     """(names a container gets from ConfigMaps or plain env, names it gets from Secrets)."""
     plain: set[str] = set()
@@ -173,12 +182,12 @@ def _provided(m: Manifests, container: Obj) -> tuple[set[str], set[str]]:
         else:
             name = source["secretRef"]["name"]
             # Where the overlay leaves the Secret to the operator (prod), it must hold the template's keys.
-            found = m.of("Secret").get(name) or (SECRET_TEMPLATE if name == SECRET_TEMPLATE["metadata"]["name"] else {})
-            keys = {**found.get("data", {}), **found.get("stringData", {})}
-            assert keys, f"{m.overlay}: secret {name} is neither rendered nor templated"
-            secret |= set(keys)
+            secret |= _secret_keys(m, name)
     for entry in container.get("env", []):
-        (secret if "secretKeyRef" in entry.get("valueFrom", {}) else plain).add(entry["name"])
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] in SECRET_TEMPLATES:
+            assert ref["key"] in _secret_keys(m, ref["name"]), f"{m.overlay}: {ref} names a key the Secret lacks"
+        (secret if ref else plain).add(entry["name"])
     return plain, secret
 
 
@@ -201,6 +210,18 @@ def test_every_setting_a_service_reads_is_provided_and_secrets_stay_in_secrets(m
                 assert s.env in plain | secret, f"{m.overlay} {name}: {s.env} is not set by the ConfigMap or env"
             else:
                 assert s.env in plain | secret, f"{m.overlay} {name}: required {s.env} is not provided"
+
+
+def test_only_the_gateway_holds_the_key_that_signs_for_any_workspace(m: Manifests) -> None:
+    for obj in [*m.of("Deployment").values(), *m.of("Job").values()]:
+        main = pod_spec(obj)["containers"]
+        for container in containers(obj):
+            plain, secret = _provided(m, container)
+            holds = "HERALD_GATEWAY_SIGNING_KEY" in plain | secret
+            serves_gateway = obj["metadata"]["name"] == "gateway" and container in main
+            assert holds == serves_gateway, (obj["metadata"]["name"], container["name"])
+            if obj["kind"] == "Deployment":
+                assert "HERALD_GATEWAY_PUBLIC_KEYS" in plain | secret, obj["metadata"]["name"]
 
 
 def test_migrations_run_in_a_job_and_services_wait_for_them(m: Manifests) -> None:
@@ -305,7 +326,8 @@ def test_prod_is_redundant_and_never_ships_placeholder_secrets(prod: Manifests) 
         assert deployment["spec"]["replicas"] >= 2, name
     assert all(h["spec"]["minReplicas"] >= 2 for h in prod.of("HorizontalPodAutoscaler").values())
     assert all(s["spec"]["minReplicaCount"] >= 2 for s in prod.of("ScaledObject").values())
-    assert "herald-secrets" not in prod.of("Secret"), "prod must not overwrite the operator's Secret"
+    for secret in SECRET_TEMPLATES:
+        assert secret not in prod.of("Secret"), f"prod must not overwrite the operator's Secret {secret}"
     assert prod.one("ConfigMap", "herald-config")["data"]["HERALD_ENV"] == "production"
     cluster = prod.one("Cluster", "herald-db")
     assert cluster["spec"]["instances"] == 3

@@ -13,7 +13,7 @@ import pytest
 
 from herald.infra import free_port
 from herald.stack import SERVICES, Stack, StackConfig
-from tests.conftest import INTERNAL_TOKEN, Infra, eventually
+from tests.conftest import SIGNING_KEY, Infra, eventually
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def stack(infra: Infra) -> Iterator[Stack]:
         data_dir=infra.root / "stack",
         database_url=infra.database_url,
         nats_url=infra.nats_url,
-        internal_token=INTERNAL_TOKEN,
+        gateway_signing_key=SIGNING_KEY,
         gateway_port=free_port(),
         smtp_port=free_port(),
         sink_http_port=free_port(),

@@ -13,8 +13,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel.db import unit_of_work
-from kernel.web import INTERNAL_TOKEN_HEADER, WORKSPACE_HEADER
 from services.profiles.models import Profile
+from tests.conftest import as_gateway
 
 
 @asynccontextmanager
@@ -26,9 +26,8 @@ async def running(build: Any, get_settings: Any, workspace_id: str, **env: str) 
     app: FastAPI = build()
     try:
         async with app.router.lifespan_context(app):
-            headers = {INTERNAL_TOKEN_HEADER: os.environ["HERALD_INTERNAL_TOKEN"], WORKSPACE_HEADER: workspace_id}
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://service", headers=headers) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://service", auth=as_gateway(workspace_id)) as client:
                 yield client
     finally:
         for key, value in saved.items():

@@ -5,6 +5,7 @@ a 500. The gateway and the services run in-process under uvicorn, on the session
 import asyncio
 import importlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 from sqlalchemy import insert, select
@@ -19,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.infra import free_port
 from herald.stack import APPS, SERVICES, create_workspace
+from kernel import signing
 from kernel.db import unit_of_work
 from services.profiles.models import Identity
 from services.segmenter.models import Membership, Segment
-from tests.conftest import Infra, eventually
+from tests.conftest import SIGNING_KEY, Infra, eventually
 
 # The gateway's setting that points at each service.
 SERVICE_URL_SETTINGS = {s: f"HERALD_{s.upper()}_URL" for s in SERVICES if s != "gateway"}
@@ -37,6 +40,7 @@ class Herald:
     gateway_port: int
     api: httpx.AsyncClient
     sdk: httpx.AsyncClient
+    services: dict[str, str]  # each service's own URL, which only the gateway should call
 
 
 def _clear_settings() -> None:
@@ -82,7 +86,8 @@ async def herald(infra: Infra) -> AsyncIterator[Herald]:
             httpx.AsyncClient(base_url=base, headers={"authorization": f"Bearer {created['api_key']}"}, timeout=10) as api,
             httpx.AsyncClient(base_url=base, auth=(created["write_key"], ""), timeout=10) as sdk,
         ):
-            yield Herald(created["workspace_id"], created["api_key"], ports["gateway"], api, sdk)
+            services = {s: f"http://127.0.0.1:{ports[s]}" for s in SERVICE_URL_SETTINGS}
+            yield Herald(created["workspace_id"], created["api_key"], ports["gateway"], api, sdk, services)
     finally:
         for server, _ in running:
             server.should_exit = True
@@ -419,3 +424,65 @@ async def test_a_stored_segment_over_today_s_limits_is_served_but_stalls_no_re_e
     assert legacy_id not in await entered()
     legacy = await herald.api.get(f"/api/v1/segments/{legacy_id}")
     assert legacy.status_code == 200 and legacy.json()["size"] == 0  # its stored members
+
+
+# 5. A service acts only on a request the gateway signed, for the workspace it signed, as it was signed.
+
+
+async def test_a_service_acts_only_on_what_the_gateway_signed_for_that_very_request(
+    herald: Herald, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    user = unique("signed")
+    await identified(herald, sessions, user)
+    profiles = herald.services["profiles"]
+    path = f"/api/v1/users/{user}"
+    signer = signing.Signer(SIGNING_KEY)
+
+    async def answer(headers: dict[str, str], method: str = "GET", url: str = path, body: bytes | None = None) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=profiles, timeout=10) as client:
+            return await client.request(method, url, headers=headers, content=body)
+
+    def signed(**claims: Any) -> dict[str, str]:
+        fields = {"workspace_id": herald.workspace_id, "method": "GET", "target": path, "body": b"", **claims}
+        return {signing.HEADER: signer.sign(**fields)}
+
+    assert (await answer(signed())).json()["user_id"] == user  # the gateway's signature, as the gateway makes it
+    other_key = signing.Signer(signing.new_key_pair()[0])
+    refused = {
+        "no signature": {},
+        "the shared token of earlier versions": {"X-Herald-Internal-Token": "anything", "X-Herald-Workspace": herald.workspace_id},
+        "another key": {signing.HEADER: other_key.sign(herald.workspace_id, "GET", path)},
+        "expired": signed(now=time.time() - signing.LIFETIME_SECONDS - signing.LEEWAY_SECONDS - 5),
+        "issued in the future": signed(now=time.time() + 3600),
+        "another path": signed(target=f"/api/v1/users/{user}x"),
+        "another query": signed(target=f"{path}?by=user_id"),
+        "another method": signed(method="POST"),
+        "not a JWT": {signing.HEADER: "eyJhbGciOiJub25lIn0.e30."},
+    }
+    for why, headers in refused.items():
+        r = await answer(headers)
+        assert r.status_code == 401, (why, r.status_code, r.text)
+        assert r.json()["error"] == "unauthorized" and "gateway" in r.json()["detail"], (why, r.text)
+
+    # A body the gateway did not sign, on a route that takes one.
+    segment = orjson.dumps({"name": "signed", "filter": {"trait": "plan", "op": "eq", "value": "pro"}})
+    target = "/api/v1/segments"
+    good = {signing.HEADER: signer.sign(herald.workspace_id, "POST", target, segment), "content-type": "application/json"}
+    swapped = segment.replace(b"pro", b"free")
+    async with httpx.AsyncClient(base_url=herald.services["segmenter"], timeout=10) as client:
+        r = await client.post(target, content=swapped, headers=good)
+        assert r.status_code == 401 and "body" in r.json()["detail"], r.text
+        r = await client.post(target, content=segment, headers=good)
+        assert r.status_code == 201, r.text
+
+
+async def test_the_workspace_is_the_one_signed_never_one_a_caller_names(
+    herald: Herald, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    user = unique("tenant")
+    await identified(herald, sessions, user)
+    path = f"/api/v1/users/{user}"
+    elsewhere = {signing.HEADER: signing.Signer(SIGNING_KEY).sign("ws_elsewhere", "GET", path), "X-Herald-Workspace": herald.workspace_id}
+    async with httpx.AsyncClient(base_url=herald.services["profiles"], timeout=10) as client:
+        r = await client.get(path, headers=elsewhere)
+    assert r.status_code == 404, r.text  # read in the signed workspace, where this user does not exist

@@ -28,13 +28,13 @@ from kernel.contracts import Event
 from kernel.db import unit_of_work
 from kernel.logging import BUS_CORRELATION_HEADER, CORRELATION_HEADER
 from kernel.settings import DatabaseSettings, HeraldSettings
-from kernel.web import INTERNAL_TOKEN_HEADER, WORKSPACE_HEADER, create_app, open_resources
+from kernel.web import create_app, open_resources
 from services.ingest.app import build as build_ingest
 from services.ingest.config import get_settings as ingest_settings
 from services.profiles import handlers
 from services.profiles.api import router as profiles_router
 from services.profiles.models import Identity, Profile, StoredEvent
-from tests.conftest import INTERNAL_TOKEN, Infra
+from tests.conftest import Infra, as_gateway
 
 
 @dataclass
@@ -106,10 +106,9 @@ def profiles_api() -> FastAPI:
 async def reading(workspace_id: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the profiles API, speaking as the gateway for this workspace."""
     app = profiles_api()
-    headers = {INTERNAL_TOKEN_HEADER: INTERNAL_TOKEN, WORKSPACE_HEADER: workspace_id}
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://profiles", headers=headers
+            transport=httpx.ASGITransport(app=app), base_url="http://profiles", auth=as_gateway(workspace_id)
         ) as client:
             yield client
 

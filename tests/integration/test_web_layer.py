@@ -15,7 +15,7 @@ import nats.errors
 import pytest
 import sqlalchemy.exc
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,7 +32,7 @@ from kernel.settings import DatabaseSettings, HeraldSettings
 from kernel.web import Informational, Session, create_app, open_resources
 from services.ingest.app import build as build_ingest
 from services.ingest.config import get_settings as ingest_settings
-from tests.conftest import INTERNAL_TOKEN, Infra, eventually
+from tests.conftest import PUBLIC_KEY, Infra, eventually
 from tests.integration.helpers import running
 
 
@@ -42,10 +42,9 @@ class DatabaseServiceSettings(HeraldSettings, DatabaseSettings):
 
 def settings_for(database_url: str | None = None) -> HeraldSettings:
     """Settings for a small test service; with a database URL, it opens a pool like a real service."""
-    token = SecretStr(INTERNAL_TOKEN)
     if database_url is None:
-        return HeraldSettings(internal_token=token)
-    return DatabaseServiceSettings(internal_token=token, database_url=database_url)
+        return HeraldSettings(gateway_public_keys=PUBLIC_KEY)
+    return DatabaseServiceSettings(gateway_public_keys=PUBLIC_KEY, database_url=database_url)
 
 
 def small_service(
