@@ -11,7 +11,7 @@ from kernel import bus
 from kernel.contracts import AUDIENCE_QUERY_SUBJECT, AudienceQuery, ProfileChanged
 from kernel.outbox import Outbox
 from kernel.web import create_app, open_resources
-from services.segmenter import handlers, models
+from services.segmenter import handlers, models, service
 from services.segmenter.api import router
 from services.segmenter.config import get_settings
 
@@ -33,14 +33,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             res.nats, AUDIENCE_QUERY_SUBJECT, AudienceQuery, partial(handlers.on_audience_query, sessions=res.db)
         )
         stop = asyncio.Event()
+        app.state.backfill_wake = wake = asyncio.Event()
         drain = asyncio.create_task(outbox.drain(res.db, res.jetstream, stop), name="segmenter:outbox")
+        backfills = asyncio.create_task(
+            service.run_backfills(res.db, stop, wake, settings.segment_backfill_chunk, settings.segment_backfill_poll_seconds),
+            name="segmenter:backfills",
+        )
         try:
             async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
                 yield
         finally:
             stop.set()
             await responder.stop()  # answers in flight go out before the connection drains
-            await drain
+            await asyncio.gather(drain, backfills)
 
 
 def build() -> FastAPI:

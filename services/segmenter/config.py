@@ -11,6 +11,12 @@ class SegmenterSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerS
     port: int = Field(8003, description="HTTP port")
     consumer_batch: int = 128
     consumer_concurrency: int = 2
+    segment_backfill_chunk: int = Field(
+        2000, ge=1, description="profiles per transaction when storing a new segment's members (in the background past the first chunk)"
+    )
+    segment_backfill_poll_seconds: float = Field(
+        2.0, gt=0, description="how often a replica looks for segments still computing (one created here wakes it at once)"
+    )
 
 
 @lru_cache

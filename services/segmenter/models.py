@@ -1,9 +1,9 @@
 """Segmenter tables: segment definitions, stored memberships, and the outbox of membership changes."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import DateTime, Index, String, func
+from sqlalchemy import DateTime, Index, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -22,6 +22,14 @@ class Segment(Base):
     name: Mapped[str] = mapped_column(String(200))
     filter: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When today's members were all stored; until then the segment is `computing`: its members are
+    # being stored in chunks, in profile id order, and `backfilled_through` is the last id done.
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    backfilled_through: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def status(self) -> Literal["computing", "ready"]:
+        return "ready" if self.ready_at is not None else "computing"
 
 
 class Membership(Base):

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, literal, select, text
+from sqlalchemy import ColumnElement, delete, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,14 +56,38 @@ async def is_member(session: AsyncSession, workspace_id: str, segment_id: str, p
     return found is not None
 
 
-async def backfill(session: AsyncSession, workspace_id: str, segment_id: str, condition: ColumnElement[bool]) -> None:
-    """Store today's members of a new segment in one INSERT … SELECT."""
+async def backfill_chunk(
+    session: AsyncSession, segment: Segment, condition: ColumnElement[bool], size: int
+) -> str | None:
+    """Store the members among the next `size` profiles (in id order) after `segment.backfilled_through`.
+
+    Each profile of the chunk is locked first, as a re-evaluation locks it, so a concurrent change
+    is applied either before this chunk reads it or after: never a membership from a stale read.
+    Returns the chunk's last profile id, or None when no profile is left after this chunk.
+    """
     p = segment_profiles.c
-    members = select(literal(workspace_id), literal(segment_id), p.profile_id, p.user_id).where(
-        p.workspace_id == workspace_id, condition
+    ws = segment.workspace_id
+    after = segment.backfilled_through
+    chunk = select(p.profile_id).where(p.workspace_id == ws).order_by(p.profile_id).limit(size)
+    ids = list(await session.scalars(chunk.where(p.profile_id > after) if after is not None else chunk))
+    if not ids:
+        return None
+    await lock_profiles(session, ws, ids)
+    members = select(literal(ws), literal(segment.id), p.profile_id, p.user_id).where(
+        p.workspace_id == ws, p.profile_id.in_(ids), condition
     )
     await session.execute(
-        insert(Membership).from_select(["workspace_id", "segment_id", "profile_id", "user_id"], members)
+        pg_insert(Membership)
+        .from_select(["workspace_id", "segment_id", "profile_id", "user_id"], members)
+        .on_conflict_do_nothing()
+    )
+    return ids[-1] if len(ids) == size else None
+
+
+async def claim_computing(session: AsyncSession) -> Segment | None:
+    """The oldest segment whose members are still being stored, locked for this transaction (others skip it)."""
+    return await session.scalar(
+        select(Segment).where(Segment.ready_at.is_(None)).order_by(Segment.created_at).limit(1).with_for_update(skip_locked=True)
     )
 
 
@@ -120,3 +144,15 @@ async def lock_profile(session: AsyncSession, workspace_id: str, profile_id: str
         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 1))"),
         {"k": f"{workspace_id}\x1f{profile_id}"},
     )
+
+
+async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: list[str]) -> None:
+    """Lock profiles for this transaction as `lock_profile` does, in the order re-evaluations take
+    them (`reevaluate_many` sorts by profile id in code point order), so the two never deadlock."""
+    keys = [f"{workspace_id}\x1f{profile_id}" for profile_id in sorted(profile_ids)]
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(k, 1)) FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, i) ORDER BY i"),
+        {"keys": keys},
+    )
+
+

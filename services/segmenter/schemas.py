@@ -1,7 +1,7 @@
 """Segmenter API shapes."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -27,6 +27,9 @@ class SegmentOut(BaseModel):
     name: str
     filter: dict[str, Any]
     size: int
+    status: Literal["computing", "ready"] = Field(
+        description="`computing` while a new segment's members are stored in the background; entered / exited events begin when `ready`"
+    )
     created_at: datetime
 
 

@@ -1,6 +1,8 @@
 """Segmenter use cases: define segments, count them, re-evaluate one changed profile."""
 
+import asyncio
 import secrets
+from contextlib import suppress
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -8,14 +10,16 @@ from typing import Any
 import orjson
 import structlog
 from sqlalchemy import ColumnElement
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel.contracts import AudienceAnswer, AudienceQuery, MembershipChanged, ProfileChanged
-from kernel.errors import NotFound, Unprocessable
+from kernel.db import unit_of_work
+from kernel.errors import NotFound, Unprocessable, is_dependency_outage
 from services.segmenter import domain, repository
 from services.segmenter.models import Segment
 
 log = structlog.get_logger(__name__)
+BACKFILL_CHUNK = 2000  # profiles per transaction when storing a new segment's members
 # Stored segments whose filter today's limits refuse, already logged by this process.
 _refused_logged: set[str] = set()
 
@@ -57,7 +61,9 @@ def stored_condition(segment: Segment) -> ColumnElement[bool] | None:
         return None
 
 
-async def create_segment(session: AsyncSession, workspace_id: str, name: str, filter_tree: dict[str, Any]) -> Segment:
+async def create_segment(
+    session: AsyncSession, workspace_id: str, name: str, filter_tree: dict[str, Any], chunk: int = BACKFILL_CHUNK
+) -> Segment:
     """Validate and store a segment, and record who is in it today.
 
     The filter is parsed before anything else touches it (serializing, compiling, storing), so every
@@ -70,8 +76,59 @@ async def create_segment(session: AsyncSession, workspace_id: str, name: str, fi
         raise Unprocessable([{"loc": exc.path.split("."), "msg": exc.message}], error="invalid_filter") from exc
     segment = Segment(id=f"seg_{secrets.token_hex(8)}", workspace_id=workspace_id, name=name, filter=filter_tree)
     await repository.add_segment(session, segment)
-    await repository.backfill(session, workspace_id, segment.id, condition)
+    # A workspace of up to one chunk of profiles is done now; a larger one is `computing` until the
+    # background backfill (`run_backfills`) has stored the rest, and the answer does not wait for it.
+    await backfill_step(session, segment, condition, chunk)
     return segment
+
+
+async def backfill_step(session: AsyncSession, segment: Segment, condition: ColumnElement[bool], chunk: int) -> None:
+    """Store one more chunk of the segment's members; mark it ready when no profile is left."""
+    last = await repository.backfill_chunk(session, segment, condition, chunk)
+    if last is None:
+        segment.ready_at = datetime.now(UTC)
+    else:
+        segment.backfilled_through = last
+    await session.flush()
+
+
+async def backfill_next(sessions: async_sessionmaker[AsyncSession], chunk: int) -> bool:
+    """One chunk of the oldest computing segment, in its own transaction; False when none is computing.
+
+    Replicas skip a segment another is working on. A segment whose stored filter today's limits
+    refuse is marked ready with the members it has (it is not re-evaluated either, see stored_condition).
+    """
+    async with unit_of_work(sessions) as session:
+        segment = await repository.claim_computing(session)
+        if segment is None:
+            return False
+        condition = stored_condition(segment)
+        if condition is None:
+            segment.ready_at = datetime.now(UTC)
+            return True
+        await backfill_step(session, segment, condition, chunk)
+        if segment.ready_at is not None:
+            log.info("segment_ready", workspace_id=segment.workspace_id, segment_id=segment.id)
+        return True
+
+
+async def run_backfills(
+    sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event, wake: asyncio.Event, chunk: int, poll_seconds: float
+) -> None:
+    """Store new segments' members in the background until stopped: chunk after chunk while any segment
+    is computing, then wait for `wake` (a segment was created here) or the next poll (one elsewhere)."""
+    while not stop.is_set():
+        try:
+            busy = await backfill_next(sessions, chunk)
+        except Exception as exc:  # the database is down, or a deadlock: the chunk is retried
+            busy = False
+            log.warning("segment_backfill_failed", error_type=type(exc).__name__, exc_info=not is_dependency_outage(exc))
+        if busy:
+            await asyncio.sleep(0)  # let requests and the consumer in between chunks
+            continue
+        wake.clear()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(_first(stop, wake), poll_seconds)
 
 
 async def get_segment(session: AsyncSession, workspace_id: str, segment_id: str) -> Segment:
@@ -119,12 +176,16 @@ async def reevaluate(session: AsyncSession, change: ProfileChanged, segments: li
             )
         )
 
+    # A computing segment's members are kept, but announced only once it is ready: before that,
+    # "entered" would often mean "was already in it when the segment was made".
+    announced = {s.id for s in segments if s.ready_at is not None}
     for merged in change.merged_profile_ids:
         await repository.lock_profile(session, ws, merged)
         gone = sorted(await repository.memberships_of(session, ws, merged))
         await repository.leave(session, ws, merged, gone)
         for segment_id in gone:
-            note(segment_id, merged, None, "exited")
+            if segment_id in announced:
+                note(segment_id, merged, None, "exited")
 
     conditions = {s.id: c for s in segments if (c := stored_condition(s)) is not None}
     if not conditions:
@@ -139,9 +200,11 @@ async def reevaluate(session: AsyncSession, change: ProfileChanged, segments: li
     await repository.enter(session, ws, change.profile_id, change.user_id, entered)
     await repository.leave(session, ws, change.profile_id, exited)
     for segment_id in entered:
-        note(segment_id, change.profile_id, change.user_id, "entered")
+        if segment_id in announced:
+            note(segment_id, change.profile_id, change.user_id, "entered")
     for segment_id in exited:
-        note(segment_id, change.profile_id, change.user_id, "exited")
+        if segment_id in announced:
+            note(segment_id, change.profile_id, change.user_id, "exited")
     return out
 
 
@@ -158,3 +221,13 @@ async def check_member(session: AsyncSession, query: AudienceQuery) -> AudienceA
         session, query.workspace_id, query.profile_id, {segment.id: condition}
     )
     return AudienceAnswer(member=bool(verdicts and verdicts[segment.id]))
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return once any of the events is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
