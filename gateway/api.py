@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import ratelimit, service
 from gateway.config import get_settings
 from kernel import signing
-from kernel.errors import NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable
+from kernel.errors import NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UpstreamTimeout
 from kernel.logging import CORRELATION_HEADER, current_correlation_id
 from kernel.web import JSON, Res, Resources
 
@@ -61,6 +61,16 @@ async def _call(
     auth = signing.GatewayAuth(request.app.state.signer, workspace_id)
     try:
         return await res.http.request(method, url, content=body, headers=_upstream_headers(request), auth=auth)
+    except httpx.TimeoutException as exc:
+        if not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):  # it reached the service, which may finish
+            upstream = httpx.URL(url).netloc.decode()
+            log.warning("upstream_timed_out", upstream=upstream, error_type=type(exc).__name__)
+            raise UpstreamTimeout(
+                f"an internal service did not answer within {get_settings().upstream_timeout_seconds:g} s; "
+                "the request may still take effect: check before repeating it"
+            ) from exc
+        log.warning("upstream_unreachable", upstream=httpx.URL(url).netloc.decode(), error_type=type(exc).__name__)
+        raise Unavailable(f"an internal service is unreachable ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
         log.warning("upstream_unreachable", upstream=httpx.URL(url).netloc.decode(), error_type=type(exc).__name__)
         raise Unavailable(f"an internal service is unreachable ({type(exc).__name__})") from exc

@@ -88,6 +88,13 @@ class Unavailable(HeraldError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class UpstreamTimeout(HeraldError):
+    """A service took longer than the gateway waits: it may still finish, so this is not "unavailable"."""
+
+    status_code = 504
+    error = "upstream_timeout"
+
+
 class TransientError(Exception):
     """A failure worth retrying later (bus consumers `nak` with a delay)."""
 

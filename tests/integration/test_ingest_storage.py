@@ -55,3 +55,31 @@ async def test_postgres_down_means_503_for_an_unknown_key_and_a_degraded_but_rea
         # Still ready: it serves known write keys from its cache, so Kubernetes must keep it in rotation.
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "degraded" and "postgresql" in ready.json()["degraded"]
+
+
+async def test_a_service_too_slow_to_answer_is_a_504_saying_it_may_still_apply_not_a_503(infra, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from gateway.app import build as build_gateway
+    from gateway.config import get_settings as gateway_settings
+    from herald.stack import create_workspace
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # reads nothing, answers nothing: a service stuck on a long request
+
+    server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    created = await create_workspace(infra.database_url, "slow")
+    try:
+        env = {"HERALD_INGEST_URL": f"http://127.0.0.1:{port}", "HERALD_UPSTREAM_TIMEOUT_SECONDS": "0.5"}
+        async with running(build_gateway, gateway_settings, workspace_id, **env) as client:
+            r = await client.post("/v1/track", json={"userId": "u", "event": "e"}, auth=(created["write_key"], ""))
+        assert r.status_code == 504, r.text
+        assert r.json()["error"] == "upstream_timeout" and "may still take effect" in r.json()["detail"]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
