@@ -72,9 +72,15 @@ def storable(value: Any, loc: Loc = ()) -> Any:
 
 
 def refuse_nul(text: str, what: str) -> str:
-    """`text` unchanged, or ValueError (a 422 where a schema calls it): PostgreSQL cannot store U+0000."""
+    """`text` unchanged, or ValueError (a 422 where a schema calls it): PostgreSQL cannot store U+0000.
+
+    Nor a lone surrogate, which no UTF-8 encoder (orjson, asyncpg) writes: JSON carries one as `"\\ud800"`,
+    Python's parser (FastAPI's) reads it, and only values pydantic types as `str` are refused on the way in.
+    """
     if "\x00" in text:
         raise ValueError(f"{what} must not contain NUL (\\u0000)")
+    if not text.isascii() and _SURROGATE.search(text):
+        raise ValueError(f"{what} must not contain a lone UTF-16 surrogate, which is not Unicode")
     return text
 
 
