@@ -6,8 +6,10 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlencode
 
 import httpx
+import orjson
 import structlog
 from fastapi import APIRouter, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import ratelimit, service
@@ -238,7 +240,23 @@ def _service_for(route: ApiRoute) -> str:
     return services[route.upstream]
 
 
-@router.api_route("/api/v1/{path:path}", methods=API_METHODS, tags=["api"])
+class _AnyCharacters(Convertor[str]):
+    """A path parameter of any characters, line feeds included (Starlette's `path` is `.*`, which
+    stops at one: a user id with a line feed, stored from an SDK call, could not be read back)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anything", _AnyCharacters())
+
+
+@router.api_route("/api/v1/{path:anything}", methods=API_METHODS, tags=["api"])
 async def api_proxy(path: str, request: Request, res: Res) -> Response:
     """The internal API (users, segments, campaigns), authenticated by `Authorization: Bearer`.
 
@@ -266,9 +284,13 @@ async def _user_messages(request: Request, workspace_id: str, path: str) -> Resp
     """
     settings = get_settings()
     sends = await _call(request, "GET", f"{settings.scheduler_url}/api/v1/{path}", workspace_id)
-    deliveries = await _call(request, "GET", f"{settings.dispatcher_url}/api/v1/{path}", workspace_id)
-    for upstream in (sends, deliveries):
-        if upstream.status_code != 200:
-            return _relay(upstream)
-    merged = service.merge_messages(sends.json()["messages"], deliveries.json()["messages"])
-    return JSON({"messages": merged})
+    if sends.status_code != 200:
+        return _relay(sends)
+    page = sends.json()["messages"]
+    # The deliveries of exactly this page's sends: a page of the delivery log by its own order
+    # would miss some of them (a delayed send is delivered after newer ones) and add others.
+    lookup = orjson.dumps({"send_ids": [m["send_id"] for m in page]})
+    deliveries = await _call(request, "POST", f"{settings.dispatcher_url}/api/v1/deliveries/lookup", workspace_id, lookup)
+    if deliveries.status_code != 200:
+        return _relay(deliveries)
+    return JSON({"messages": service.merge_messages(page, deliveries.json()["messages"])})

@@ -67,6 +67,15 @@ async def claim_interrupted(session: AsyncSession, started_before: datetime, lim
     return list(rows)
 
 
+async def deliveries_of_sends(session: AsyncSession, workspace_id: str, send_ids: list[str]) -> list[Delivery]:
+    if not send_ids:
+        return []
+    rows = await session.scalars(
+        select(Delivery).where(Delivery.workspace_id == workspace_id, Delivery.send_id.in_(send_ids))
+    )
+    return list(rows)
+
+
 async def deliveries_for_user(session: AsyncSession, workspace_id: str, user_id: str, limit: int) -> list[Delivery]:
     rows = await session.scalars(
         select(Delivery)

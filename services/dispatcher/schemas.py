@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from kernel.contracts import DeliveryStatus
 
@@ -25,3 +25,9 @@ class DeliveryOut(BaseModel):
 
 class DeliveryList(BaseModel):
     messages: list[DeliveryOut]
+
+
+class DeliveryLookup(BaseModel):
+    """The sends whose deliveries the gateway wants: one page of a user's sends."""
+
+    send_ids: list[str] = Field(max_length=500)

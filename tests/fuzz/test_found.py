@@ -2,8 +2,6 @@
 
 from typing import Any
 
-import pytest
-
 from tests.fuzz.conftest import STORED_BOUND_SECONDS, Fuzz, api_json, eventually, path_segment
 
 
@@ -43,12 +41,6 @@ async def user_with_a_line_feed_is_shown(fuzz: Fuzz) -> None:
     assert [e["message_id"] for e in response.json()["events"]] == [message_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway's `/api/v1/{path:path}` route does not match a path whose decoded form holds a line feed "
-    "(Starlette's `path` convertor is `.*`): such a user's calls are stored, and the API answers 404 `no route at "
-    "this path`. Once fixed, drop this mark and the line-feed exception in test_segment_calls.py",
-)
 def test_a_user_id_with_a_line_feed_reads_back(fuzz: Fuzz) -> None:
     fuzz.run(user_with_a_line_feed_is_shown(fuzz))
 
@@ -80,11 +72,5 @@ async def a_send_delivered_after_a_hundred_others(fuzz: Fuzz) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway joins the scheduler's newest `limit` sends with the dispatcher's newest `limit` deliveries "
-    "(gateway/service.py merge_messages), each in its own order: past `limit` sends, some delivered ones show the "
-    "scheduler's `requested`, and the list holds more than `limit` entries",
-)
 def test_a_user_with_more_sends_than_a_page_sees_each_with_its_status(fuzz: Fuzz) -> None:
     fuzz.run(a_send_delivered_after_a_hundred_others(fuzz))
