@@ -1,11 +1,16 @@
-"""The six scenarios. Each measures Herald and, in the same run, the raw part it is built from."""
+"""The seven scenarios. Each measures Herald and, in the same run, the raw part it is built from."""
 
 import asyncio
+import os
+import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,6 +20,7 @@ import orjson
 from nats.js.api import StreamConfig
 
 from bench.harness import Env, Figure, RssSampler, parse_only_server
+from herald.stack import set_rate_limits
 from kernel.contracts import SendRequested, send_subject
 from services.profiles.domain import USER
 
@@ -33,13 +39,17 @@ class Size:
     segment_users: int
     segment_events_per_user: int
     dispatch_sends: int
+    fairness_rate: int  # the quiet workspace's track calls per second
+    fairness_seconds: float  # how long each phase lasts: the quiet workspace alone, or beside one burst
+    fairness_limits: tuple[int, ...]  # the noisy workspace's SDK limits per second; it bursts at BURST times each
+    fairness_rounds: int  # how many times the phases (alone, then each burst) are run in turn
     clients: int = 8
     drain_timeout: float = 240.0
 
 
 SIZES = {
-    "tiny": Size("tiny", 2_000, 400, 40, 50, 2, 10, 2_000, 3, 200, clients=4, drain_timeout=60),
-    "full": Size("full", 100_000, 50_000, 5_000, 500, 10, 50, 1_000_000, 3, 5_000, drain_timeout=150),
+    "tiny": Size("tiny", 2_000, 400, 40, 50, 2, 10, 2_000, 3, 200, 10, 2, (10,), 1, clients=4, drain_timeout=60),
+    "full": Size("full", 100_000, 50_000, 5_000, 500, 10, 50, 1_000_000, 3, 5_000, 20, 10, (20, 200), 3, drain_timeout=150),
 }
 TARGETS = {
     "ingest": 20_000.0, "profile": 10_000.0, "trigger_p99_ms": 250.0, "membership_p99_ms": 1_000.0,
@@ -481,6 +491,195 @@ async def dispatch(env: Env, size: Size, advance: Progress) -> list[Figure]:
                    "raw httpx POSTs, 16 at a time", raw, TARGETS["dispatch"], note=f"{n:,} sends")]
 
 
+# --- 7. fairness ---------------------------------------------------------------------------
+
+BURST = 10  # the noisy workspace offers this many times its SDK limit
+BURST_CONNECTIONS = 64
+# The gateway re-reads workspaces' limits every HERALD_RATE_LIMIT_SYNC_SECONDS (0.5 s in the bench's
+# stack); a burst that started sooner would meet the default limit for its first moments.
+LIMIT_APPLIED_SECONDS = 1.5
+QUIET_USER = "quiet-u0"  # the profile the quiet workspace reads back through the API
+
+
+@dataclass
+class QuietRun:
+    """What the quiet workspace saw in the runs of its steady load of one kind (alone, or beside one burst)."""
+
+    track_ms: list[float] = field(default_factory=list)
+    read_ms: list[float] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)  # messageIds answered 200
+    other: Counter[str] = field(default_factory=Counter)  # answers that were not 200, by call and status
+
+
+@dataclass
+class BurstRun:
+    """What the noisy workspace's bursts at one limit got, over every round."""
+
+    sent: int = 0
+    seconds: float = 0.0
+    skipped: int = 0  # calls not sent on time because every connection was busy
+    statuses: Counter[str] = field(default_factory=Counter)
+    limits: set[int] = field(default_factory=set)  # the limits its 429s stated
+
+    def add(self, counts: dict[str, Any]) -> None:
+        """Add one burst's counts, as bench/burst.py printed them."""
+        self.sent += counts["sent"]
+        self.seconds += counts["seconds"]
+        self.skipped += counts["skipped"]
+        self.statuses.update(counts["statuses"])
+        self.limits.update(counts["limits"])
+
+
+async def quiet_load(env: Env, ws: dict[str, str], size: Size, phase: str, run: QuietRun, advance: Progress) -> None:
+    """The quiet workspace's steady load for one phase, noted in `run`: `fairness_rate` track calls a
+    second, and with every tenth an API GET of a profile; each timed from when it was due, as in the
+    trigger scenario."""
+    count = int(size.fairness_rate * size.fairness_seconds)
+    async with env.sdk(ws, limits=_limits(32)) as sdk, env.api(ws, limits=_limits(8)) as api:
+        async def track(i: int, due: float) -> None:
+            message_id = f"quiet-{phase}-{i}"
+            body = {"userId": f"quiet-u{i % 100}", "event": "Quiet Step", "messageId": message_id, "properties": {"i": i}}
+            r = await sdk.post("/v1/track", json=body)
+            run.track_ms.append((time.time() - due) * 1000)
+            if r.status_code == 200:
+                run.accepted.append(message_id)
+            else:
+                run.other[f"track {r.status_code}"] += 1
+
+        async def read(due: float) -> None:
+            r = await api.get(f"/api/v1/users/{QUIET_USER}")
+            run.read_ms.append((time.time() - due) * 1000)
+            if r.status_code != 200:
+                run.other[f"GET {r.status_code}"] += 1
+
+        async def send(i: int, due: float) -> None:
+            await asyncio.gather(track(i, due), *([read(due)] if i % 10 == 0 else []))
+
+        await paced(count, size.fairness_rate, send, advance, in_flight=32)
+
+
+async def _read_profile(env: Env, ws: dict[str, str]) -> None:
+    """Identify the profile the quiet load reads, and wait until the API serves it."""
+    async with env.sdk(ws) as sdk, env.api(ws) as api:
+        (await sdk.post("/v1/identify", json={"userId": QUIET_USER, "traits": {"plan": "pro"}})).raise_for_status()
+        for _ in range(300):
+            if (await api.get(f"/api/v1/users/{QUIET_USER}")).status_code == 200:
+                return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"profile {QUIET_USER} not readable within 30s")
+
+
+async def _stored(env: Env, workspace_id: str, message_ids: list[str], timeout: float) -> int:
+    """How many of these events the profiles service has stored, waiting up to `timeout` for all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stored: int = await env.db.fetchval(
+            "SELECT count(*) FROM profiles.events WHERE workspace_id = $1 AND message_id = ANY($2::text[])",
+            workspace_id, message_ids,
+        )
+        if stored >= len(message_ids) or time.monotonic() > deadline:
+            return stored
+        await asyncio.sleep(0.25)
+
+
+async def _beside_burst(env: Env, noisy: dict[str, str], limit: int, beside: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    """Run `beside` while the noisy workspace bursts at BURST times `limit` from its own process
+    (bench/burst.py); returns the burst's counts."""
+    burst = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.burst", env.url("gateway"), noisy["write_key"], str(BURST * limit),
+        str(BURST_CONNECTIONS), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert burst.stdin is not None and burst.stdout is not None
+    try:
+        if (await asyncio.wait_for(burst.stdout.readline(), 30)).strip() != b"started":
+            raise RuntimeError("the burst did not start")
+        await beside()
+        burst.stdin.write(b"stop\n")
+        await burst.stdin.drain()
+        counts: dict[str, Any] = orjson.loads(await asyncio.wait_for(burst.stdout.readline(), 60))
+        await burst.wait()
+    finally:
+        if burst.returncode is None:
+            burst.kill()
+            await burst.wait()
+    if counts["limits"] not in ([], [limit]):
+        raise RuntimeError(f"the gateway refused the noisy workspace at {counts['limits']}/s, not at its own {limit}/s")
+    return counts
+
+
+async def fairness(env: Env, size: Size, advance: Progress) -> list[Figure]:
+    quiet, noisy = await env.workspace("bench-quiet"), await env.workspace("bench-noisy")
+    await _read_profile(env, quiet)
+    # Alone and beside each burst in turn, round after round: a machine whose background load
+    # changes during the run (a shared one) then weighs on the baseline and the bursts alike.
+    phases: list[int | None] = [None, *size.fairness_limits] * size.fairness_rounds
+    alone, beside = QuietRun(), {limit: QuietRun() for limit in size.fairness_limits}
+    bursts = {limit: BurstRun() for limit in size.fairness_limits}
+
+    def step(share: float) -> None:
+        advance(share * 0.9 / len(phases))
+
+    for n, limit in enumerate(phases):
+        applied = time.monotonic()
+        if limit is not None:
+            # What `herald rate-limits WS --sdk N` does; every gateway replica applies it within a second.
+            if not await set_rate_limits(env.database_url, noisy["workspace_id"], {"sdk": limit}):
+                raise RuntimeError("the noisy workspace was not found")
+            applied += LIMIT_APPLIED_SECONDS
+        await env.drop(noisy["workspace_id"])  # the last burst's backlog must not load this phase
+        await env.settle()
+        await asyncio.sleep(max(0.0, applied - time.monotonic()))
+        if limit is None:
+            await quiet_load(env, quiet, size, f"alone-{n}", alone, step)
+        else:
+            load = partial(quiet_load, env, quiet, size, f"burst{limit}-{n}", beside[limit], step)
+            bursts[limit].add(await _beside_burst(env, noisy, limit, load))
+    accepted = alone.accepted + [m for run in beside.values() for m in run.accepted]
+    stored = await _stored(env, quiet["workspace_id"], accepted, size.drain_timeout)
+    for ws in (quiet, noisy):
+        await env.drop(ws["workspace_id"])
+    advance(0.1)
+    return _fairness_figures(size, alone, beside, bursts, stored)
+
+
+def _fairness_figures(
+    size: Size, alone: QuietRun, beside: dict[int, QuietRun], bursts: dict[int, BurstRun], stored: int
+) -> list[Figure]:
+    name, figures = "7. Fairness", []
+    for n, (limit, burst) in enumerate(bursts.items()):
+        under, level = beside[limit], f"{BURST}× a {limit}/s limit"
+        setup = (f"quiet: {size.fairness_rate} track calls/s, {size.fairness_rounds} rounds of {size.fairness_seconds:.0f}s "
+                 f"alone then {size.fairness_seconds:.0f}s beside each burst" if n == 0 else "")
+        figures += [
+            Figure(name, f"quiet p{p} beside a burst at {level}: track call due → answered",
+                   _percentile(under.track_ms, p), "ms", f"quiet alone p{p}", _percentile(alone.track_ms, p),
+                   2 * _percentile(alone.track_ms, 99) if p == 99 else None, higher_is_better=False,
+                   note=setup if p == 50 else ("target: 2× the p99 alone" if p == 99 else ""))
+            for p in (50, 95, 99)
+        ]
+        others = {k: v for k, v in burst.statuses.items() if k not in ("200", "429")}
+        skipped = f"; {burst.skipped:,} not sent on time (every connection busy)" if burst.skipped else ""
+        figures += [
+            Figure(name, f"quiet p99 beside a burst at {level}: API GET due → answered", _percentile(under.read_ms, 99),
+                   "ms", "quiet alone p99", _percentile(alone.read_ms, 99), higher_is_better=False,
+                   note=f"{len(under.read_ms)} GETs /api/v1/users/{{id}}, one per 10 track calls"),
+            Figure(name, f"noisy at {level}: answered 200 (admitted)", burst.statuses["200"] / burst.seconds, "calls/s",
+                   note=f"{burst.statuses['200']:,} of {burst.sent:,} calls sent at {BURST * limit:,}/s over "
+                   f"{burst.seconds:.0f}s on {BURST_CONNECTIONS} connections{skipped}"),
+            Figure(name, f"noisy at {level}: answered 429", burst.statuses["429"] / burst.seconds, "calls/s",
+                   note=f"{burst.statuses['429']:,} calls" + (f"; other answers {others}" if others else "")),
+        ]
+    runs = [alone, *beside.values()]
+    sent = sum(len(run.track_ms) for run in runs)
+    answered = sum(len(run.accepted) for run in runs)
+    refused = sum((run.other for run in runs), Counter[str]())
+    figures.append(Figure(name, "quiet track calls answered 200 and stored", 100 * stored / sent, "%", target=100.0,
+                          note=f"{sent:,} sent, {answered:,} answered 200, {stored:,} stored"
+                          + (f"; not 200: {dict(refused)}" if refused else "")))
+    return figures
+
+
 # --- 6. memory ------------------------------------------------------------------------------
 
 
@@ -498,4 +697,5 @@ SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] =
     "trigger": trigger_latency,
     "segments": segments,
     "dispatch": dispatch,
+    "fairness": fairness,
 }

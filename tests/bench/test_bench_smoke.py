@@ -1,7 +1,9 @@
 """`make bench` at a tiny size, so that every scenario keeps working between real benchmark runs.
 
 Nothing here judges speed: the figures only have to exist, be positive, and come with their
-baselines; the counts the segment scenario checks against hand-written SQL must agree.
+baselines; the counts the segment scenario checks against hand-written SQL must agree, and in the
+fairness scenario the noisy workspace must be refused while every call the quiet one had answered
+200 is stored.
 """
 
 import json
@@ -15,7 +17,7 @@ import psutil
 
 from tests.deploy.manifests import ROOT
 
-SCENARIOS = ("1. Ingest", "2. Event → profile", "3. Trigger latency", "4. Segments", "5. Dispatch", "6. Memory")
+SCENARIOS = ("1. Ingest", "2. Event → profile", "3. Trigger latency", "4. Segments", "5. Dispatch", "6. Memory", "7. Fairness")
 
 
 def test_every_scenario_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
@@ -37,6 +39,14 @@ def test_every_scenario_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
     memory = [f for f in figures if f["scenario"] == "6. Memory"]
     assert {f["metric"].split(": ")[1] for f in memory} == {"gateway", "ingest", "profiles", "segmenter", "scheduler", "dispatcher"}
     assert any("membership" in f["metric"] for f in figures), "the membership latency probe must see entries"
+    assert [f["scenario"] for f in figures] == sorted(f["scenario"] for f in figures), "the table lists scenarios in order"
+    fairness = {f["metric"]: f for f in figures if f["scenario"] == "7. Fairness"}
+    refused = [f for m, f in fairness.items() if m.startswith("noisy") and m.endswith("answered 429")]
+    assert refused and all(f["value"] > 0 for f in refused), "the noisy workspace's burst must pass its limit"
+    stored = fairness["quiet track calls answered 200 and stored"]
+    assert stored["met"], stored
+    quiet = [m.split(":")[1] for m in fairness if m.startswith("quiet p")]
+    assert quiet == [" track call due → answered"] * 3 + [" API GET due → answered"], quiet
 
 
 def _services(parent: psutil.Process) -> list[psutil.Process]:
