@@ -7,6 +7,12 @@ A request is admitted while this replica's count plus the others' last known cou
 the workspace's limit: the limit holds across replicas to within one sync interval. If PostgreSQL
 is unreachable each replica goes on with what it knows (it fails open, it does not stop ingestion).
 
+Within a second the allowance is paced: by a tenth of the way through it, at most
+`BURST_SHARE` + a tenth of the limit has been admitted, and so on. Unpaced, a workspace sending
+at ten times its limit had its whole allowance admitted in the first ~0.1 s of every second, and
+every other workspace's requests in that tenth waited behind it (`make bench`, fairness). Traffic
+at or under the limit that is spread over the second is never refused by the pacing.
+
 The decision is pure (`RateLimiter`); the sync loop is the only I/O.
 """
 
@@ -28,6 +34,7 @@ log = structlog.get_logger(__name__)
 Kind = Literal["sdk", "api"]
 KINDS: tuple[Kind, ...] = ("sdk", "api")
 KEEP_WINDOWS = 5  # seconds of counts kept in memory and in the table
+BURST_SHARE = 0.1  # of a second's limit that may be admitted at once, ahead of the pace
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,9 @@ class RateLimiter:
         key = (workspace_id, kind, window)
         used = self.local[key] + self.others.get(key, 0)
         reset = window + 1 - now
-        if used >= limit:
-            return Decision(False, limit, 0, reset)
+        paced = math.ceil(limit * min(1.0, now - window + BURST_SHARE))
+        if used >= min(limit, paced):
+            return Decision(False, limit, 0, reset)  # none now, whichever bound refused it
         self.local[key] += 1
         return Decision(True, limit, max(0, limit - used - 1), reset)
 

@@ -2,7 +2,7 @@
 
 from gateway.ratelimit import KEEP_WINDOWS, RateLimiter
 
-T = 1_800_000_000.25  # a quarter past some wall-clock second
+T = 1_800_000_000.95  # late in some wall-clock second: the whole allowance is open
 
 
 def test_a_workspace_gets_its_limit_per_second_and_then_429_headers() -> None:
@@ -42,3 +42,21 @@ def test_counts_shared_are_this_replicas_recent_windows_only() -> None:
     limiter.take("ws_a", "sdk", T)
     limiter.absorb({("ws_a", "sdk", int(T)): 7})
     assert limiter.counts(T) == [("ws_a", "sdk", int(T), 2)]
+
+
+def test_a_second_s_allowance_is_paced_over_the_second_not_taken_at_its_start() -> None:
+    limiter = RateLimiter({"sdk": 100, "api": 1})
+    start = float(int(T))
+    at_once = sum(limiter.take("noisy", "sdk", start).allowed for _ in range(1000))
+    assert at_once == 10  # the burst share: a tenth of the limit
+    by_half = sum(limiter.take("noisy", "sdk", start + 0.5).allowed for _ in range(1000))
+    assert at_once + by_half == 60
+    assert sum(limiter.take("noisy", "sdk", start + 0.99).allowed for _ in range(1000)) == 40  # never more than the limit
+    refused = limiter.take("noisy", "sdk", start + 0.99)
+    assert not refused.allowed and refused.headers()["Retry-After"] == "1"
+
+
+def test_traffic_spread_over_the_second_at_the_limit_is_never_refused_by_the_pacing() -> None:
+    limiter = RateLimiter({"sdk": 50, "api": 1})
+    start = float(int(T))
+    assert all(limiter.take("steady", "sdk", start + i / 50).allowed for i in range(50))
