@@ -4,44 +4,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from herald.infra import free_port
-from herald.stack import SERVICES, Stack, StackConfig
-from tests.conftest import SIGNING_KEY, Infra, eventually
-
-
-@pytest.fixture(scope="session")
-def stack(infra: Infra) -> Iterator[Stack]:
-    config = StackConfig(
-        data_dir=infra.root / "stack",
-        database_url=infra.database_url,
-        nats_url=infra.nats_url,
-        gateway_signing_key=SIGNING_KEY,
-        gateway_port=free_port(),
-        smtp_port=free_port(),
-        sink_http_port=free_port(),
-        env="test",
-        log_format="json",
-        service_ports={s: free_port() for s in SERVICES if s != "gateway"},
-        # The sinks listen on 127.0.0.1, which webhooks may reach only when allowed.
-        extra_env={"HERALD_SCHEDULER_POLL_SECONDS": "0.1", "HERALD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"},
-    )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    running = Stack(config, log_dir=infra.root / "logs")
-    try:
-        running.start()
-        running.wait_ready(timeout=60)
-        yield running
-    finally:
-        codes = running.stop()
-        # Every service must stop cleanly on SIGTERM: drained, not killed.
-        assert all(code in (0, -15) for code in codes.values()), f"unclean exits: {codes}"
+from herald.stack import Stack
+from tests.conftest import Infra, eventually
 
 
 @dataclass

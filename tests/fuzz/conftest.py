@@ -10,7 +10,6 @@ after the last example, on the same loop and clients.
 """
 
 import asyncio
-import inspect
 import itertools
 import os
 import tempfile
@@ -28,7 +27,6 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import tests.e2e.conftest as e2e
 from herald.stack import Stack, create_workspace, set_rate_limits
 from kernel.db import make_engine
 from tests.conftest import Infra, eventually
@@ -92,16 +90,6 @@ class Fuzz:
         """Rows of a read-only query, to see what the services stored (the API shows it one user at a time)."""
         async with self.engine.connect() as connection:
             return list(await connection.execute(text(sql), params))
-
-
-@pytest.fixture(scope="package")
-def stack(infra: Infra) -> Iterator[Stack]:
-    """The e2e tier's stack, started by its own fixture, for this package alone and with its own logs.
-
-    A fixture imported into this conftest would be a second session-wide instance all the same; this
-    one stops (and checks that every process drains cleanly) as soon as the fuzz tests are done.
-    """
-    yield from inspect.unwrap(e2e.stack)(Infra(infra.nats_url, infra.database_url, infra.root / "fuzz"))
 
 
 @pytest.fixture
