@@ -74,13 +74,3 @@ async def deliveries_of_sends(session: AsyncSession, workspace_id: str, send_ids
         select(Delivery).where(Delivery.workspace_id == workspace_id, Delivery.send_id.in_(send_ids))
     )
     return list(rows)
-
-
-async def deliveries_for_user(session: AsyncSession, workspace_id: str, user_id: str, limit: int) -> list[Delivery]:
-    rows = await session.scalars(
-        select(Delivery)
-        .where(Delivery.workspace_id == workspace_id, Delivery.user_id == user_id)
-        .order_by(Delivery.created_at.desc())
-        .limit(limit)
-    )
-    return list(rows)

@@ -44,6 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 yield
         finally:
             stop.set()
+            wake.set()  # the backfill loop stops now, not at its next poll
             await responder.stop()  # answers in flight go out before the connection drains
             await asyncio.gather(drain, backfills)
 

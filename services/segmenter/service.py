@@ -116,7 +116,8 @@ async def run_backfills(
     sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event, wake: asyncio.Event, chunk: int, poll_seconds: float
 ) -> None:
     """Store new segments' members in the background until stopped: chunk after chunk while any segment
-    is computing, then wait for `wake` (a segment was created here) or the next poll (one elsewhere)."""
+    is computing, then wait for `wake` (a segment was created here) or the next poll (one elsewhere).
+    As the scheduler's timer: set `wake` after `stop` to end it without waiting out the poll."""
     while not stop.is_set():
         try:
             busy = await backfill_next(sessions, chunk)
@@ -127,8 +128,10 @@ async def run_backfills(
             await asyncio.sleep(0)  # let requests and the consumer in between chunks
             continue
         wake.clear()
+        if stop.is_set():  # stopped (and woken) before the clear: do not wait out the poll
+            break
         with suppress(TimeoutError):
-            await asyncio.wait_for(_first(stop, wake), poll_seconds)
+            await asyncio.wait_for(wake.wait(), poll_seconds)
 
 
 async def get_segment(session: AsyncSession, workspace_id: str, segment_id: str) -> Segment:
@@ -222,12 +225,3 @@ async def check_member(session: AsyncSession, query: AudienceQuery) -> AudienceA
     )
     return AudienceAnswer(member=bool(verdicts and verdicts[segment.id]))
 
-
-async def _first(*events: asyncio.Event) -> None:
-    """Return once any of the events is set."""
-    waits = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
