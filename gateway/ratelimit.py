@@ -7,8 +7,8 @@ A request is admitted while this replica's count plus the others' last known cou
 the workspace's limit: the limit holds across replicas to within one sync interval. If PostgreSQL
 is unreachable each replica goes on with what it knows (it fails open, it does not stop ingestion).
 
-Within a second the allowance is paced: by a tenth of the way through it, at most
-`BURST_SHARE` + a tenth of the limit has been admitted, and so on. Unpaced, a workspace sending
+Within a second the allowance is paced: a quarter of the limit (`BURST_SHARE`) may come at once,
+the rest as the second goes by (a tenth of the way through it, 35 % may have been admitted). Unpaced, a workspace sending
 at ten times its limit had its whole allowance admitted in the first ~0.1 s of every second, and
 every other workspace's requests in that tenth waited behind it (`make bench`, fairness). Traffic
 at or under the limit that is spread over the second is never refused by the pacing.
@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 Kind = Literal["sdk", "api"]
 KINDS: tuple[Kind, ...] = ("sdk", "api")
 KEEP_WINDOWS = 5  # seconds of counts kept in memory and in the table
-BURST_SHARE = 0.1  # of a second's limit that may be admitted at once, ahead of the pace
+BURST_SHARE = 0.25  # of a second's limit that may be admitted at once, ahead of the pace (a tool's burst of calls)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.infra import free_port
-from herald.stack import APPS, SERVICES, create_workspace
+from herald.stack import APPS, SERVICES, create_workspace, set_rate_limits
 from kernel import signing
 from kernel.db import unit_of_work
 from services.profiles.models import Identity
@@ -81,6 +81,8 @@ async def herald(infra: Infra) -> AsyncIterator[Herald]:
         for name in SERVICES:
             running.append(await _serve(name, ports[name]))
         created = await create_workspace(infra.database_url, "routing")
+        # These tests are about routing, not rate limits: room for their bursts of calls.
+        await set_rate_limits(infra.database_url, created["workspace_id"], {"sdk": 100_000, "api": 100_000})
         base = f"http://127.0.0.1:{ports['gateway']}"
         async with (
             httpx.AsyncClient(base_url=base, headers={"authorization": f"Bearer {created['api_key']}"}, timeout=10) as api,

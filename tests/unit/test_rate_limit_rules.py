@@ -48,10 +48,10 @@ def test_a_second_s_allowance_is_paced_over_the_second_not_taken_at_its_start() 
     limiter = RateLimiter({"sdk": 100, "api": 1})
     start = float(int(T))
     at_once = sum(limiter.take("noisy", "sdk", start).allowed for _ in range(1000))
-    assert at_once == 10  # the burst share: a tenth of the limit
+    assert at_once == 25  # the burst share: a quarter of the limit
     by_half = sum(limiter.take("noisy", "sdk", start + 0.5).allowed for _ in range(1000))
-    assert at_once + by_half == 60
-    assert sum(limiter.take("noisy", "sdk", start + 0.99).allowed for _ in range(1000)) == 40  # never more than the limit
+    assert at_once + by_half == 75
+    assert sum(limiter.take("noisy", "sdk", start + 0.99).allowed for _ in range(1000)) == 25  # never more than the limit
     refused = limiter.take("noisy", "sdk", start + 0.99)
     assert not refused.allowed and refused.headers()["Retry-After"] == "1"
 
