@@ -9,9 +9,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -30,6 +30,9 @@ from kernel import signing
 from kernel.contracts import CONSUMERS, workspace_subjects
 
 SIGNING_KEY = signing.new_key_pair()[0]  # the bench stack's gateway key
+
+
+FAILED = "scenario failed"  # the metric of the row that stands for a scenario that could not finish
 
 
 @dataclass
@@ -63,6 +66,74 @@ class Figure:
         return {**asdict(self), "ratio": self.ratio, "met": self.met}
 
 
+@dataclass
+class CpuBudget:
+    """The CPU time each process of the run spent over one measured window, and the work done in it."""
+
+    scenario: str
+    window: str  # what was measured, in words
+    units: int  # how much work was done in the window
+    unit: str  # of what: "event", "send"
+    seconds: float  # wall-clock length of the window
+    cpu: dict[str, float]  # process -> CPU seconds (user + system) in the window
+
+    def micros(self, process: str) -> float:
+        """CPU microseconds this process spent per unit of work."""
+        return 1e6 * self.cpu[process] / self.units if self.units else float("nan")
+
+    @property
+    def total(self) -> float:
+        return sum(self.cpu.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "micros_per_unit": {p: round(self.micros(p), 1) for p in self.cpu},
+                "total_micros_per_unit": round(1e6 * self.total / self.units, 1) if self.units else None}
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of every process of the run: the services, NATS, PostgreSQL with all
+    its backends, the webhook receiver and the bench itself (the load generator)."""
+
+    def __init__(self, pids: dict[str, int], alone: frozenset[str] = frozenset({"bench"})) -> None:
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._alone = alone  # counted without their children (the bench is every other process's parent)
+
+    def read(self) -> dict[str, float]:
+        return {name: _cpu_seconds(proc, name not in self._alone) for name, proc in self._procs.items()}
+
+    @contextmanager
+    def window(self, budgets: list[CpuBudget], scenario: str, window: str, units: int, unit: str) -> Iterator[CpuBudget]:
+        """Measure the block; its budget is appended to `budgets` (the caller may correct `units`
+        on the budget it is given, when the work done is only known at the end)."""
+        budget = CpuBudget(scenario, window, units, unit, 0.0, {})
+        before, started = self.read(), time.perf_counter()
+        yield budget
+        after = self.read()
+        budget.seconds = time.perf_counter() - started
+        budget.cpu = {n: after[n] - before[n] for n in after}
+        budgets.append(budget)
+
+
+def _cpu_seconds(proc: psutil.Process, children: bool) -> float:
+    """A process's CPU time, with its children's if asked: PostgreSQL's backends are children of the
+    postmaster, and those that already exited are counted in its `children_*` times once reaped."""
+    total = 0.0
+    for p in [proc, *(_children(proc) if children else [])]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue  # exited between listing and reading
+        total += t.user + t.system + (t.children_user + t.children_system if p is proc and children else 0.0)
+    return total
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
 class Receiver:
     """The webhook sink (bench/receiver.py) in its own process, like a real endpoint would be."""
 
@@ -78,8 +149,7 @@ class Receiver:
 
     async def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.receiver:app", "--port", str(self.port), "--log-level",
-             "warning", "--no-access-log", "--lifespan", "off"],
+            [sys.executable, "-m", "bench.receiver", str(self.port)],
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         )
         await asyncio.to_thread(wait_for, lambda: port_open(self.port), 30, "webhook receiver", self.proc)
@@ -144,6 +214,12 @@ class Env:
     receiver: Receiver
     nc: NATS  # the bench's own connection, for publishing and consumer state
     db: asyncpg.Pool  # the bench's own pool, for loading data and checking what was stored
+    cpu: CpuMeter
+    budgets: list[CpuBudget] = field(default_factory=list)
+
+    def cpu_window(self, scenario: str, window: str, units: int, unit: str) -> AbstractContextManager[CpuBudget]:
+        """Measure the CPU every process spends in the block, per unit of work (see CpuBudget)."""
+        return self.cpu.window(self.budgets, scenario, window, units, unit)
 
     def url(self, service: str) -> str:
         return self.stack.config.url(service)
@@ -210,8 +286,13 @@ async def started_env() -> AsyncIterator[Env]:
         await receiver.start()
         nc = await nats.connect(nats_server.url)
         db = await asyncpg.create_pool(postgres.url, min_size=1, max_size=4)
+        processes = {name: proc.pid for name, proc in stack.procs.items()}
+        for name, proc in (("nats", nats_server.proc), ("postgres", postgres.proc), ("receiver", receiver.proc)):
+            assert proc is not None
+            processes[name] = proc.pid
+        cpu = CpuMeter({**processes, "bench": os.getpid()})
         try:
-            yield Env(stack, nats_server.url, postgres.url, receiver, nc, db)
+            yield Env(stack, nats_server.url, postgres.url, receiver, nc, db, cpu)
         finally:
             await db.close()
             await nc.close()
@@ -264,6 +345,9 @@ def markdown(figures: list[Figure]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for f in figures:
+        if f.metric == FAILED:
+            rows.append(f"| {f.scenario} | **{FAILED}**: {f.note} | – | – | – | – | **no** |")
+            continue
         target = None if f.target is None else ("≥ " if f.higher_is_better else "< ") + _fmt(f.target, f.unit)
         baseline = f"{f.baseline}: {_fmt(f.baseline_value, f.unit)}" if f.baseline else "–"
         ratio = "–" if f.ratio is None else f"{f.ratio:.2f}"
@@ -272,16 +356,38 @@ def markdown(figures: list[Figure]) -> str:
     return "\n".join(rows)
 
 
-def write_results(figures: list[Figure], size: str, out_dir: Path, seconds: float) -> Path:
+def budget_markdown(budgets: list[CpuBudget]) -> str:
+    """One column per measured window: CPU microseconds per unit of work for each process."""
+    if not budgets:
+        return ""
+    processes = list(budgets[0].cpu)
+    head = "| Process | " + " | ".join(f"{b.scenario}: {b.window} (µs/{b.unit})" for b in budgets) + " |"
+    rows = [head, "|---|" + "---:|" * len(budgets)]
+    for p in processes:
+        rows.append(f"| {p} | " + " | ".join(_fmt(b.micros(p)) for b in budgets) + " |")
+    rows.append("| **all processes** | " + " | ".join(f"**{_fmt(1e6 * b.total / b.units)}**" if b.units else "–" for b in budgets) + " |")
+    rows.append("| work done | " + " | ".join(f"{b.units:,} {b.unit}s in {b.seconds:.1f} s" for b in budgets) + " |")
+    rows.append("| cores busy (of the machine's) | " + " | ".join(f"{b.total / b.seconds:.2f}" if b.seconds else "–" for b in budgets) + " |")
+    return "\n".join(rows)
+
+
+def results_path(out_dir: Path, size: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = out_dir / f"bench-{size}-{stamp}.json"
+    return out_dir / f"bench-{size}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+
+
+def write_results(path: Path, figures: list[Figure], budgets: list[CpuBudget], size: str, seconds: float,
+                  finished: bool) -> None:
+    """Write what is measured so far; called after every scenario, so an interrupted run keeps its figures."""
     document = {
         "size": size,
-        "finished_at": datetime.now(UTC).isoformat(),
+        "finished": finished,
+        "written_at": datetime.now(UTC).isoformat(),
         "seconds": round(seconds, 1),
         "machine": machine(),
         "figures": [f.as_dict() for f in figures],
+        "cpu_budgets": [b.as_dict() for b in budgets],
     }
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    return path
+    partial = path.with_suffix(".tmp")
+    partial.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    partial.replace(path)

@@ -19,7 +19,7 @@ import nats
 import orjson
 from nats.js.api import StreamConfig
 
-from bench.harness import Env, Figure, RssSampler, parse_only_server
+from bench.harness import FAILED, Env, Figure, RssSampler, parse_only_server
 from herald.stack import set_rate_limits
 from kernel.contracts import SendRequested, send_subject
 from services.profiles.domain import USER
@@ -32,10 +32,12 @@ class Size:
     name: str
     ingest_events: int
     profile_events: int
-    profile_users: int
+    profile_users: int  # a workspace whose events land on few profiles (most events update one)...
+    profile_users_many: int  # ...and one whose events mostly create a profile
     trigger_rate: int
     trigger_seconds: float
     trigger_light_rate: int
+    trigger_light_seconds: float
     segment_users: int
     segment_events_per_user: int
     dispatch_sends: int
@@ -48,12 +50,15 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size("tiny", 2_000, 400, 40, 50, 2, 10, 2_000, 3, 200, 10, 2, (10,), 1, clients=4, drain_timeout=60),
-    "full": Size("full", 100_000, 50_000, 5_000, 500, 10, 50, 1_000_000, 3, 5_000, 20, 10, (20, 200), 3, drain_timeout=150),
+    "tiny": Size("tiny", 2_000, 400, 40, 400, 50, 2, 10, 2, 2_000, 3, 200, 10, 2, (10,), 1, clients=4, drain_timeout=60),
+    "full": Size("full", 100_000, 50_000, 5_000, 500_000, 500, 60, 100, 20, 1_000_000, 3, 10_000, 20, 10, (20, 200), 3,
+                 drain_timeout=150),
 }
+# Issue 11's targets. Ratios to a raw baseline are turned into values once the baseline is measured.
 TARGETS = {
-    "ingest": 20_000.0, "profile": 10_000.0, "trigger_p99_ms": 250.0, "membership_p99_ms": 1_000.0,
-    "segment_s": 2.0, "dispatch": 3_000.0, "rss_mb": 200.0,
+    "ingest": 15_000.0, "ingest_ratio": 0.33, "profile": 5_000.0, "trigger_light_p50_ms": 50.0,
+    "trigger_light_p99_ms": 250.0, "trigger_p99_ms": 1_000.0, "membership_p99_ms": 1_000.0, "segment_s": 2.0,
+    "dispatch_ratio": 0.8, "rss_mb": 200.0,
 }
 
 
@@ -132,9 +137,14 @@ async def ingest(env: Env, size: Size, advance: Progress) -> list[Figure]:
     ws = await env.workspace("bench-ingest")
     run = uuid.uuid4().hex[:6]
     step = 1 / 4
-    async with env.sdk(ws, limits=_limits(size.clients)) as sdk:
-        gateway = n / await post_all(sdk, "/v1/batch", _batches(_calls(f"g{run}", n, users)), size.clients,
-                                     lambda s: advance(s * step))
+    # The events flow on downstream while they are posted: profiles and the rest work in these windows
+    # too, and the budget shows it; the gateway's and ingest's rows are what accepting an event costs.
+    await env.settle()
+    with env.cpu_window(LABELS["ingest"], "through the gateway", n, "event"):
+        async with env.sdk(ws, limits=_limits(size.clients)) as sdk:
+            gateway = n / await post_all(sdk, "/v1/batch", _batches(_calls(f"g{run}", n, users)), size.clients,
+                                         lambda s: advance(s * step))
+    await env.drop(ws["workspace_id"])
     async with env.internal("ingest", ws["workspace_id"], limits=_limits(size.clients)) as direct:
         straight = n / await post_all(direct, "/v1/batch", _batches(_calls(f"i{run}", n, users)), size.clients,
                                       lambda s: advance(s * step))
@@ -148,10 +158,13 @@ async def ingest(env: Env, size: Size, advance: Progress) -> list[Figure]:
     raw = await raw_publish_rate(env.nats_url, [sample] * n)
     advance(step)
     unit = "events/s"
+    # Both targets at once: 15K/s, and a third of what parsing alone does on this machine.
+    target = max(TARGETS["ingest"], TARGETS["ingest_ratio"] * parsed)
+    why = f"target: ≥ {TARGETS['ingest']:,.0f}/s and ≥ {TARGETS['ingest_ratio']} of parse-only"
     return [
         Figure("1. Ingest", "gateway /v1/batch (100 per batch)", gateway, unit, "FastAPI parse, no publish", parsed,
-               TARGETS["ingest"], note=f"{n:,} events, {size.clients} clients"),
-        Figure("1. Ingest", "straight to ingest", straight, unit, "FastAPI parse, no publish", parsed, TARGETS["ingest"]),
+               target, note=f"{n:,} events, {size.clients} clients; {why}"),
+        Figure("1. Ingest", "straight to ingest", straight, unit, "FastAPI parse, no publish", parsed, target),
         Figure("1. Ingest", "(raw) nats-py publish_async", raw, unit, note="to a scratch stream on the same server"),
     ]
 
@@ -173,35 +186,103 @@ async def copy_rate(db: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> float:
         return len(rows) / elapsed
 
 
-async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figure]:
-    n, users = size.profile_events, size.profile_users
-    ws = await env.workspace("bench-profiles")
-    calls = _calls(f"e{uuid.uuid4().hex[:6]}", n, users)
-    started = time.perf_counter()
-    async with env.sdk(ws, limits=_limits(size.clients)) as sdk:
-        await post_all(sdk, "/v1/batch", _batches(calls), size.clients, lambda s: advance(s * 0.2))
-    stored, note = 0, f"{n:,} events over {users:,} users"
-    deadline = started + size.drain_timeout
-    while time.perf_counter() < deadline:
-        stored = await env.db.fetchval("SELECT count(*) FROM profiles.events WHERE workspace_id = $1", ws["workspace_id"])
-        advance(0)
-        if stored >= n and await env.consumer_backlog("profiles") == 0:
-            break
-        await asyncio.sleep(0.25)
-    elapsed = time.perf_counter() - started
-    advance(0.6)
-    await env.drop(ws["workspace_id"])  # what did not drain must not slow what follows
+# What a live workspace has defined while its events stream in: every segment is re-evaluated for the
+# profiles an event changes, every campaign's trigger is checked against every event.
+LIVE_SEGMENTS: list[dict[str, Any]] = [
+    {"trait": "plan", "op": "eq", "value": "pro"},
+    {"trait": "country", "op": "in", "value": ["DE", "FR"]},
+    {"all": [{"trait": "plan", "op": "eq", "value": "team"}, {"trait": "country", "op": "eq", "value": "US"}]},
+    {"trait": "ltv", "op": "gt", "value": 100},
+    {"event": "Product Viewed", "count": {"gte": 3}, "within_days": 7},
+    {"event": "Product Viewed", "count": {"gte": 1}, "within_days": 30, "where": [{"property": "price", "op": "gt", "value": 150}]},
+    {"event": "Order Completed", "count": {"gte": 1}, "within_days": 30},
+    {"all": [{"trait": "plan", "op": "eq", "value": "pro"}, {"event": "Product Viewed", "count": {"gte": 5}, "within_days": 30}]},
+    {"any": [{"trait": "country", "op": "eq", "value": "GB"}, {"trait": "plan", "op": "eq", "value": "free"}]},
+    {"event": "Product Viewed", "count": {"gte": 10}},
+]
+
+
+async def live_workspace(env: Env, ws: dict[str, str]) -> None:
+    """Ten segments and ten launched campaigns: eight triggered by events the load never sends, two by
+    the event it sends with a property filter no event passes (checked on every event, never firing)."""
+    async with env.api(ws) as api:
+        for i, tree in enumerate(LIVE_SEGMENTS):
+            (await api.post("/api/v1/segments", json={"name": f"live {i}", "filter": tree})).raise_for_status()
+        message = {"url": env.receiver.url, "body": {"text": "hi {{ user.traits.plan }}"}}
+        for i in range(8):
+            await campaign(api, f"Cart Abandoned {i}", message)
+        for i in range(2):
+            body = {"name": f"bench live {i}", "channel": "webhook", "delay_seconds": 0, "message": message,
+                    "trigger": {"event": "Product Viewed", "where": [{"property": "price", "op": "gt", "value": 10_000 + i}]}}
+            created = await api.post("/api/v1/campaigns", json=body)
+            created.raise_for_status()
+            (await api.post(f"/api/v1/campaigns/{created.json()['id']}/launch")).raise_for_status()
+
+
+def _live_calls(prefix: str, n: int, users: int) -> list[dict[str, Any]]:
+    """Track calls with every tenth an identify that sets the traits the segments read."""
+    calls = _calls(prefix, n, users)
+    plans, countries = ("free", "pro", "team"), ("DE", "FR", "US", "GB", "NL")
+    for i in range(0, n, 10):
+        calls[i] = {"type": "identify", "userId": calls[i]["userId"], "messageId": calls[i]["messageId"],
+                    "traits": {"plan": plans[i % 3], "country": countries[i % 5], "ltv": i % 300}}
+    return calls
+
+
+async def _pipeline(env: Env, ws: dict[str, str], calls: list[dict[str, Any]], size: Size, label: str,
+                    advance: Progress) -> tuple[float, str]:
+    """Post the calls through the gateway and wait until every one is stored on its profile and every
+    consumer downstream (segmenter, scheduler) has caught up; (events per second, a note)."""
+    n, wid = len(calls), ws["workspace_id"]
+    stored, lag = 0, Counter[str]()
+    with env.cpu_window(LABELS["profiles"], label, n, "event") as budget:
+        started = time.perf_counter()
+        deadline = started + size.drain_timeout
+        async with env.sdk(ws, limits=_limits(size.clients)) as sdk:
+            posting = asyncio.create_task(post_all(sdk, "/v1/batch", _batches(calls), size.clients, lambda s: advance(s * 0.2)))
+            while time.perf_counter() < deadline:
+                stored = await env.db.fetchval("SELECT count(*) FROM profiles.events WHERE workspace_id = $1", wid)
+                backlog = {s: await env.consumer_backlog(s) for s in ("profiles", "segmenter", "scheduler")}
+                for service, pending in backlog.items():
+                    lag[service] = max(lag[service], pending)
+                if posting.done() and stored >= n and not any(backlog.values()):
+                    break
+                await asyncio.sleep(0.25)
+            await posting
+        elapsed = time.perf_counter() - started
+        budget.units = stored
+    note = f"{n:,} events over {len({c['userId'] for c in calls}):,} users"
+    note += "; largest backlog " + ", ".join(f"{s} {v:,}" for s, v in lag.items())
     if stored < n:
         note += f"; only {stored:,} stored within {size.drain_timeout:.0f}s (rate over that window)"
+    return stored / elapsed, note
+
+
+async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figure]:
+    figures: list[tuple[int, float, str]] = []
+    first: list[dict[str, Any]] = []
+    for users in (size.profile_users, size.profile_users_many):
+        ws = await env.workspace(f"bench-profiles-{users}")
+        await live_workspace(env, ws)
+        await env.settle()
+        calls = _live_calls(f"e{uuid.uuid4().hex[:6]}", size.profile_events, users)
+        first = first or calls
+        rate, note = await _pipeline(env, ws, calls, size, f"pipeline, {users:,} users", lambda s: advance(s * 0.4))
+        await env.drop(ws["workspace_id"])  # what did not drain must not slow what follows
+        figures.append((users, rate, note))
     rows = [
-        (ws["workspace_id"], c["messageId"], f"p{c['userId']}", "track", c["event"], c["userId"],
-         orjson.dumps(c["properties"]).decode(), datetime.now(UTC))
-        for c in calls
+        ("copy", c["messageId"], f"p{c['userId']}", c["type"], c.get("event", "identify"), c["userId"],
+         orjson.dumps(c.get("properties", c.get("traits"))).decode(), datetime.now(UTC))
+        for c in first
     ]
     baseline = await copy_rate(env.db, rows)
     advance(0.2)
-    return [Figure("2. Event → profile", "accepted → stored on the profile", stored / elapsed, "events/s",
-                   "asyncpg COPY, plain table", baseline, TARGETS["profile"], note=note)]
+    return [
+        Figure(LABELS["profiles"], f"accepted → on the profile, segments and campaigns caught up ({users:,} users)",
+               rate, "events/s", "asyncpg COPY, plain table", baseline, TARGETS["profile"],
+               note=f"10 segments and 10 live campaigns defined; {note}")
+        for users, rate, note in figures
+    ]
 
 
 # --- 3. trigger latency ---------------------------------------------------------------------
@@ -295,7 +376,7 @@ async def _triggered(
 
 def _drain_seconds(seconds: float) -> float:
     """How long to wait for the last webhooks of a trigger run: what has not arrived by then is noted."""
-    return max(30.0, 6 * seconds)
+    return min(120.0, max(30.0, 6 * seconds))
 
 
 async def trigger_latency(env: Env, size: Size, advance: Progress) -> list[Figure]:
@@ -306,17 +387,24 @@ async def trigger_latency(env: Env, size: Size, advance: Progress) -> list[Figur
         await campaign(api, trigger, {"url": env.receiver.url, "body": {"seq": "{{ event.properties.seq }}", "ws": ws["workspace_id"]}})
     rtt = await nats_round_trips(env.nats_url, 1000 if size.name == "full" else 100)
     figures = []
-    # A light load first (the stack keeps up: Herald's own latency), then the target load.
-    runs = [(size.trigger_light_rate, size.trigger_seconds, None), (size.trigger_rate, size.trigger_seconds, TARGETS["trigger_p99_ms"])]
-    for run, (rate, seconds, target) in enumerate(runs):
-        accepted, latencies = await _triggered(env, ws, trigger, rate, seconds, run * 1_000_000, lambda s: advance(s * 0.5))
-        note = f"{accepted:,} events at {rate}/s, webhook campaign, delay 0"
+    # A steady load the stack is held to (Herald's own latency), then the sustained target load.
+    light, heavy = size.trigger_light_rate, size.trigger_rate
+    runs = [
+        (light, size.trigger_light_seconds, {50: TARGETS["trigger_light_p50_ms"], 99: TARGETS["trigger_light_p99_ms"]}),
+        (heavy, size.trigger_seconds, {99: TARGETS["trigger_p99_ms"]}),
+    ]
+    for run, (rate, seconds, targets) in enumerate(runs):
+        await env.settle()
+        with env.cpu_window(LABELS["trigger"], f"{rate}/s", int(rate * seconds), "trigger") as budget:
+            accepted, latencies = await _triggered(env, ws, trigger, rate, seconds, run * 1_000_000, lambda s: advance(s * 0.5))
+            budget.units = len(latencies)
+        note = f"{accepted:,} events at {rate}/s for {seconds:.0f}s, webhook campaign, delay 0"
         if len(latencies) < accepted:
             note += f"; only {len(latencies):,} delivered within {_drain_seconds(seconds):.0f}s of the last"
         figures += [
             Figure("3. Trigger latency", f"p{p} at {rate}/s: track request due → webhook received",
                    _percentile(latencies, p) if latencies else float("nan"), "ms", f"NATS request/reply p{p}",
-                   _percentile(rtt, p), target if p == 99 else None, higher_is_better=False,
+                   _percentile(rtt, p), targets.get(p), higher_is_better=False,
                    note=note if p == 50 else "")
             for p in (50, 95, 99)
         ]
@@ -487,19 +575,21 @@ async def dispatch(env: Env, size: Size, advance: Progress) -> list[Figure]:
     ]
     first = await env.receiver.refresh()
     js = env.nc.jetstream()
-    started = time.perf_counter()
-    for start in range(0, n, 500):
-        acks = [await js.publish_async(send_subject(wid, "webhook"), s.model_dump_json().encode(),
-                                       headers={"Nats-Msg-Id": s.send_id}) for s in sends[start : start + 500]]
-        await asyncio.gather(*acks)
-    if not await env.receiver.wait_for(first + n, timeout=size.drain_timeout):
-        raise TimeoutError(f"{len(env.receiver.arrivals) - first} of {n} sends delivered within {size.drain_timeout:.0f}s")
-    rate = n / (time.perf_counter() - started)
+    with env.cpu_window(LABELS["dispatch"], "webhook sends", n, "send"):
+        started = time.perf_counter()
+        for start in range(0, n, 500):
+            acks = [await js.publish_async(send_subject(wid, "webhook"), s.model_dump_json().encode(),
+                                           headers={"Nats-Msg-Id": s.send_id}) for s in sends[start : start + 500]]
+            await asyncio.gather(*acks)
+        if not await env.receiver.wait_for(first + n, timeout=size.drain_timeout):
+            raise TimeoutError(f"{len(env.receiver.arrivals) - first} of {n} sends delivered within {size.drain_timeout:.0f}s")
+        rate = n / (time.perf_counter() - started)
     advance(0.6)
     raw = await raw_post_rate(env.receiver.url, n, 16)
     advance(0.3)
     return [Figure("5. Dispatch", "sends rendered and delivered (webhook)", rate, "msgs/s",
-                   "raw httpx POSTs, 16 at a time", raw, TARGETS["dispatch"], note=f"{n:,} sends")]
+                   "raw httpx POSTs, 16 at a time", raw, TARGETS["dispatch_ratio"] * raw,
+                   note=f"{n:,} sends; target: ≥ {TARGETS['dispatch_ratio']} of the raw POSTs")]
 
 
 # --- 7. fairness ---------------------------------------------------------------------------
@@ -702,6 +792,16 @@ def memory(sampler: RssSampler) -> list[Figure]:
     ]
 
 
+def failed(name: str, exc: BaseException) -> Figure:
+    """The row of a scenario that did not finish: which, and why (its figures would mislead)."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return Figure(LABELS[name], FAILED, float("nan"), "", note=reason[:300])
+
+
+LABELS = {
+    "ingest": "1. Ingest", "profiles": "2. Event → profile", "trigger": "3. Trigger latency", "segments": "4. Segments",
+    "dispatch": "5. Dispatch", "fairness": "7. Fairness",
+}
 SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] = {
     "ingest": ingest,
     "profiles": event_to_profile,
