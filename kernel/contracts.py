@@ -289,6 +289,10 @@ class ProfileChanged(Contract):
     cause_message_id: str
     changed_traits: list[str] = Field(default_factory=list)
     merged_profile_ids: list[str] = Field(default_factory=list)
+    # What the cause was, so that a consumer can skip what it cannot affect: the event's display name,
+    # and whether it made the profile. None: not known (a re-announcement): assume it may affect anything.
+    event_name: str | None = None
+    created: bool = False
 
     @property
     def subject(self) -> str:

@@ -104,6 +104,7 @@ class _WorkspaceBatch:
         if plan.merge:
             await self._write()
 
+        created = plan.survivor is None
         if plan.survivor is None:
             profile = repository.new_profile(self.ws, f"p_{uuid.uuid4().hex}", plan.user_id, event.timestamp)
             self.session.add(profile)
@@ -145,6 +146,8 @@ class _WorkspaceBatch:
                 cause_message_id=event.message_id,
                 changed_traits=sorted(set(changed)),
                 merged_profile_ids=plan.merge,
+                event_name=event.display_name,
+                created=created,
             ),
         )
 

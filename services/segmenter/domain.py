@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from kernel.contracts import CONDITION_MAX_NAME_LENGTH, CONDITION_OPS, PropertyCondition
+from kernel.contracts import CONDITION_MAX_NAME_LENGTH, CONDITION_OPS, ProfileChanged, PropertyCondition
 from services.profiles.views import segment_events, segment_profiles
 
 OPS = CONDITION_OPS
@@ -324,3 +324,40 @@ def compile_filter(node: Node, now: ColumnElement[Any] | None = None) -> ColumnE
     if node.lte is not None:
         bounds.append(counted <= node.lte)
     return and_(*bounds)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a filter's verdict depends on: the traits it reads and the events it counts."""
+
+    traits: frozenset[str]
+    events: frozenset[str]
+
+
+def reads(node: Node) -> Reads:
+    traits: set[str] = set()
+    events: set[str] = set()
+    stack: list[Node] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Compare):
+            traits.add(n.key)
+        elif isinstance(n, Performed):
+            events.add(n.event)
+        elif isinstance(n, Not):
+            stack.append(n.child)
+        else:
+            stack.extend(n.children)
+    return Reads(frozenset(traits), frozenset(events))
+
+
+def may_affect(filter_reads: Reads, change: ProfileChanged) -> bool:
+    """Whether a profile change can change a filter's verdict for that profile.
+
+    A new profile, a merge, or a change whose cause is not known may change anything; otherwise only a
+    trait the filter reads, or an event it counts. (A count within a window also changes as time
+    passes, with no change to the profile; that is not a change, and is not looked for here.)
+    """
+    if change.created or change.merged_profile_ids or change.event_name is None:
+        return True
+    return change.event_name in filter_reads.events or not filter_reads.traits.isdisjoint(change.changed_traits)

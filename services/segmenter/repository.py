@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select, text
+from sqlalchemy import ColumnElement, delete, func, literal, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -95,60 +95,61 @@ async def evaluate_for_profile(
     session: AsyncSession, workspace_id: str, profile_id: str, conditions: dict[str, ColumnElement[bool]]
 ) -> dict[str, bool] | None:
     """Every segment's verdict for one profile in one query; None if the profile is gone."""
+    return (await evaluate_for_profiles(session, workspace_id, [profile_id], conditions)).get(profile_id)
+
+
+async def evaluate_for_profiles(
+    session: AsyncSession, workspace_id: str, profile_ids: list[str], conditions: dict[str, ColumnElement[bool]]
+) -> dict[str, dict[str, bool]]:
+    """Every segment's verdict for each of these profiles, in one query; a profile that is gone is left out."""
+    if not profile_ids:
+        return {}
     p = segment_profiles.c
     labelled = [cond.label(f"s{i}") for i, cond in enumerate(conditions.values())]
-    row = (
-        await session.execute(
-            select(p.profile_id, *labelled).where(p.workspace_id == workspace_id, p.profile_id == profile_id)
-        )
-    ).first()
-    if row is None:
-        return None
-    return {segment_id: bool(row[i + 1]) for i, segment_id in enumerate(conditions)}
+    rows = await session.execute(
+        select(p.profile_id, *labelled).where(p.workspace_id == workspace_id, p.profile_id.in_(profile_ids))
+    )
+    return {row[0]: {segment_id: bool(row[i + 1]) for i, segment_id in enumerate(conditions)} for row in rows}
 
 
-async def memberships_of(session: AsyncSession, workspace_id: str, profile_id: str) -> set[str]:
-    rows = await session.scalars(
-        select(Membership.segment_id)
-        .where(Membership.workspace_id == workspace_id, Membership.profile_id == profile_id)
+async def memberships_of_many(session: AsyncSession, workspace_id: str, profile_ids: list[str]) -> dict[str, set[str]]:
+    """The segments each of these profiles is stored in (rows locked for this transaction)."""
+    rows = await session.execute(
+        select(Membership.profile_id, Membership.segment_id)
+        .where(Membership.workspace_id == workspace_id, Membership.profile_id.in_(profile_ids))
         .with_for_update()
     )
-    return set(rows)
+    found: dict[str, set[str]] = {}
+    for profile_id, segment_id in rows:
+        found.setdefault(profile_id, set()).add(segment_id)
+    return found
 
 
-async def enter(session: AsyncSession, workspace_id: str, profile_id: str, user_id: str | None, segment_ids: list[str]) -> None:
-    if not segment_ids:
+async def enter_many(session: AsyncSession, workspace_id: str, entered: list[tuple[str, str, str | None]]) -> None:
+    """Store memberships, given as (profile id, segment id, user id)."""
+    if not entered:
         return
     rows: list[dict[str, Any]] = [
-        {"workspace_id": workspace_id, "segment_id": s, "profile_id": profile_id, "user_id": user_id}
-        for s in segment_ids
+        {"workspace_id": workspace_id, "segment_id": s, "profile_id": p, "user_id": u} for p, s, u in entered
     ]
     await session.execute(pg_insert(Membership).values(rows).on_conflict_do_nothing())
 
 
-async def leave(session: AsyncSession, workspace_id: str, profile_id: str, segment_ids: list[str]) -> None:
-    if not segment_ids:
+async def leave_many(session: AsyncSession, workspace_id: str, exited: list[tuple[str, str]]) -> None:
+    """Remove memberships, given as (profile id, segment id)."""
+    if not exited:
         return
     await session.execute(
         delete(Membership).where(
             Membership.workspace_id == workspace_id,
-            Membership.profile_id == profile_id,
-            Membership.segment_id.in_(segment_ids),
+            tuple_(Membership.profile_id, Membership.segment_id).in_(exited),
         )
     )
 
 
-async def lock_profile(session: AsyncSession, workspace_id: str, profile_id: str) -> None:
-    """Serialize re-evaluations of one profile, so entered/exited are published exactly once."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 1))"),
-        {"k": f"{workspace_id}\x1f{profile_id}"},
-    )
-
-
 async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: list[str]) -> None:
-    """Lock profiles for this transaction as `lock_profile` does, in the order re-evaluations take
-    them (`reevaluate_many` sorts by profile id in code point order), so the two never deadlock."""
+    """Serialize work on these profiles until commit (re-evaluations and a new segment's backfill), each
+    batch taking its locks in code point order, so that two never deadlock."""
     keys = [f"{workspace_id}\x1f{profile_id}" for profile_id in sorted(profile_ids)]
     await session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(k, 1)) FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, i) ORDER BY i"),

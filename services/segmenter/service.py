@@ -3,6 +3,7 @@
 import asyncio
 import secrets
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -24,33 +25,47 @@ BACKFILL_CHUNK = 2000  # profiles per transaction when storing a new segment's m
 _refused_logged: set[str] = set()
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A stored filter ready to evaluate: its SQL condition, and what its verdict depends on."""
+
+    condition: ColumnElement[bool]
+    reads: domain.Reads
+
+
 def compiled(filter_tree: dict[str, Any]) -> ColumnElement[bool]:
     """The SQL condition of a filter, compiled once per process; FilterError if the filter rules refuse it."""
-    outcome = _compiled(orjson.dumps(filter_tree, option=orjson.OPT_SORT_KEYS))
+    return prepared(filter_tree).condition
+
+
+def prepared(filter_tree: dict[str, Any]) -> Prepared:
+    """The filter compiled, with what it reads; FilterError if the filter rules refuse it."""
+    outcome = _prepared(orjson.dumps(filter_tree, option=orjson.OPT_SORT_KEYS))
     if isinstance(outcome, domain.FilterError):
         raise domain.FilterError(outcome.path, outcome.message)  # a fresh one: a cached one would grow its traceback
     return outcome
 
 
 @lru_cache(maxsize=4096)
-def _compiled(canonical: bytes) -> ColumnElement[bool] | domain.FilterError:
-    # Every profile change re-evaluates every segment of its workspace: parse and compile once, and
+def _prepared(canonical: bytes) -> Prepared | domain.FilterError:
+    # Every profile change may re-evaluate every segment of its workspace: parse and compile once, and
     # remember a refusal as well, so a refused stored filter is not parsed again on every change.
     try:
-        return domain.compile_filter(domain.parse(orjson.loads(canonical)))
+        tree = domain.parse(orjson.loads(canonical))
+        return Prepared(domain.compile_filter(tree), domain.reads(tree))
     except domain.FilterError as exc:
         return exc
 
 
-def stored_condition(segment: Segment) -> ColumnElement[bool] | None:
-    """The compiled filter of a stored segment, or None if today's limits refuse it.
+def stored_filter(segment: Segment) -> Prepared | None:
+    """The prepared filter of a stored segment, or None if today's limits refuse it.
 
     A segment stored before a limit existed is not evaluated any more (its members stay as they are,
     and its size is its stored members), so one oversized filter cannot stall its workspace's
     re-evaluation; it is logged once per process, with why.
     """
     try:
-        return compiled(segment.filter)
+        return prepared(segment.filter)
     except domain.FilterError as exc:
         if segment.id not in _refused_logged:
             _refused_logged.add(segment.id)
@@ -59,6 +74,12 @@ def stored_condition(segment: Segment) -> ColumnElement[bool] | None:
                 path=exc.path, reason=exc.message,
             )
         return None
+
+
+def stored_condition(segment: Segment) -> ColumnElement[bool] | None:
+    """The compiled filter of a stored segment, or None if today's limits refuse it (see stored_filter)."""
+    found = stored_filter(segment)
+    return found.condition if found is not None else None
 
 
 async def create_segment(
@@ -151,63 +172,88 @@ async def size(session: AsyncSession, segment: Segment) -> int:
 
 
 async def reevaluate_many(session: AsyncSession, changes: list[ProfileChanged]) -> list[MembershipChanged]:
-    """Re-evaluate a batch of changed profiles in one transaction, reading each workspace's segments once.
-
-    Profiles are taken in (workspace, profile) order, so concurrent batches lock them in one order;
-    one profile's changes keep their order.
-    """
-    segments: dict[str, list[Segment]] = {}
+    """Re-evaluate a batch of changed profiles in one transaction: per workspace, its segments are read
+    once and every changed profile is evaluated in one statement, against only the segments its changes
+    may affect (a trait segment when a trait it reads changed, an event segment when an event it counts
+    happened; everything for a new or merged profile)."""
+    by_workspace: dict[str, list[ProfileChanged]] = {}
+    for change in changes:
+        by_workspace.setdefault(change.workspace_id, []).append(change)
     out: list[MembershipChanged] = []
-    for change in sorted(changes, key=lambda c: (c.workspace_id, c.profile_id)):
-        if change.workspace_id not in segments:
-            segments[change.workspace_id] = await repository.list_segments(session, change.workspace_id)
-        out += await reevaluate(session, change, segments[change.workspace_id])
+    for ws in sorted(by_workspace):
+        segments = await repository.list_segments(session, ws)
+        out += await _reevaluate_workspace(session, ws, by_workspace[ws], segments)
     return out
 
 
-async def reevaluate(session: AsyncSession, change: ProfileChanged, segments: list[Segment]) -> list[MembershipChanged]:
-    """Re-evaluate only the changed profile against its workspace's segments."""
-    ws = change.workspace_id
+async def _reevaluate_workspace(
+    session: AsyncSession, ws: str, changes: list[ProfileChanged], segments: list[Segment]
+) -> list[MembershipChanged]:
+    """One workspace's changes, in their order: profiles merged away leave every segment; every other
+    changed profile is evaluated once, at its state now, for the segments any of its changes may affect.
+    Each membership change names the first change that may have caused it."""
     now = datetime.now(UTC)
-    out: list[MembershipChanged] = []
-
-    def note(segment_id: str, profile_id: str, user_id: str | None, what: str) -> None:
-        out.append(
-            MembershipChanged(
-                workspace_id=ws, segment_id=segment_id, profile_id=profile_id, user_id=user_id,
-                change=what, at=now, cause_message_id=change.cause_message_id,  # type: ignore[arg-type]
-            )
-        )
-
+    filters = {s.id: f for s in segments if (f := stored_filter(s)) is not None}
     # A computing segment's members are kept, but announced only once it is ready: before that,
     # "entered" would often mean "was already in it when the segment was made".
     announced = {s.id for s in segments if s.ready_at is not None}
-    for merged in change.merged_profile_ids:
-        await repository.lock_profile(session, ws, merged)
-        gone = sorted(await repository.memberships_of(session, ws, merged))
-        await repository.leave(session, ws, merged, gone)
-        for segment_id in gone:
-            if segment_id in announced:
-                note(segment_id, merged, None, "exited")
+    merged: dict[str, ProfileChanged] = {}
+    first: dict[str, ProfileChanged] = {}  # profile -> its first change here
+    user_ids: dict[str, str | None] = {}
+    causes: dict[str, dict[str, ProfileChanged]] = {}  # profile -> segment -> first change that may affect it
+    for change in changes:
+        for gone in change.merged_profile_ids:
+            merged.setdefault(gone, change)
+        first.setdefault(change.profile_id, change)
+        user_ids[change.profile_id] = change.user_id
+        mine = causes.setdefault(change.profile_id, {})
+        for segment_id, found in filters.items():
+            if segment_id not in mine and domain.may_affect(found.reads, change):
+                mine[segment_id] = change
+    evaluate = {p: mine for p, mine in causes.items() if mine and p not in merged}
+    involved = sorted(set(merged) | set(evaluate))
+    if not involved:
+        return []
+    await repository.lock_profiles(session, ws, involved)
+    current = await repository.memberships_of_many(session, ws, involved)
+    out: list[MembershipChanged] = []
+    entered: list[tuple[str, str, str | None]] = []  # (profile, segment, user id)
+    exited: list[tuple[str, str]] = []  # (profile, segment)
 
-    conditions = {s.id: c for s in segments if (c := stored_condition(s)) is not None}
-    if not conditions:
-        return out
-    await repository.lock_profile(session, ws, change.profile_id)
-    verdicts = await repository.evaluate_for_profile(session, ws, change.profile_id, conditions)
-    current = await repository.memberships_of(session, ws, change.profile_id)
-    if verdicts is None:  # merged away since: it leaves everything
-        verdicts = {s.id: False for s in segments}
-    entered = sorted(s for s, member in verdicts.items() if member and s not in current)
-    exited = sorted(s for s, member in verdicts.items() if not member and s in current)
-    await repository.enter(session, ws, change.profile_id, change.user_id, entered)
-    await repository.leave(session, ws, change.profile_id, exited)
-    for segment_id in entered:
+    def note(segment_id: str, profile_id: str, user_id: str | None, what: str, cause: ProfileChanged) -> None:
         if segment_id in announced:
-            note(segment_id, change.profile_id, change.user_id, "entered")
-    for segment_id in exited:
-        if segment_id in announced:
-            note(segment_id, change.profile_id, change.user_id, "exited")
+            out.append(
+                MembershipChanged(
+                    workspace_id=ws, segment_id=segment_id, profile_id=profile_id, user_id=user_id,
+                    change=what, at=now, cause_message_id=cause.cause_message_id,  # type: ignore[arg-type]
+                )
+            )
+
+    for profile_id, cause in merged.items():
+        for segment_id in sorted(current.get(profile_id, ())):
+            exited.append((profile_id, segment_id))
+            note(segment_id, profile_id, None, "exited", cause)
+
+    asked = sorted({segment_id for mine in evaluate.values() for segment_id in mine})
+    verdicts = await repository.evaluate_for_profiles(session, ws, sorted(evaluate), {s: filters[s].condition for s in asked})
+    for profile_id in sorted(evaluate):
+        have, mine, user_id = current.get(profile_id, set()), evaluate[profile_id], user_ids[profile_id]
+        row = verdicts.get(profile_id)
+        if row is None:  # merged away since: it leaves everything
+            for segment_id in sorted(have):
+                exited.append((profile_id, segment_id))
+                note(segment_id, profile_id, user_id, "exited", first[profile_id])
+            continue
+        for segment_id in sorted(mine):
+            if row[segment_id] and segment_id not in have:
+                entered.append((profile_id, segment_id, user_id))
+                note(segment_id, profile_id, user_id, "entered", mine[segment_id])
+        for segment_id in sorted(mine):
+            if not row[segment_id] and segment_id in have:
+                exited.append((profile_id, segment_id))
+                note(segment_id, profile_id, user_id, "exited", mine[segment_id])
+    await repository.enter_many(session, ws, entered)
+    await repository.leave_many(session, ws, exited)
     return out
 
 

@@ -1,6 +1,8 @@
 import pytest
 from sqlalchemy.dialects import postgresql
 
+from kernel.contracts import ProfileChanged
+from services.segmenter import domain
 from services.segmenter.domain import (
     AllOf,
     Compare,
@@ -73,3 +75,34 @@ def test_behaviour_compiles_to_a_correlated_count_over_the_events_view() -> None
 def test_at_least_once_uses_exists_and_never_uses_not_exists() -> None:
     assert "EXISTS" in sql({"event": "Signed Up"})
     assert "NOT (EXISTS" in sql({"event": "Signed Up", "count": {"lte": 0}})
+
+
+# --- what a change can affect -------------------------------------------------------------------
+
+MIXED = {"all": [
+    {"trait": "plan", "op": "eq", "value": "pro"},
+    {"not": {"any": [{"trait": "country", "op": "eq", "value": "DE"}, {"event": "Order Completed", "count": {"gte": 2}}]}},
+]}
+
+
+def _change(**kw: object) -> ProfileChanged:
+    return ProfileChanged.model_validate({"workspace_id": "w", "profile_id": "p", "cause_message_id": "m", **kw})
+
+
+def test_a_filter_reads_every_trait_and_counts_every_event_of_its_tree() -> None:
+    assert domain.reads(domain.parse(MIXED)) == domain.Reads(frozenset({"plan", "country"}), frozenset({"Order Completed"}))
+
+
+def test_only_a_trait_it_reads_or_an_event_it_counts_can_change_a_verdict() -> None:
+    read = domain.reads(domain.parse(MIXED))
+    assert not domain.may_affect(read, _change(event_name="Product Viewed"))
+    assert not domain.may_affect(read, _change(event_name="identify", changed_traits=["email"]))
+    assert domain.may_affect(read, _change(event_name="identify", changed_traits=["email", "country"]))
+    assert domain.may_affect(read, _change(event_name="Order Completed"))
+
+
+def test_a_new_profile_a_merge_or_an_unknown_cause_may_change_anything() -> None:
+    read = domain.reads(domain.parse({"trait": "plan", "op": "not_exists"}))  # true of a profile with no traits
+    assert domain.may_affect(read, _change(event_name="Product Viewed", created=True))
+    assert domain.may_affect(read, _change(event_name="Product Viewed", merged_profile_ids=["p2"]))
+    assert domain.may_affect(read, _change())  # a re-announcement: its cause is not known
