@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 
 from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port, port_open, wait_for
 from herald.stack import SERVICES, Stack, StackConfig, create_workspace, migrate
-from kernel import signing
+from kernel import http, signing
 from kernel.contracts import CONSUMERS, workspace_subjects
 
 SIGNING_KEY = signing.new_key_pair()[0]  # the bench stack's gateway key
@@ -227,12 +227,16 @@ class Env:
     async def workspace(self, name: str) -> dict[str, str]:
         return await create_workspace(self.database_url, name)
 
-    def sdk(self, ws: dict[str, str], **kw: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url("gateway"), auth=(ws["write_key"], ""), timeout=30, **kw)
+    def sdk(self, ws: dict[str, str], limits: httpx.Limits | None = None) -> httpx.AsyncClient:
+        # The load generator's pool is sharded as the gateway's is: one big httpx pool costs more per
+        # request with every connection it holds, and the bench shares the stack's cores.
+        return httpx.AsyncClient(base_url=self.url("gateway"), auth=(ws["write_key"], ""), timeout=30,
+                                 transport=http.sharded(limits or httpx.Limits()))
 
-    def api(self, ws: dict[str, str], **kw: Any) -> httpx.AsyncClient:
+    def api(self, ws: dict[str, str], limits: httpx.Limits | None = None) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.url("gateway"), headers={"authorization": f"Bearer {ws['api_key']}"}, timeout=60, **kw
+            base_url=self.url("gateway"), headers={"authorization": f"Bearer {ws['api_key']}"}, timeout=60,
+            transport=http.sharded(limits or httpx.Limits()),
         )
 
     def internal(self, service: str, workspace_id: str, **kw: Any) -> httpx.AsyncClient:

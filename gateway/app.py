@@ -12,7 +12,7 @@ from gateway import ratelimit
 from gateway.api import router
 from gateway.config import get_settings
 from gateway.service import STALE_WRITE_KEY_SECONDS, KeyCache
-from kernel import signing
+from kernel import http, signing
 from kernel.web import create_app, open_resources
 
 
@@ -32,7 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         res.http = httpx.AsyncClient(
             timeout=settings.upstream_timeout_seconds,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+            transport=http.sharded(httpx.Limits(max_connections=200, max_keepalive_connections=100)),
         )
         app.state.resources = res
         app.state.key_cache = KeyCache(settings.key_cache_seconds)

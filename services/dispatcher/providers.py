@@ -20,10 +20,12 @@ import httpcore
 import httpx
 import orjson
 
+from kernel import http
 from services.dispatcher.domain import IPAddress, RenderedEmail, RenderedWebhook, WebhookPolicy, header_problem
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-WEBHOOK_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+WEBHOOK_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=64)
+WEBHOOK_POOL_SHARDS = http.SHARDS  # connection pools the limits are shared among (see kernel.http)
 
 
 class DeliveryError(Exception):
@@ -184,11 +186,12 @@ class WebhookProvider:
         timeout: float = 10.0,
         limits: httpx.Limits = WEBHOOK_LIMITS,
         resolver: Resolver = resolve,
+        shards: int = WEBHOOK_POOL_SHARDS,
     ) -> None:
+        # Several smaller pools: httpcore's pool costs more per request the more connections it holds.
+        transport = http.sharded(limits, shards, lambda each: GuardedTransport(policy, each, resolver))
         # trust_env=False: an HTTP(S)_PROXY from the environment would resolve and connect past the policy.
-        self.client = httpx.AsyncClient(
-            transport=GuardedTransport(policy, limits, resolver), timeout=timeout, trust_env=False
-        )
+        self.client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
 
     async def aclose(self) -> None:
         """Close the client and its connections."""
