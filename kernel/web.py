@@ -145,8 +145,9 @@ async def _nats_ready(nc: NATS) -> None:
     await nc.flush(timeout=2)
 
 
-def get_resources(request: Request) -> Resources:
-    """The process's resources, opened by the lifespan."""
+async def get_resources(request: Request) -> Resources:
+    """The process's resources, opened by the lifespan (async: FastAPI runs a plain function in a thread,
+    a hop on every request)."""
     return request.app.state.resources
 
 
