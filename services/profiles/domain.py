@@ -18,6 +18,18 @@ class KnownProfile:
 
 
 @dataclass
+class ProfileState:
+    """A profile as a batch works on it: read and locked once, written once at the end."""
+
+    profile_id: str
+    user_id: str | None
+    traits: dict[str, Any]
+    trait_times: dict[str, str]
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass
 class Resolution:
     """What to do with an event's identities: the profile it lands on and what merges into it."""
 

@@ -1,13 +1,13 @@
 """Profiles queries; they flush, the edge commits."""
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import Table, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.profiles.domain import Identity, KnownProfile
+from services.profiles.domain import Identity, KnownProfile, ProfileState
 from services.profiles.models import EventCount, Profile, StoredEvent
 from services.profiles.models import Identity as IdentityRow
 
@@ -60,27 +60,56 @@ async def find_identities(
     return {(r.kind, r.value): KnownProfile(r.profile_id, r.user_id) for r in rows}
 
 
-async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: list[str]) -> dict[str, Profile]:
-    rows = await session.scalars(
-        select(Profile)
-        .where(Profile.workspace_id == workspace_id, Profile.profile_id.in_(profile_ids))
-        .order_by(Profile.profile_id)
+PROFILE_COLUMNS = ("profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen")
+_profiles = cast(Table, Profile.__table__)
+
+
+async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: list[str]) -> dict[str, ProfileState]:
+    """The profiles, locked until commit (in id order, so concurrent batches never deadlock)."""
+    if not profile_ids:
+        return {}
+    rows = await session.execute(
+        select(*(_profiles.c[name] for name in PROFILE_COLUMNS))
+        .where(_profiles.c.workspace_id == workspace_id, _profiles.c.profile_id.in_(profile_ids))
+        .order_by(_profiles.c.profile_id)
         .with_for_update()
     )
-    return {p.profile_id: p for p in rows}
+    return {r.profile_id: ProfileState(*r) for r in rows}
 
 
-def new_profile(workspace_id: str, profile_id: str, user_id: str | None, at: datetime) -> Profile:
-    return Profile(
-        workspace_id=workspace_id,
-        profile_id=profile_id,
-        user_id=user_id,
-        traits={},
-        trait_times={},
-        first_seen=at,
-        last_seen=at,
-        created_at=datetime.now(UTC),
-    )
+async def insert_profiles(session: AsyncSession, workspace_id: str, profiles: list[ProfileState]) -> None:
+    """Store new profiles (Core rows: no ORM unit of work on the event path)."""
+    if profiles:
+        now = datetime.now(UTC)
+        await session.execute(
+            _profiles.insert(),
+            [{"workspace_id": workspace_id, "created_at": now, **{c: getattr(p, c) for c in PROFILE_COLUMNS}} for p in profiles],
+        )
+
+
+_SEEN = (
+    update(_profiles)
+    .where(_profiles.c.workspace_id == bindparam("ws"), _profiles.c.profile_id == bindparam("pid"))
+    .values(first_seen=bindparam("first"), last_seen=bindparam("last"))
+)
+_WHOLE = _SEEN.values(user_id=bindparam("uid"), traits=bindparam("traits"), trait_times=bindparam("times"))
+
+
+async def update_profiles(session: AsyncSession, workspace_id: str, seen: list[ProfileState], whole: list[ProfileState]) -> None:
+    """Write changed profiles: `seen` changed only first/last seen (most events), `whole` more."""
+    if seen:
+        await session.execute(
+            _SEEN, [{"ws": workspace_id, "pid": p.profile_id, "first": p.first_seen, "last": p.last_seen} for p in seen]
+        )
+    if whole:
+        await session.execute(
+            _WHOLE,
+            [
+                {"ws": workspace_id, "pid": p.profile_id, "first": p.first_seen, "last": p.last_seen, "uid": p.user_id,
+                 "traits": p.traits, "times": p.trait_times}
+                for p in whole
+            ],
+        )
 
 
 async def link_identities(session: AsyncSession, workspace_id: str, links: dict[Identity, str]) -> None:

@@ -53,7 +53,10 @@ class _WorkspaceBatch:
     def __init__(self, session: AsyncSession, workspace_id: str) -> None:
         self.session, self.ws = session, workspace_id
         self.owner: dict[domain.Identity, str] = {}  # identity -> profile id, as of the event in hand
-        self.profiles: dict[str, Profile] = {}  # locked or created in this transaction
+        self.profiles: dict[str, domain.ProfileState] = {}  # locked or created in this transaction
+        self.new: dict[str, domain.ProfileState] = {}  # created, not yet written
+        self.seen: set[str] = set()  # changed first/last seen only, not yet written
+        self.whole: set[str] = set()  # changed more (traits, user id), not yet written
         self.links: dict[domain.Identity, str] = {}
         self.rows: list[dict[str, Any]] = []
         self.counts: Counter[tuple[str, str, date]] = Counter()
@@ -106,36 +109,37 @@ class _WorkspaceBatch:
 
         created = plan.survivor is None
         if plan.survivor is None:
-            profile = repository.new_profile(self.ws, f"p_{uuid.uuid4().hex}", plan.user_id, event.timestamp)
-            self.session.add(profile)
-            self.profiles[profile.profile_id] = profile
+            profile = domain.ProfileState(f"p_{uuid.uuid4().hex}", plan.user_id, {}, {}, event.timestamp, event.timestamp)
+            self.profiles[profile.profile_id] = self.new[profile.profile_id] = profile
         else:
             profile = self.profiles[plan.survivor]
         pid = profile.profile_id
 
-        # Work on copies: JSONB columns mutated in place would look unchanged to SQLAlchemy.
-        traits, times = dict(profile.traits), dict(profile.trait_times)
+        traits, times = profile.traits, profile.trait_times
         changed: list[str] = []
         for other_id in plan.merge:
             other = self.profiles.pop(other_id)
             changed += domain.merge_traits(traits, times, other.traits, other.trait_times)
             profile.first_seen = min(profile.first_seen, other.first_seen)
             profile.last_seen = max(profile.last_seen, other.last_seen)
-            await repository.move_profile(self.session, self.ws, other_id, pid)
-            self.session.expunge(other)  # deleted in SQL; the session must not flush it again
+            await repository.move_profile(self.session, self.ws, other_id, pid)  # the other is deleted in SQL
             self.owner = {key: pid if owner == other_id else owner for key, owner in self.owner.items()}
         for key in plan.link:
             self.links[key] = self.owner[key] = pid
 
         self.rows.append(_event_row(event, pid, plan.merge))
         self.counts[(pid, event.display_name, event.timestamp.date())] += 1
+        whole = bool(plan.merge)
         if event.type == "identify" and event.traits:
             changed += domain.apply_traits(traits, times, event.traits, event.timestamp)
+            whole = True  # a trait's time may move even when its value does not
         if profile.user_id is None and plan.user_id:
             profile.user_id = plan.user_id
+            whole = True
         profile.first_seen = min(profile.first_seen, event.timestamp)
         profile.last_seen = max(profile.last_seen, event.timestamp)
-        profile.traits, profile.trait_times = traits, times
+        if pid not in self.new:
+            (self.whole if whole else self.seen).add(pid)
 
         return Applied(
             ResolvedEvent(workspace_id=self.ws, profile_id=pid, user_id=profile.user_id, event=event),
@@ -153,10 +157,16 @@ class _WorkspaceBatch:
 
     async def _write(self) -> None:
         """Write what is buffered: profiles (new and changed), identity links, events, counts."""
-        await self.session.flush()
+        whole = sorted(self.whole)
+        seen = sorted(self.seen - self.whole)
+        await repository.insert_profiles(self.session, self.ws, list(self.new.values()))
+        await repository.update_profiles(
+            self.session, self.ws, [self.profiles[p] for p in seen], [self.profiles[p] for p in whole]
+        )
         await repository.link_identities(self.session, self.ws, self.links)
         await repository.insert_events(self.session, self.rows)
         await repository.bump_counts(self.session, self.ws, self.counts)
+        self.new, self.seen, self.whole = {}, set(), set()
         self.links, self.rows, self.counts = {}, [], Counter()
 
 
