@@ -276,11 +276,8 @@ async def started_env() -> AsyncIterator[Env]:
         await asyncio.to_thread(nats_server.start)
         await asyncio.to_thread(postgres.start)
         await asyncio.to_thread(migrate, postgres.url, nats_server.url)
-        config = StackConfig(
-            data_dir=root / "stack", database_url=postgres.url, nats_url=nats_server.url,
-            gateway_signing_key=SIGNING_KEY, gateway_port=free_port(), smtp_port=free_port(),
-            sink_http_port=free_port(), env="test", log_format="json",
-            service_ports={s: free_port() for s in SERVICES if s != "gateway"},
+        config = StackConfig.on_free_ports(
+            root / "stack", postgres.url, nats_server.url, SIGNING_KEY,
             extra_env={"HERALD_LOG_LEVEL": "WARNING", "HERALD_POLL_SECONDS": "0.05"},
         )
         config.data_dir.mkdir(parents=True)

@@ -17,7 +17,7 @@ import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from herald.infra import die_with_parent
+from herald.infra import die_with_parent, free_port
 from kernel import signing
 from kernel.migrate import upgrade_all
 
@@ -45,6 +45,17 @@ class StackConfig:
     log_format: str = "console"
     service_ports: dict[str, int] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(
+        cls, data_dir: Path, database_url: str, nats_url: str, gateway_signing_key: str, extra_env: dict[str, str]
+    ) -> "StackConfig":
+        """A stack for the tests and the bench: every port a free one, test settings, JSON logs."""
+        return cls(
+            data_dir=data_dir, database_url=database_url, nats_url=nats_url, gateway_signing_key=gateway_signing_key,
+            gateway_port=free_port(), smtp_port=free_port(), sink_http_port=free_port(), env="test", log_format="json",
+            service_ports={s: free_port() for s in SERVICES if s != "gateway"}, extra_env=extra_env,
+        )
 
     def port(self, service: str) -> int:
         if service == "gateway":

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port
-from herald.stack import SERVICES, Stack, StackConfig, migrate
+from herald.stack import Stack, StackConfig, migrate
 from kernel import signing
 from kernel.db import make_engine, make_sessionmaker
 
@@ -95,17 +95,8 @@ def stack(infra: Infra) -> Iterator[Stack]:
     """The whole stack as real processes, started the way `make run` starts them: one per session,
     shared by the e2e and fuzz tiers. Two stacks on one NATS and PostgreSQL would be two replicas of
     each service with different sinks: a send taken by the other dispatcher never reaches this one's."""
-    config = StackConfig(
-        data_dir=infra.root / "stack",
-        database_url=infra.database_url,
-        nats_url=infra.nats_url,
-        gateway_signing_key=SIGNING_KEY,
-        gateway_port=free_port(),
-        smtp_port=free_port(),
-        sink_http_port=free_port(),
-        env="test",
-        log_format="json",
-        service_ports={s: free_port() for s in SERVICES if s != "gateway"},
+    config = StackConfig.on_free_ports(
+        infra.root / "stack", infra.database_url, infra.nats_url, SIGNING_KEY,
         # The sinks listen on 127.0.0.1, which webhooks may reach only when allowed.
         extra_env={"HERALD_SCHEDULER_POLL_SECONDS": "0.1", "HERALD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"},
     )

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port
-from herald.stack import SERVICES, Stack, StackConfig, migrate
+from herald.stack import Stack, StackConfig, migrate
 from kernel import signing
 from tests.chaos.harness import Cluster
 
@@ -34,19 +34,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("chaos")
     nats = EmbeddedNats(root / "nats", free_port())
     postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=True)
-    config = StackConfig(
-        data_dir=root / "stack",
-        database_url=postgres.url,
-        nats_url=nats.url,
-        gateway_signing_key=signing.new_key_pair()[0],
-        gateway_port=free_port(),
-        smtp_port=free_port(),
-        sink_http_port=free_port(),
-        env="test",
-        log_format="json",
-        service_ports={s: free_port() for s in SERVICES if s != "gateway"},
-        extra_env=CHAOS_ENV,
-    )
+    config = StackConfig.on_free_ports(root / "stack", postgres.url, nats.url, signing.new_key_pair()[0], CHAOS_ENV)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     running = Cluster(nats, postgres, Stack(config, log_dir=root / "logs"))
     try:
