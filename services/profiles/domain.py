@@ -1,10 +1,11 @@
-"""Pure profile rules: which profile an event belongs to, when profiles merge, trait order."""
+"""Pure profile rules: which profile an event belongs to, when profiles merge, trait and attribute order."""
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from kernel.contracts import Event
+from services.profiles.context import stamp
 
 USER = "user"
 ANONYMOUS = "anonymous"
@@ -27,6 +28,8 @@ class ProfileState:
     trait_times: dict[str, str]
     first_seen: datetime
     last_seen: datetime
+    attributes: dict[str, Any] = field(default_factory=dict)  # the standard ones (see context.py)
+    attribute_times: dict[str, str] = field(default_factory=dict)  # context.stamp: rank, then time
 
 
 @dataclass
@@ -140,7 +143,7 @@ def merge_traits(
     other_traits: dict[str, Any],
     other_times: dict[str, str],
 ) -> list[str]:
-    """Fold another profile's traits into this one, trait by trait, newest wins."""
+    """Fold another profile's traits (or standard attributes) into this one, one by one, newest wins."""
     changed: list[str] = []
     for name, value in other_traits.items():
         stamp = other_times.get(name, "")
@@ -151,3 +154,29 @@ def merge_traits(
             traits[name] = value
             times[name] = stamp
     return changed
+
+
+def apply_attributes(
+    values: dict[str, Any], times: dict[str, str], observed: dict[str, tuple[int, Any]], at: datetime
+) -> tuple[list[str], bool]:
+    """Highest rank, then last writer, wins per standard attribute; (the attributes that changed, whether any was written).
+
+    Updates `values` and `times` in place, like `apply_traits`: a late or lower-ranked observation never
+    overwrites what the profile holds, and ties go to the larger value, so replicas agree. An attribute
+    written again with the same value still counts as written (its time moved, and must be stored).
+    """
+    changed: list[str] = []
+    written = False
+    for name, (rank, value) in observed.items():
+        when = stamp(rank, at)
+        previous = times.get(name)
+        if previous is not None and (
+            previous > when or (previous == when and repr(values.get(name)) >= repr(value))
+        ):
+            continue
+        if name not in values or values[name] != value:
+            changed.append(name)
+        values[name] = value
+        times[name] = when
+        written = True
+    return changed, written

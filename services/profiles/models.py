@@ -36,6 +36,9 @@ class Profile(Base):
     trait_times: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Standard attributes (language, time_zone, country, ...) and when each was written (context.stamp).
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    attribute_times: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

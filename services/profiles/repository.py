@@ -60,7 +60,7 @@ async def find_identities(
     return {(r.kind, r.value): KnownProfile(r.profile_id, r.user_id) for r in rows}
 
 
-PROFILE_COLUMNS = ("profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen")
+PROFILE_COLUMNS = ("profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen", "attributes", "attribute_times")
 _profiles = cast(Table, Profile.__table__)
 
 
@@ -92,11 +92,14 @@ _SEEN = (
     .where(_profiles.c.workspace_id == bindparam("ws"), _profiles.c.profile_id == bindparam("pid"))
     .values(first_seen=bindparam("first"), last_seen=bindparam("last"))
 )
-_WHOLE = _SEEN.values(user_id=bindparam("uid"), traits=bindparam("traits"), trait_times=bindparam("times"))
+_WHOLE = _SEEN.values(
+    user_id=bindparam("uid"), traits=bindparam("traits"), trait_times=bindparam("times"),
+    attributes=bindparam("attrs"), attribute_times=bindparam("attr_times"),
+)
 
 
 async def update_profiles(session: AsyncSession, workspace_id: str, seen: list[ProfileState], whole: list[ProfileState]) -> None:
-    """Write changed profiles: `seen` changed only first/last seen (most events), `whole` more."""
+    """Write changed profiles: `seen` changed only first/last seen, `whole` more (traits, attributes, user id)."""
     if seen:
         await session.execute(
             _SEEN, [{"ws": workspace_id, "pid": p.profile_id, "first": p.first_seen, "last": p.last_seen} for p in seen]
@@ -106,7 +109,7 @@ async def update_profiles(session: AsyncSession, workspace_id: str, seen: list[P
             _WHOLE,
             [
                 {"ws": workspace_id, "pid": p.profile_id, "first": p.first_seen, "last": p.last_seen, "uid": p.user_id,
-                 "traits": p.traits, "times": p.trait_times}
+                 "traits": p.traits, "times": p.trait_times, "attrs": p.attributes, "attr_times": p.attribute_times}
                 for p in whole
             ],
         )

@@ -25,6 +25,7 @@ class UserProfile(BaseModel):
     anonymous_ids: list[str]
     aliases: list[str]
     traits: Document
+    attributes: Document  # the standard ones: language, time_zone, country, city, location, app, OS, device model
     computed: Computed
 
 

@@ -6,12 +6,21 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import structlog
+from prometheus_client import Counter as Metric
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import Event, ProfileChanged, ProfileSnapshot, ResolvedEvent
 from kernel.errors import NotFound, TransientError
-from services.profiles import domain, repository
+from services.profiles import context, domain, repository
 from services.profiles.models import Profile
+
+log = structlog.get_logger(__name__)
+IGNORED = Metric(
+    "herald_profiles_ignored_values_total",
+    "Values events carried that profiles left out (the event itself is applied), by reason",
+    ["reason"],
+)
 
 
 @dataclass
@@ -60,6 +69,8 @@ class _WorkspaceBatch:
         self.links: dict[domain.Identity, str] = {}
         self.rows: list[dict[str, Any]] = []
         self.counts: Counter[tuple[str, str, date]] = Counter()
+        self.ignored: Counter[str] = Counter()  # reason -> values left out, counted and logged once per batch
+        self.ignored_example: str | None = None  # a message id that had one, for the log
 
     async def apply(self, events: list[Event]) -> list[Applied]:
         keys = sorted({key for e in events for key in domain.identities_to_lock(e)})
@@ -79,6 +90,11 @@ class _WorkspaceBatch:
                 results.append(await self._apply(event))
                 stored[event.message_id] = (results[-1].resolved.profile_id, results[-1].changed.merged_profile_ids)
         await self._write()
+        if self.ignored:
+            for reason, n in self.ignored.items():
+                IGNORED.labels(reason).inc(n)
+            log.info("profile_values_ignored", workspace_id=self.ws, reasons=dict(self.ignored),
+                     example_message_id=self.ignored_example)
         return results
 
     async def _again(self, event: Event, profile_id: str, merged: list[str]) -> Applied:
@@ -120,6 +136,7 @@ class _WorkspaceBatch:
         for other_id in plan.merge:
             other = self.profiles.pop(other_id)
             changed += domain.merge_traits(traits, times, other.traits, other.trait_times)
+            domain.merge_traits(profile.attributes, profile.attribute_times, other.attributes, other.attribute_times)
             profile.first_seen = min(profile.first_seen, other.first_seen)
             profile.last_seen = max(profile.last_seen, other.last_seen)
             await repository.move_profile(self.session, self.ws, other_id, pid)  # the other is deleted in SQL
@@ -133,6 +150,14 @@ class _WorkspaceBatch:
         if event.type == "identify" and event.traits:
             changed += domain.apply_traits(traits, times, event.traits, event.timestamp)
             whole = True  # a trait's time may move even when its value does not
+        seen = context.observe(event.context, event.traits if event.type == "identify" else {}, event.timestamp)
+        if seen.attributes:
+            _, written = domain.apply_attributes(profile.attributes, profile.attribute_times, seen.attributes,
+                                                 event.timestamp)
+            whole = whole or written
+        if seen.ignored:
+            self.ignored.update(seen.ignored)
+            self.ignored_example = self.ignored_example or event.message_id
         if profile.user_id is None and plan.user_id:
             profile.user_id = plan.user_id
             whole = True
@@ -207,6 +232,7 @@ async def describe(session: AsyncSession, profile: Profile) -> dict[str, Any]:
         "anonymous_ids": [v for k, v in ids if k == domain.ANONYMOUS],
         "aliases": [v for k, v in ids if k == domain.USER and v != profile.user_id],
         "traits": profile.traits,
+        "attributes": profile.attributes,
         "computed": {
             "first_seen": profile.first_seen,
             "last_seen": profile.last_seen,

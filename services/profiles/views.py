@@ -18,6 +18,7 @@ segment_profiles = Table(
     Column("traits", JSONB),
     Column("first_seen", DateTime(timezone=True)),
     Column("last_seen", DateTime(timezone=True)),
+    Column("attributes", JSONB),
 )
 segment_events = Table(
     "segment_events",
