@@ -1,14 +1,25 @@
-"""Profiles routes: read a user's profile and timeline."""
+"""Profiles routes: read a user's profile and timeline; register a device, deactivate a push token."""
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from kernel.errors import BadRequest
 from kernel.web import Session, WorkspaceId
-from services.profiles import repository, service
-from services.profiles.schemas import Timeline, TimelineEvent, UserProfile
+from services.profiles import context, repository, service
+from services.profiles.schemas import (
+    Deactivated,
+    DeviceOut,
+    DeviceRegistration,
+    Timeline,
+    TimelineEvent,
+    TokenDeactivation,
+    UserProfile,
+)
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
+devices_router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 LookupBy = Annotated[Literal["user_id", "anonymous_id"], Query(description="what the id in the path is")]
 
 
@@ -34,3 +45,28 @@ async def get_user_events(
         user_id=profile.user_id,
         events=[TimelineEvent.model_validate(row, from_attributes=True) for row in rows],
     )
+
+
+@router.post("/{user_id}/devices")
+async def register_device(
+    user_id: str, body: DeviceRegistration, workspace_id: WorkspaceId, session: Session, by: LookupBy = "user_id"
+) -> DeviceOut:
+    """Register a device on a user (a push token moves here from any other device); a dead token is live again."""
+    if body.locale is not None and context.language_of(body.locale) is None:
+        raise BadRequest(f"unknown locale {body.locale!r}")
+    if body.time_zone is not None and context.zone(body.time_zone) is None:
+        raise BadRequest(f"unknown IANA time zone {body.time_zone!r}")
+    profile = await service.find_profile(session, workspace_id, user_id, by)
+    fields = body.model_dump(exclude={"device_id"}, exclude_none=True)
+    return DeviceOut.model_validate(
+        await service.register_device(session, profile, body.device_id, fields, datetime.now(UTC))
+    )
+
+
+@devices_router.post("/deactivate")
+async def deactivate_token(body: TokenDeactivation, workspace_id: WorkspaceId, session: Session) -> Deactivated:
+    """Stop pushing to a token a provider called dead; idempotent, and `deactivated: false` for a token nobody holds."""
+    device = await service.deactivate_token(session, workspace_id, body.token)
+    if device is None:
+        return Deactivated(deactivated=False)
+    return Deactivated(deactivated=True, profile_id=device["profile_id"], device_id=device["device_id"])

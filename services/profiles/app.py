@@ -10,7 +10,7 @@ from kernel import bus
 from kernel.contracts import PROFILE_QUERY_SUBJECT, Event, ProfileQuery
 from kernel.web import create_app, open_resources
 from services.profiles import handlers
-from services.profiles.api import router
+from services.profiles.api import devices_router, router
 from services.profiles.config import get_settings
 
 
@@ -38,4 +38,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build() -> FastAPI:
     """The profiles ASGI app."""
-    return create_app("Herald profiles", lifespan, [router])
+    return create_app("Herald profiles", lifespan, [router, devices_router])

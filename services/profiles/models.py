@@ -1,4 +1,4 @@
-"""Profiles tables: profiles, identities, the event store and per-day event counts.
+"""Profiles tables: profiles, identities, the event store, per-day event counts and devices.
 
 The views in the `profiles` schema (`segment_profiles`, `segment_events`, `segment_event_counts`)
 are the read-only contract the segmenter compiles its SQL against; see the migration.
@@ -7,7 +7,7 @@ are the read-only contract the segmenter compiles its SQL against; see the migra
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, DateTime, Index, Integer, String, func
+from sqlalchemy import Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -91,3 +91,34 @@ class EventCount(Base):
     name: Mapped[str] = mapped_column(String(600), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Device(Base):
+    """A phone, tablet or browser install an SDK reported by its device id, and the profile it is with now.
+
+    A push token is on one device at most (deferred, so a batch may move it from one row to another).
+    """
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        Index("devices_profile", "workspace_id", "profile_id"),
+        UniqueConstraint("workspace_id", "push_token", name="devices_push_token_key", deferrable=True,
+                         initially="DEFERRED"),
+        {"schema": SCHEMA},
+    )
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(64))
+    platform: Mapped[str | None] = mapped_column(String(16))
+    app: Mapped[str | None] = mapped_column(String(256))
+    app_version: Mapped[str | None] = mapped_column(String(256))
+    os_version: Mapped[str | None] = mapped_column(String(256))
+    model: Mapped[str | None] = mapped_column(String(256))
+    locale: Mapped[str | None] = mapped_column(String(256))
+    time_zone: Mapped[str | None] = mapped_column(String(256))
+    push_token: Mapped[str | None] = mapped_column(String(4096))
+    dead_token: Mapped[str | None] = mapped_column(String(4096))
+    push_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    times: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)

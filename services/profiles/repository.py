@@ -7,8 +7,9 @@ from sqlalchemy import Table, bindparam, delete, func, select, text, tuple_, upd
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.profiles.devices import DeviceState
 from services.profiles.domain import Identity, KnownProfile, ProfileState
-from services.profiles.models import EventCount, Profile, StoredEvent
+from services.profiles.models import Device, EventCount, Profile, StoredEvent
 from services.profiles.models import Identity as IdentityRow
 
 
@@ -155,6 +156,9 @@ async def move_profile(session: AsyncSession, workspace_id: str, source: str, ta
         delete(EventCount).where(EventCount.workspace_id == workspace_id, EventCount.profile_id == source)
     )
     await session.execute(
+        update(Device).where(Device.workspace_id == workspace_id, Device.profile_id == source).values(profile_id=target)
+    )
+    await session.execute(
         delete(Profile).where(Profile.workspace_id == workspace_id, Profile.profile_id == source)
     )
 
@@ -180,6 +184,53 @@ async def bump_counts(session: AsyncSession, workspace_id: str, counts: dict[tup
             for (p, name, day), n in sorted(counts.items())
         ],
     )
+
+
+_devices = cast(Table, Device.__table__)
+DEVICE_COLUMNS = ("device_id", "profile_id", "last_seen", "platform", "app", "app_version", "os_version", "model",
+                  "locale", "time_zone", "push_token", "dead_token", "times")
+
+
+async def load_devices(
+    session: AsyncSession, workspace_id: str, device_ids: list[str], tokens: list[str]
+) -> list[DeviceState]:
+    """The devices with these ids, and those holding these tokens (their callers hold the advisory locks)."""
+    if not device_ids and not tokens:
+        return []
+    d = _devices.c
+    rows = await session.execute(
+        select(*(d[name] for name in DEVICE_COLUMNS)).where(
+            d.workspace_id == workspace_id, d.device_id.in_(device_ids) | d.push_token.in_(tokens)
+        )
+    )
+    return [DeviceState(*r) for r in rows]
+
+
+async def save_devices(session: AsyncSession, workspace_id: str, devices: list[DeviceState]) -> None:
+    """Insert or overwrite these devices whole (the batch computed every field under the locks)."""
+    if not devices:
+        return
+    stmt = insert(_devices)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "device_id"],
+            set_={name: stmt.excluded[name] for name in (*DEVICE_COLUMNS[1:], "push_enabled")},
+        ),
+        [
+            {"workspace_id": workspace_id, "push_enabled": d.push_enabled, **{c: getattr(d, c) for c in DEVICE_COLUMNS}}
+            for d in sorted(devices, key=lambda d: d.device_id)
+        ],
+    )
+
+
+async def devices_of(session: AsyncSession, workspace_id: str, profile_id: str) -> list[Device]:
+    """A profile's devices, the most recently seen first."""
+    rows = await session.scalars(
+        select(Device)
+        .where(Device.workspace_id == workspace_id, Device.profile_id == profile_id)
+        .order_by(Device.last_seen.desc(), Device.device_id)
+    )
+    return list(rows)
 
 
 async def profile_for_identity(

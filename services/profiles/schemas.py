@@ -1,9 +1,9 @@
 """Profiles API shapes."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kernel import limits
 
@@ -19,6 +19,20 @@ class Computed(BaseModel):
     event_counts: dict[str, int]
 
 
+class DeviceOut(BaseModel):
+    device_id: str
+    platform: str | None
+    app: str | None
+    app_version: str | None
+    os_version: str | None
+    model: str | None
+    locale: str | None
+    time_zone: str | None
+    push_token: str | None
+    push_enabled: bool
+    last_seen: datetime
+
+
 class UserProfile(BaseModel):
     user_id: str | None
     profile_id: str
@@ -26,6 +40,7 @@ class UserProfile(BaseModel):
     aliases: list[str]
     traits: Document
     attributes: Document  # the standard ones: language, time_zone, country, city, location, app, OS, device model
+    devices: list[DeviceOut]
     computed: Computed
 
 
@@ -42,3 +57,36 @@ class TimelineEvent(BaseModel):
 class Timeline(BaseModel):
     user_id: str | None
     events: list[TimelineEvent]
+
+
+Text = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class DeviceRegistration(BaseModel):
+    """A device an app or a back end registers for a user, usually to give its push token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: Annotated[str, Field(min_length=1, max_length=512)]
+    platform: Literal["ios", "android", "web"]
+    push_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    app: Text | None = None
+    app_version: Text | None = None
+    os_version: Text | None = None
+    model: Text | None = None
+    locale: Text | None = None
+    time_zone: Text | None = None
+
+
+class TokenDeactivation(BaseModel):
+    """A push token a provider said is dead (unregistered, expired, for another app)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class Deactivated(BaseModel):
+    deactivated: bool
+    profile_id: str | None = None
+    device_id: str | None = None

@@ -3,7 +3,7 @@
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import structlog
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import Event, ProfileChanged, ProfileSnapshot, ResolvedEvent
 from kernel.errors import NotFound, TransientError
-from services.profiles import context, domain, repository
+from services.profiles import context, devices, domain, repository
 from services.profiles.models import Profile
 
 log = structlog.get_logger(__name__)
@@ -32,14 +32,47 @@ class Applied:
     duplicate: bool = False
 
 
+@dataclass(slots=True)
+class _Read:
+    """What an event's context and traits say, read once per event."""
+
+    seen: context.Observation
+    devices: list[devices.DeviceReport]
+
+
+def _read(event: Event) -> _Read:
+    traits = event.traits if event.type == "identify" else {}
+    seen = context.observe(event.context, traits, event.timestamp)
+    found: list[devices.DeviceReport] = []
+    if "device" in event.context or "push_tokens" in traits:
+        found, ignored = devices.reports(event.context, traits, seen.platform)
+        seen.ignored += ignored
+    return _Read(seen, found)
+
+
+def _device_keys(read: _Read) -> list[tuple[str, str]]:
+    """Advisory-lock keys for the devices and tokens an event names: a phone changing hands is one person's work."""
+    keys = []
+    for report in read.devices:
+        keys.append(("device", report.device_id))
+        if (token := report.fields.get("push_token")) is not None:
+            keys.append(("token", token))
+    return keys
+
+
 async def apply_events(session: AsyncSession, events: list[Event]) -> list[Applied]:
     """Apply events in order within this transaction, with the result of applying them one at a time.
 
-    Every identity the events name is locked first, in one statement; each workspace's events then
-    cost a handful of set-based statements however many there are.
+    Every identity (and device and push token) the events name is locked first, in one statement;
+    each workspace's events then cost a handful of set-based statements however many there are.
     """
+    reads = [_read(e) for e in events]
     await repository.lock_identities(
-        session, sorted({(e.workspace_id, *key) for e in events for key in domain.identities_to_lock(e)})
+        session,
+        sorted(
+            {(e.workspace_id, *key) for e in events for key in domain.identities_to_lock(e)}
+            | {(e.workspace_id, *key) for e, r in zip(events, reads, strict=True) for key in _device_keys(r)}
+        ),
     )
     positions: dict[str, list[int]] = {}
     for i, event in enumerate(events):
@@ -47,7 +80,7 @@ async def apply_events(session: AsyncSession, events: list[Event]) -> list[Appli
     applied: dict[int, Applied] = {}
     for ws in sorted(positions):
         batch = _WorkspaceBatch(session, ws)
-        results = await batch.apply([events[i] for i in positions[ws]])
+        results = await batch.apply([events[i] for i in positions[ws]], [reads[i] for i in positions[ws]])
         applied.update(zip(positions[ws], results, strict=True))
     return [applied[i] for i in range(len(events))]
 
@@ -71,8 +104,9 @@ class _WorkspaceBatch:
         self.counts: Counter[tuple[str, str, date]] = Counter()
         self.ignored: Counter[str] = Counter()  # reason -> values left out, counted and logged once per batch
         self.ignored_example: str | None = None  # a message id that had one, for the log
+        self.devices = devices.Devices([])
 
-    async def apply(self, events: list[Event]) -> list[Applied]:
+    async def apply(self, events: list[Event], reads: list[_Read]) -> list[Applied]:
         keys = sorted({key for e in events for key in domain.identities_to_lock(e)})
         stored = await repository.stored_event_profiles(self.session, self.ws, [e.message_id for e in events])
         known = await repository.find_identities(self.session, self.ws, keys)
@@ -81,13 +115,19 @@ class _WorkspaceBatch:
         if len(self.profiles) != len(involved):
             raise TransientError("a profile was merged concurrently; retrying")
         self.owner = {key: k.profile_id for key, k in known.items()}
+        reports = [report for read in reads for report in read.devices]
+        if reports:
+            tokens = {t for r in reports if (t := r.fields.get("push_token")) is not None}
+            self.devices = devices.Devices(
+                await repository.load_devices(self.session, self.ws, sorted({r.device_id for r in reports}), sorted(tokens))
+            )
 
         results = []
-        for event in events:
+        for event, read in zip(events, reads, strict=True):
             if event.message_id in stored:
                 results.append(await self._again(event, *stored[event.message_id]))
             else:
-                results.append(await self._apply(event))
+                results.append(await self._apply(event, read))
                 stored[event.message_id] = (results[-1].resolved.profile_id, results[-1].changed.merged_profile_ids)
         await self._write()
         if self.ignored:
@@ -114,7 +154,7 @@ class _WorkspaceBatch:
             duplicate=True,
         )
 
-    async def _apply(self, event: Event) -> Applied:
+    async def _apply(self, event: Event, read: _Read) -> Applied:
         known = {}
         for key in domain.identities_to_lock(event):
             if (owner := self.owner.get(key)) is not None:
@@ -140,6 +180,7 @@ class _WorkspaceBatch:
             profile.first_seen = min(profile.first_seen, other.first_seen)
             profile.last_seen = max(profile.last_seen, other.last_seen)
             await repository.move_profile(self.session, self.ws, other_id, pid)  # the other is deleted in SQL
+            self.devices.move(other_id, pid)
             self.owner = {key: pid if owner == other_id else owner for key, owner in self.owner.items()}
         for key in plan.link:
             self.links[key] = self.owner[key] = pid
@@ -150,7 +191,7 @@ class _WorkspaceBatch:
         if event.type == "identify" and event.traits:
             changed += domain.apply_traits(traits, times, event.traits, event.timestamp)
             whole = True  # a trait's time may move even when its value does not
-        seen = context.observe(event.context, event.traits if event.type == "identify" else {}, event.timestamp)
+        seen = read.seen
         if seen.attributes:
             _, written = domain.apply_attributes(profile.attributes, profile.attribute_times, seen.attributes,
                                                  event.timestamp)
@@ -158,6 +199,8 @@ class _WorkspaceBatch:
         if seen.ignored:
             self.ignored.update(seen.ignored)
             self.ignored_example = self.ignored_example or event.message_id
+        for report in read.devices:
+            self.devices.apply(report, pid, event.timestamp)
         if profile.user_id is None and plan.user_id:
             profile.user_id = plan.user_id
             whole = True
@@ -191,6 +234,8 @@ class _WorkspaceBatch:
         await repository.link_identities(self.session, self.ws, self.links)
         await repository.insert_events(self.session, self.rows)
         await repository.bump_counts(self.session, self.ws, self.counts)
+        await repository.save_devices(self.session, self.ws, [self.devices.by_id[d] for d in self.devices.touched])
+        self.devices.touched = set()
         self.new, self.seen, self.whole = {}, set(), set()
         self.links, self.rows, self.counts = {}, [], Counter()
 
@@ -222,10 +267,21 @@ async def find_profile(session: AsyncSession, workspace_id: str, user_id: str, b
     return profile
 
 
+def device_view(device: devices.DeviceState | Any) -> dict[str, Any]:
+    """A device as the profile JSON shows it."""
+    return {
+        "device_id": device.device_id, "platform": device.platform, "app": device.app,
+        "app_version": device.app_version, "os_version": device.os_version, "model": device.model,
+        "locale": device.locale, "time_zone": device.time_zone, "push_token": device.push_token,
+        "push_enabled": device.push_enabled, "last_seen": device.last_seen,
+    }
+
+
 async def describe(session: AsyncSession, profile: Profile) -> dict[str, Any]:
     """The public profile shape."""
     ids = await repository.identities_of(session, profile.workspace_id, profile.profile_id)
     totals = await repository.event_totals(session, profile.workspace_id, profile.profile_id)
+    owned = await repository.devices_of(session, profile.workspace_id, profile.profile_id)
     return {
         "user_id": profile.user_id,
         "profile_id": profile.profile_id,
@@ -233,6 +289,7 @@ async def describe(session: AsyncSession, profile: Profile) -> dict[str, Any]:
         "aliases": [v for k, v in ids if k == domain.USER and v != profile.user_id],
         "traits": profile.traits,
         "attributes": profile.attributes,
+        "devices": [device_view(d) for d in owned],
         "computed": {
             "first_seen": profile.first_seen,
             "last_seen": profile.last_seen,
@@ -247,3 +304,31 @@ async def snapshot(session: AsyncSession, workspace_id: str, profile_id: str) ->
     if profile is None:
         return ProfileSnapshot(profile_id=profile_id, found=False)
     return ProfileSnapshot(profile_id=profile_id, user_id=profile.user_id, traits=profile.traits)
+
+
+async def _device_batch(session: AsyncSession, workspace_id: str, device_ids: list[str], tokens: list[str]) -> devices.Devices:
+    """The devices and tokens named, locked until commit against the event path and other calls."""
+    keys = [(workspace_id, "device", d) for d in device_ids] + [(workspace_id, "token", t) for t in tokens]
+    await repository.lock_identities(session, sorted(keys))
+    return devices.Devices(await repository.load_devices(session, workspace_id, device_ids, tokens))
+
+
+async def register_device(
+    session: AsyncSession, profile: Profile, device_id: str, fields: dict[str, str | None], at: datetime
+) -> dict[str, Any]:
+    """Register a device (and its push token) on a profile, as of `at`; a token called dead before is live again."""
+    token = fields.get("push_token")
+    batch = await _device_batch(session, profile.workspace_id, [device_id], [token] if token else [])
+    batch.apply(devices.DeviceReport(device_id, fields, register=True), profile.profile_id, at)
+    await repository.save_devices(session, profile.workspace_id, [batch.by_id[d] for d in batch.touched])
+    return device_view(batch.by_id[device_id])
+
+
+async def deactivate_token(session: AsyncSession, workspace_id: str, token: str) -> dict[str, Any] | None:
+    """A provider said this push token is dead: its device is no longer push-enabled (None: no device holds it)."""
+    batch = await _device_batch(session, workspace_id, [], [token])
+    device = batch.deactivate(token)
+    if device is None:
+        return None
+    await repository.save_devices(session, workspace_id, [device])
+    return {**device_view(device), "profile_id": device.profile_id}

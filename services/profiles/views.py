@@ -5,7 +5,7 @@ segmenter compiles segment filters against them; the scheduler reads `segment_ev
 exception events.
 """
 
-from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table
+from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, String, Table
 from sqlalchemy.dialects.postgresql import JSONB
 
 views = MetaData(schema="profiles")
@@ -37,4 +37,20 @@ segment_event_counts = Table(
     Column("name", String),
     Column("day", Date),
     Column("count", Integer),
+)
+segment_devices = Table(
+    "segment_devices",
+    views,
+    Column("workspace_id", String),
+    Column("profile_id", String),
+    Column("device_id", String),
+    Column("platform", String),
+    Column("app", String),
+    Column("app_version", String),
+    Column("os_version", String),
+    Column("model", String),
+    Column("locale", String),
+    Column("time_zone", String),
+    Column("push_enabled", Boolean),
+    Column("last_seen", DateTime(timezone=True)),
 )
