@@ -24,6 +24,9 @@ router = APIRouter()
 
 SDK_CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
 BATCH_CALLS = ("batch", "import")
+# The short paths the client SDKs post to: analytics.js / analytics-next send single calls to
+# `{apiHost}/t` etc. (and batches to `/b`), the mobile SDKs upload their gzip batches to `/b`.
+SDK_SHORT_PATHS = {"i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias", "b": "batch"}
 API_BODY_LIMIT = 1024 * 1024
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after", "location")
 
@@ -93,7 +96,7 @@ def admit(request: Request, workspace_id: str, kind: ratelimit.Kind) -> None:
         )
 
 
-def _sdk_route(call: str) -> Any:
+def _sdk_route(path: str, call: str) -> Any:
     limit_name = "max_batch_bytes" if call in BATCH_CALLS else "max_call_bytes"
 
     async def sdk_call(request: Request, res: Res) -> Response:
@@ -112,18 +115,51 @@ def _sdk_route(call: str) -> Any:
         upstream = await _call(request, "POST", f"{settings.ingest_url}/v1/{call}", workspace_id, body)
         return _relay(upstream)
 
-    sdk_call.__name__ = f"sdk_{call}"
-    sdk_call.__doc__ = f"Segment-compatible `{call}` call, authenticated by a write key."
+    sdk_call.__name__ = f"sdk_{path}"
+    sdk_call.__doc__ = (
+        f"Segment-compatible `{call}` call, authenticated by a write key."
+        if path == call
+        else f"`{call}` at the short path the client SDKs post to (`/v1/{path}`), authenticated by a write key."
+    )
     return sdk_call
 
 
-for _call_name in SDK_CALLS:
-    router.add_api_route(f"/v1/{_call_name}", _sdk_route(_call_name), methods=["POST"], tags=["sdk"])
+for _path, _call_name in (*((c, c) for c in SDK_CALLS), *SDK_SHORT_PATHS.items()):
+    router.add_api_route(f"/v1/{_path}", _sdk_route(_path, _call_name), methods=["POST"], tags=["sdk"])
+
+SETTINGS_CACHE_SECONDS = 300
+
+
+@router.get("/v1/projects/{write_key}/settings", tags=["sdk"])
+async def sdk_settings(write_key: str, request: Request, res: Res) -> Response:
+    """The settings analytics-next and the mobile SDKs load from their `cdnURL` / `cdnHost`.
+
+    They name where to send calls (`integrations["Segment.io"]`: `apiHost`, `protocol`), so a
+    client configured with only Herald's host sends everything here and nothing to Segment.
+    """
+    if not service.plausible_key(write_key):
+        raise NotFound("no such write key")
+    try:
+        await service.workspace_for_write_key(res.db, request.app.state.key_cache, write_key)
+    except Unauthorized:
+        raise NotFound("no such write key") from None
+    public_url = get_settings().public_url
+    scheme, host = service.public_origin(
+        public_url,
+        request.url.scheme,
+        service.printable_header(request.headers.get("x-forwarded-proto")),
+        service.printable_header(request.headers.get("x-forwarded-host") or request.headers.get("host")),
+    )
+    body = service.sdk_settings(write_key, scheme, host)
+    headers = {"cache-control": f"public, max-age={SETTINGS_CACHE_SECONDS}"}
+    if not public_url:  # the answer names the host it was asked on
+        headers["vary"] = "Host, X-Forwarded-Host, X-Forwarded-Proto"
+    return JSON(body, headers=headers)
 
 
 # --- the internal API: an explicit table of what the services serve -------------------------
 
-Upstream = Literal["profiles", "segmenter", "scheduler", "messages"]
+Upstream = Literal["ingest", "profiles", "segmenter", "scheduler", "messages"]
 # Every method a client may try; the table decides which of them a route takes (405 otherwise).
 API_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 API_PREFIX = b"/api/v1/"
@@ -143,10 +179,11 @@ class ApiRoute:
         return self.template.split("/")
 
 
-# What profiles, the segmenter and the scheduler serve under /api/v1 (each service's api.py), and
+# What ingest, profiles, the segmenter and the scheduler serve under /api/v1 (each service's api.py), and
 # the users' messages the gateway composes from the scheduler and the dispatcher. Nothing else
 # reaches a service: not its /docs, /openapi.json or /metrics, and no route it does not list here.
 API_ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute("ingest/rejections", ("GET",), "ingest"),
     ApiRoute("users/{user_id}", ("GET",), "profiles"),
     ApiRoute("users/{user_id}/events", ("GET",), "profiles"),
     ApiRoute("users/{user_id}/messages", ("GET",), "messages"),
@@ -233,6 +270,7 @@ def _service_for(route: ApiRoute) -> str:
     """The base URL of the service that serves `route`."""
     settings = get_settings()
     services = {
+        "ingest": settings.ingest_url,
         "profiles": settings.profiles_url,
         "segmenter": settings.segmenter_url,
         "scheduler": settings.scheduler_url,

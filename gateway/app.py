@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import ratelimit
 from gateway.api import router
@@ -50,6 +52,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await sync
 
 
+class SdkCors:
+    """CORS on the SDK surface (`/v1/...`): browser SDKs call it from any site with a public write key.
+
+    Preflights are answered for any origin, and every answer, errors included, carries
+    `Access-Control-Allow-Origin: *` (no credentials: the write key is in the body or in Basic auth).
+    The internal API under `/api/v1` is for servers and tools and gets none of it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=["*"],
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After"],
+            max_age=86400,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def build() -> FastAPI:
     """The gateway ASGI app."""
-    return create_app("Herald gateway", lifespan, [router])
+    app = create_app("Herald gateway", lifespan, [router])
+    app.add_middleware(SdkCors)  # outermost: even an unhandled error's answer is readable by the page
+    return app

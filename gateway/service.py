@@ -4,10 +4,12 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import re
 import secrets
 import time
 import zlib
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -240,3 +242,53 @@ def merge_messages(sends: list[dict[str, Any]], deliveries: list[dict[str, Any]]
     merged.extend(by_id.values())
     merged.sort(key=lambda m: m.get("created_at") or "", reverse=True)
     return merged
+
+
+def public_origin(
+    public_url: str | None, scheme: str, forwarded_proto: str | None, host: str | None
+) -> tuple[str, str]:
+    """The scheme and host SDKs should send to: HERALD_PUBLIC_URL when set, else what the request came in on.
+
+    Behind a proxy that terminates TLS, `X-Forwarded-Proto` tells the scheme; a host that is not a
+    plain `host[:port]` falls back to the setting-free default `localhost`.
+    """
+    if public_url:
+        parsed = urlsplit(public_url)
+        return parsed.scheme, parsed.netloc + parsed.path.rstrip("/")
+    proto = (forwarded_proto or "").split(",")[0].strip().lower()
+    chosen = proto if proto in ("http", "https") else scheme
+    candidate = (host or "").split(",")[0].strip()
+    return chosen, candidate if _HOST.fullmatch(candidate) else "localhost"
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?")
+
+
+def sdk_settings(write_key: str, scheme: str, host: str) -> dict[str, Any]:
+    """What a Segment client loads from its settings CDN, pointing it at Herald (`{host}/v1`) and nowhere else.
+
+    The clients read `integrations["Segment.io"]` for where to send (`apiHost`, without a scheme,
+    and `protocol`); the rest keeps every other destination, plugin and Segment's own client
+    metrics off, since Herald is the only destination.
+    """
+    return {
+        "integrations": {
+            "Segment.io": {
+                "apiKey": write_key,
+                "apiHost": f"{host}/v1",
+                "protocol": scheme,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": True,
+                "maybeBundledConfigIds": {},
+            }
+        },
+        "plan": {"track": {"__default": {"enabled": True, "integrations": {}}}, "identify": {"__default": {"enabled": True}},
+                 "group": {"__default": {"enabled": True}}},
+        "edgeFunction": {},
+        "analyticsNextEnabled": True,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        "metrics": {"sampleRate": 0},
+        "legacyVideoPluginsEnabled": False,
+        "remotePlugins": [],
+    }

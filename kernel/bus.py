@@ -49,6 +49,7 @@ from kernel.contracts import (
     DEAD_REASON_HEADER,
     DEAD_SEQUENCE_HEADER,
     DEAD_SUBJECT_HEADER,
+    REJECTIONS_KEPT,
     STREAMS,
     Published,
     dead_letter_subject,
@@ -81,6 +82,8 @@ FETCHES = Counter(
 # Deduplication window for `Nats-Msg-Id`; later duplicates are absorbed by idempotent consumers.
 DUPLICATE_WINDOW_SECONDS = 120.0
 DEAD_LETTERS = "DEADLETTERS"
+REJECTIONS = "REJECTIONS"
+REJECTIONS_MAX_BYTES = 16 * 1024 * 1024
 # How long one pull waits for messages; a stop cancels it rather than waiting it out.
 FETCH_SECONDS = 1.0
 # Pause after a pull failed for a reason other than "nothing there" (JetStream unavailable, consumer gone).
@@ -212,17 +215,20 @@ def stream_configs(replicas: int = 1, retention: StreamSettings | None = None) -
     for name, subjects in STREAMS.items():
         dead = name == DEAD_LETTERS
         hours = retention.dead_letter_max_age_hours if dead else retention.stream_max_age_hours
-        configs.append(
-            StreamConfig(
-                name=name,
-                subjects=subjects,
-                storage=StorageType.FILE,
-                duplicate_window=DUPLICATE_WINDOW_SECONDS,
-                num_replicas=replicas,
-                max_age=hours * 3600,
-                max_bytes=retention.dead_letter_max_bytes if dead else retention.stream_max_bytes,
-            )
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
+            max_age=hours * 3600,
+            max_bytes=retention.dead_letter_max_bytes if dead else retention.stream_max_bytes,
         )
+        if name == REJECTIONS:
+            # A bounded diagnostic list per workspace, not a log to replay: a small reservation.
+            config.max_msgs_per_subject = REJECTIONS_KEPT
+            config.max_bytes = REJECTIONS_MAX_BYTES
+        configs.append(config)
     return configs
 
 

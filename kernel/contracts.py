@@ -24,7 +24,13 @@ STREAMS: dict[str, list[str]] = {
     # Messages a consumer gave up on (permanent failure, or max deliveries reached), kept for
     # inspection and re-driven with `herald replay --dead-letters`.
     "DEADLETTERS": ["dead.>"],
+    # Calls ingest dropped and why, the newest REJECTIONS_KEPT per workspace, for the developer
+    # integrating an SDK (GET /api/v1/ingest/rejections). Diagnostics: nothing consumes them.
+    "REJECTIONS": ["rejections.>"],
 }
+
+# How many rejected calls REJECTIONS keeps per workspace (the oldest go first).
+REJECTIONS_KEPT = 200
 
 # Durable consumers, one per consuming service: (stream, durable name, filter subject).
 CONSUMERS: dict[str, tuple[str, str, str]] = {
@@ -66,6 +72,10 @@ def send_subject(workspace_id: str, channel: str) -> str:
     return f"sends.requested.{workspace_id}.{channel}"
 
 
+def rejection_subject(workspace_id: str) -> str:
+    return f"rejections.{workspace_id}"
+
+
 def dead_letter_subject(workspace_id: str | None, consumer: str) -> str:
     """Where a consumer files a message it gave up on; `_` when the workspace is unknown (unparseable)."""
     return f"dead.{workspace_id or '_'}.{consumer}"
@@ -88,6 +98,7 @@ def workspace_subjects(stream: str, workspace_id: str) -> str:
         "SEGMENTS": membership_subject(workspace_id),
         "SENDS": send_subject(workspace_id, ">"),
         "DEADLETTERS": f"dead.{workspace_id}.>",
+        "REJECTIONS": rejection_subject(workspace_id),
     }
     if stream not in filters:
         raise ValueError(f"unknown stream {stream!r}; one of: {', '.join(filters)}")
@@ -275,6 +286,29 @@ class Event(Contract):
         if self.type in ("page", "screen"):
             return f"{self.type}:{self.name}" if self.name else self.type
         return self.type
+
+
+class Rejection(Contract):
+    """A call ingest dropped, with why: a malformed call inside an otherwise good batch, or a refused single call."""
+
+    workspace_id: str
+    rejection_id: str
+    at: datetime
+    route: str  # the SDK route it came in on: "batch", "track", …
+    index: int | None = None  # its position in the batch
+    type: str | None = None
+    message_id: str | None = None
+    event: str | None = None
+    reason: str  # a stable code: invalid_call, call_too_large, not_an_object, …
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        return rejection_subject(self.workspace_id)
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"{self.workspace_id}:rejection:{self.rejection_id}"
 
 
 # --- PROFILES -------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ class StreamSettings(BaseSettings):
 
     Read by whoever creates the streams (`kernel.bus.ensure_streams`), not by the services, which
     only publish and consume. JetStream reserves each stream's `max_bytes` on disk up front: all
-    five streams together must fit the server's JetStream storage, or creating them fails.
+    six streams together (REJECTIONS reserves a fixed 16 MiB) must fit the server's JetStream storage, or
+    creating them fails.
     """
 
     model_config = CONFIG

@@ -56,7 +56,8 @@ class Batch(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    batch: list[dict[str, Any]] = Field(min_length=1)
+    # Items are checked one by one: a malformed one is dropped with its reason, not the batch.
+    batch: list[Any]
     context: dict[str, Any] = Field(default_factory=dict)
     integrations: dict[str, Any] = Field(default_factory=dict)
     sentAt: datetime | None = None
@@ -64,3 +65,5 @@ class Batch(BaseModel):
 
 class Accepted(BaseModel):
     success: bool = True
+    # Calls of the batch that were dropped (listed with why at GET /api/v1/ingest/rejections).
+    rejected: int = 0

@@ -1,22 +1,29 @@
 """Ingest use cases: validate calls, enrich them, and hand them to JetStream."""
 
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
 import orjson
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from kernel import bus, limits
-from kernel.contracts import Event
-from kernel.errors import BadRequest, PayloadTooLarge, Unavailable, is_dependency_outage
+from kernel.contracts import Event, Rejection, rejection_subject
+from kernel.errors import BadRequest, HeraldError, PayloadTooLarge, Unavailable, is_dependency_outage
 from services.ingest.config import IngestSettings
 from services.ingest.domain import storable_call, to_event
 from services.ingest.schemas import Batch, SegmentCall
 
 log = structlog.get_logger(__name__)
+REJECTED = Counter("herald_ingest_rejected_calls_total", "Calls ingest refused or dropped from a batch, by reason", ["reason"])
+MAX_REJECTION_ERRORS = 10
 
 
 def _describe(exc: ValidationError, where: str = "") -> list[dict[str, Any]]:
@@ -87,17 +94,30 @@ def _size(item: dict[str, Any], where: str) -> int:
         raise BadRequest(f"{where} cannot be stored: {exc}", error="invalid_call") from exc
 
 
+@dataclass
+class Received:
+    """What one request brought: the events to store, and the calls of a batch dropped with why."""
+
+    events: list[Event]
+    rejections: list[Rejection] = field(default_factory=list)
+
+
 def events_from_body(
     workspace_id: str, call: str, body: bytes, settings: IngestSettings, client_ip: str | None
-) -> list[Event]:
-    """Every event in a request, or a 400 naming the first problem (nothing is half-accepted)."""
+) -> Received:
+    """Every event in a request.
+
+    A single call is stored or refused whole (a 400 naming the problem). A batch that is valid JSON
+    within the size limits keeps its good calls and drops each malformed one with its reason, as
+    Segment does: mobile SDKs discard a batch answered 4xx, so refusing all of it would lose the rest.
+    """
     received_at = datetime.now(UTC)
     parsed = parse_json(body)
     if call not in ("batch", "import"):
         if len(body) > settings.max_call_bytes:
             raise PayloadTooLarge(f"a call may be at most {settings.max_call_bytes} bytes")
         segment_call = validate_call(_storable(parsed, ()), call)
-        return [_event(workspace_id, segment_call, received_at, client_ip, ())]
+        return Received([_event(workspace_id, segment_call, received_at, client_ip, ())])
     if len(body) > settings.max_batch_bytes:
         raise PayloadTooLarge(f"a batch may be at most {settings.max_batch_bytes} bytes")
     try:
@@ -111,24 +131,72 @@ def events_from_body(
         context = limits.storable(batch.context, ("context",))
     except limits.LimitExceeded as exc:
         raise _beyond_limits(exc) from None
-    events = []
+    received = Received([])
     for index, raw in enumerate(batch.batch):
-        where = f"batch[{index}]"
-        item = _storable(raw, ("batch", index))
-        item = {
-            **item,
-            "context": _merged(context, item.get("context")),
-            "integrations": _merged(batch.integrations, item.get("integrations")),
-        }
-        if batch.sentAt is not None and not item.get("sentAt"):
-            item["sentAt"] = batch.sentAt.isoformat()
-        # Measured as stored, batch-wide context included: a large batch context must not multiply
-        # into thousands of large events.
-        if _size(item, where) > settings.max_call_bytes:
-            raise PayloadTooLarge(f"{where} exceeds {settings.max_call_bytes} bytes")
-        segment_call = validate_call(item, None, where)
-        events.append(_event(workspace_id, segment_call, received_at, client_ip, ("batch", index)))
-    return events
+        try:
+            received.events.append(_batch_event(workspace_id, batch, context, index, raw, received_at, settings, client_ip))
+        except (BadRequest, PayloadTooLarge) as exc:
+            received.rejections.append(rejection(workspace_id, call, exc, raw, received_at, index))
+    return received
+
+
+def _batch_event(
+    workspace_id: str,
+    batch: Batch,
+    context: dict[str, Any],
+    index: int,
+    raw: Any,
+    received_at: datetime,
+    settings: IngestSettings,
+    client_ip: str | None,
+) -> Event:
+    """The event of one call of a batch, with the batch's defaults; a 400 naming its problem otherwise."""
+    where = f"batch[{index}]"
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{where} must be a JSON object", error="not_an_object")
+    item = _storable(raw, ("batch", index))
+    item = {
+        **item,
+        "context": _merged(context, item.get("context")),
+        "integrations": _merged(batch.integrations, item.get("integrations")),
+    }
+    if batch.sentAt is not None and not item.get("sentAt"):
+        item["sentAt"] = batch.sentAt.isoformat()
+    # Measured as stored, batch-wide context included: a large batch context must not multiply
+    # into thousands of large events.
+    if _size(item, where) > settings.max_call_bytes:
+        raise PayloadTooLarge(f"{where} exceeds {settings.max_call_bytes} bytes", error="call_too_large")
+    segment_call = validate_call(item, None, where)
+    return _event(workspace_id, segment_call, received_at, client_ip, ("batch", index))
+
+
+def _text(value: Any, limit: int) -> str | None:
+    """A short identifying field of a refused call, if it is text (whatever else it is, it is left out)."""
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def rejection(
+    workspace_id: str, route: str, exc: HeraldError, raw: Any, at: datetime, index: int | None = None
+) -> Rejection:
+    """The record of a refused call: where it was, what identifies it, and why (counted and logged too)."""
+    call = raw if isinstance(raw, dict) else {}
+    detail = exc.detail if isinstance(exc.detail, list) else [{"msg": str(exc.detail)}]
+    record = Rejection(
+        workspace_id=workspace_id,
+        rejection_id=uuid.uuid4().hex,
+        at=at,
+        route=route,
+        index=index,
+        type=_text(call.get("type"), 16) if route in ("batch", "import") else route,
+        message_id=_text(call.get("messageId"), 256),
+        event=_text(call.get("event"), 512),
+        reason=exc.error,
+        errors=detail[:MAX_REJECTION_ERRORS],
+    )
+    REJECTED.labels(record.reason).inc()
+    log.info("ingest_call_rejected", workspace_id=workspace_id, route=route, index=index, reason=record.reason,
+             message_id=record.message_id)
+    return record
 
 
 async def publish_events(js: JetStreamContext, events: list[Event], timeout: float) -> None:
@@ -152,9 +220,47 @@ async def store_events(
         raise _unavailable(workspace_id, events, cause, exc) from exc
 
 
+REJECTION_PUBLISH_TIMEOUT = 1.0
+
+
+async def list_rejections_of(nc: NATS, js: JetStreamContext, rejections: list[Rejection]) -> None:
+    """Keep the rejections for GET /api/v1/ingest/rejections, best effort.
+
+    They are diagnostics: they are counted and logged whatever happens here, and failing to list
+    them never turns the answer about the stored calls into an error.
+    """
+    if not rejections or not nc.is_connected:
+        return
+    try:
+        await bus.publish_contracts(js, rejections, timeout=REJECTION_PUBLISH_TIMEOUT)
+    except Exception as exc:
+        if not is_dependency_outage(exc):
+            raise
+        log.warning("ingest_rejections_not_listed", count=len(rejections), error_type=type(exc).__name__)
+
+
 def _unavailable(workspace_id: str, events: list[Event], cause: str, exc: Exception | None) -> Unavailable:
     """Log why ingest answers 503 for this request, and the error to answer it with."""
     error_type = type(exc).__name__ if exc is not None else None
     log.warning("ingest_unavailable", workspace_id=workspace_id, events=len(events), cause=cause, error_type=error_type)
     reason = error_type or "NATS disconnected"
     return Unavailable(f"event storage is unavailable ({reason}); retry")
+
+
+async def recent_rejections(js: JetStreamContext, workspace_id: str, limit: int) -> list[dict[str, Any]]:
+    """The workspace's rejected calls, newest first (REJECTIONS keeps the last REJECTIONS_KEPT of each)."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30)
+    sub = await js.pull_subscribe(rejection_subject(workspace_id), stream=bus.REJECTIONS, config=config)
+    try:
+        pending = (await sub.consumer_info()).num_pending or 0
+        kept: list[dict[str, Any]] = []
+        while len(kept) < pending:
+            try:
+                msgs = await sub.fetch(min(256, pending - len(kept)), timeout=2)
+            except nats.errors.TimeoutError:
+                break  # trimmed while being read: what was read is the answer
+            kept.extend(orjson.loads(m.data) for m in msgs)
+    finally:
+        await sub.unsubscribe()
+    kept.reverse()
+    return kept[:limit]

@@ -70,11 +70,12 @@ async def test_bad_requests_get_precise_errors_and_store_nothing(ws: Workspace, 
     assert r.status_code == 400 and r.json()["error"] == "invalid_call"
     assert "userId or an anonymousId" in str(r.json()["detail"])
 
+    # A malformed call in a batch is dropped with its reason, the rest kept (mobile SDKs discard a batch answered 4xx).
     r = await ws.sdk.post("/v1/batch", json={"batch": [
         {"type": "track", "userId": bad_batch_user, "event": "Fine"},
-        {"type": "track", "userId": bad_batch_user},
+        {"type": "track", "userId": bad_batch_user, "messageId": f"{bad_batch_user}-2"},
     ]})
-    assert r.status_code == 400 and "batch[1]" in str(r.json()["detail"])
+    assert r.status_code == 200 and r.json() == {"success": True, "rejected": 1}, r.text
 
     async with httpx.AsyncClient(base_url=stack.config.url("gateway")) as anonymous_client:
         r = await anonymous_client.post("/v1/track", json={"userId": nobody, "event": "x"})
@@ -98,11 +99,20 @@ async def test_bad_requests_get_precise_errors_and_store_nothing(ws: Workspace, 
     r = await ws.api.post("/api/v1/campaigns/cmp_missing/launch")
     assert r.status_code == 404
 
-    # After a later valid call is stored, none of the refused calls left anything behind.
+    # After a later valid call is stored, none of the refused calls left anything behind; the batch's
+    # good call is stored alone, and the dropped one is listed with why.
     await ws.track(nobody, event="Marker")
     await ws.stored(nobody)
-    for user in (oversize_user, bad_batch_user):
-        assert await ws.user(user) is None
+    assert await ws.user(oversize_user) is None
+    timeline = await ws.stored(bad_batch_user)
+    assert [e["name"] for e in timeline["events"]] == ["Fine"]
+    listed = (await ws.api.get("/api/v1/ingest/rejections")).json()["rejections"]
+    dropped = next(r for r in listed if r["message_id"] == f"{bad_batch_user}-2")
+    assert dropped["index"] == 1 and dropped["reason"] == "invalid_call"
+    assert "track needs a non-empty event name" in str(dropped["errors"])
+    # A refused single call is listed too (the gateway refuses oversize bodies before ingest sees them).
+    refused = [r for r in listed if r["route"] == "track" and "userId or an anonymousId" in str(r["errors"])]
+    assert refused, listed
 
 
 async def test_a_workspace_never_sees_another_workspaces_data(ws: Workspace, stack, infra) -> None:  # type: ignore[no-untyped-def]

@@ -90,8 +90,17 @@ async def send(fuzz: Fuzz, request: SdkRequest, ledger: Ledger) -> None:
     ledger.answers[response.status_code] += 1
     if response.status_code != 200:
         return
-    assert response.json() == {"success": True}, f"{response.text!r} for {shown}"
-    for call in accepted_calls(request.call, body, headers):
+    answer = response.json()
+    assert answer["success"] is True and set(answer) <= {"success", "rejected"}, f"{response.text!r} for {shown}"
+    # A batch keeps its good calls and drops each malformed one; the newest rejections are this request's.
+    dropped: set[int] = set()
+    if answer.get("rejected"):
+        listed = (await api_json(fuzz.ws, "/api/v1/ingest/rejections", limit=answer["rejected"]))["rejections"]
+        dropped = {r["index"] for r in listed}
+        assert len(dropped) == answer["rejected"], f"{listed} for {shown}"
+    for index, call in enumerate(accepted_calls(request.call, body, headers)):
+        if index in dropped:
+            continue
         message_id = call.get("messageId")
         if isinstance(message_id, str):
             ledger.promised[stored_message_id(message_id)] = shown

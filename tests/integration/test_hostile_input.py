@@ -6,83 +6,28 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.app import build as build_gateway
-from gateway.config import get_settings as gateway_settings
-from herald.stack import create_workspace
 from kernel import bus
 from kernel.contracts import Event
 from kernel.db import unit_of_work
 from kernel.logging import BUS_CORRELATION_HEADER, CORRELATION_HEADER
 from kernel.settings import DatabaseSettings, HeraldSettings
 from kernel.web import create_app, open_resources
-from services.ingest.app import build as build_ingest
-from services.ingest.config import get_settings as ingest_settings
 from services.profiles import handlers
 from services.profiles.api import router as profiles_router
 from services.profiles.models import Identity, Profile, StoredEvent
-from tests.conftest import Infra, as_gateway
-
-
-@dataclass
-class Edge:
-    """The gateway, with ingest behind it, and a workspace to send as."""
-
-    workspace_id: str
-    write_key: str
-    api_key: str
-    gateway: httpx.AsyncClient
-
-    async def send(self, call: str, body: Any, headers: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
-        """An SDK call authenticated with the workspace's write key (unless `headers` bring their own)."""
-        content = body if isinstance(body, bytes) else orjson.dumps(body)
-        sent = {"content-type": "application/json", **(headers or {})}
-        auth = None if "authorization" in sent else (self.write_key, "")
-        return await self.gateway.post(f"/v1/{call}", content=content, headers=sent, auth=auth, **kw)
-
-
-@pytest.fixture
-async def edge(infra: Infra) -> AsyncIterator[Edge]:
-    """The gateway and ingest in-process, the gateway's calls to ingest going straight to ingest's app."""
-    created = await create_workspace(infra.database_url, "hostile input")
-    gateway_settings.cache_clear()
-    ingest_settings.cache_clear()
-    gateway, ingest = build_gateway(), build_ingest()
-    async with ingest.router.lifespan_context(ingest), gateway.router.lifespan_context(gateway):
-        res = gateway.state.resources
-        assert res.http is not None
-        await res.http.aclose()
-        res.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest), timeout=10)
-        transport = httpx.ASGITransport(app=gateway)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=10) as client:
-            yield Edge(created["workspace_id"], created["write_key"], created["api_key"], client)
-
-
-@asynccontextmanager
-async def stream_of(nc: NATS, workspace_id: str) -> AsyncIterator[Any]:
-    """The workspace's events as JetStream stored them, from now on."""
-    sub = await nc.jetstream().subscribe(
-        f"events.{workspace_id}.>",
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
-    )
-    try:
-        yield sub
-    finally:
-        await sub.unsubscribe()
+from tests.conftest import as_gateway
+from tests.integration.conftest import Edge, stream_of
 
 
 class ProfilesApiSettings(HeraldSettings, DatabaseSettings):
@@ -153,14 +98,18 @@ async def test_a_call_nested_deeper_than_profiles_can_read_is_refused_not_lost(e
     assert r.json()["detail"][0]["path"].startswith("traits.doc.a.a")
 
 
-async def test_a_bad_call_in_a_batch_is_a_400_naming_it(edge: Edge) -> None:
+async def test_a_bad_call_in_a_batch_is_dropped_naming_it_and_the_rest_is_kept(edge: Edge, nc: NATS) -> None:
     batch = {"batch": [
         {"type": "track", "userId": "u1", "event": "Fine"},
-        {"type": "track", "userId": "u1", "event": "Deep", "properties": {"list": [0, 1, 2, nested(40)]}},
+        {"type": "track", "userId": "u1", "event": "Deep", "messageId": "deep-1", "properties": {"list": [0, 1, 2, nested(40)]}},
     ]}
-    r = await edge.send("batch", batch)
-    assert r.status_code == 400, r.text
-    assert r.json()["detail"][0]["path"].startswith("batch[1].properties.list[3].a.a")
+    async with stream_of(nc, edge.workspace_id) as sub:
+        rejection = await edge.dropped("batch", batch)
+        stored = Event.model_validate_json((await sub.next_msg(timeout=5)).data)
+    assert stored.event == "Fine"
+    assert rejection["index"] == 1 and rejection["message_id"] == "deep-1" and rejection["event"] == "Deep"
+    assert rejection["reason"] == "invalid_call"
+    assert rejection["errors"][0]["path"].startswith("batch[1].properties.list[3].a.a")
 
 
 @pytest.mark.parametrize(
@@ -370,12 +319,13 @@ async def test_a_malformed_bearer_token_is_a_401(edge: Edge, authorization: byte
         ({"type": "track", "userId": "u1", "event": "e", "integrations": "All"}, ["batch[0]", "integrations"]),
     ],
 )
-async def test_a_batched_call_whose_context_or_integrations_is_not_an_object_is_a_400(
+async def test_a_batched_call_whose_context_or_integrations_is_not_an_object_is_dropped(
     edge: Edge, item: dict[str, Any], path: list[str]
 ) -> None:
-    r = await edge.send("batch", {"context": {"app": {"name": "Shop"}}, "integrations": {"All": True}, "batch": [item]})
-    assert r.status_code == 400, r.text
-    assert r.json()["detail"][0]["loc"] == path
+    rejection = await edge.dropped(
+        "batch", {"context": {"app": {"name": "Shop"}}, "integrations": {"All": True}, "batch": [item]}
+    )
+    assert rejection["errors"][0]["loc"] == path
 
 
 @pytest.mark.parametrize("traits", ["ab", 5, [["a", 1]]])
@@ -407,22 +357,19 @@ async def test_a_timestamp_at_the_ends_of_the_calendar_is_a_400_naming_it(
     r = await edge.send("track", {"userId": "u1", "event": "Time", **fields})
     assert r.status_code == 400, r.text
     assert r.json()["detail"][0]["path"] == field
-    batched = await edge.send("batch", {"batch": [{"type": "track", "userId": "u1", "event": "Time", **fields}]})
-    assert batched.status_code == 400, batched.text
-    assert batched.json()["detail"][0]["path"] == f"batch[0].{field}"
+    rejection = await edge.dropped("batch", {"batch": [{"type": "track", "userId": "u1", "event": "Time", **fields}]})
+    assert rejection["errors"][0]["path"] == f"batch[0].{field}"
 
 
-async def test_a_batch_sent_at_at_the_end_of_the_calendar_is_a_400(edge: Edge) -> None:
+async def test_a_batch_sent_at_at_the_end_of_the_calendar_drops_its_calls(edge: Edge) -> None:
     body = {"sentAt": "0001-01-01T00:00:00+14:00",
             "batch": [{"type": "track", "userId": "u1", "event": "e", "timestamp": "2026-11-22T12:00:00Z"}]}
-    r = await edge.send("batch", body)
-    assert r.status_code == 400, r.text
-    assert r.json()["detail"][0]["path"] == "batch[0].sentAt"
+    rejection = await edge.dropped("batch", body)
+    assert rejection["errors"][0]["path"] == "batch[0].sentAt"
 
 
 async def test_a_batch_context_counts_toward_each_calls_size(edge: Edge) -> None:
     # 2,500 calls sharing a 20 KB batch context would otherwise become 50 MB of events from a 500 KB body.
     body = {"context": {"blob": "x" * 20_000}, "batch": [{"type": "track", "userId": "u1", "event": "e", "properties": {"p": "y" * 15_000}}]}
-    r = await edge.send("batch", body)
-    assert r.status_code == 400, r.text
-    assert r.json()["error"] == "payload_too_large" and "batch[0]" in r.json()["detail"]
+    rejection = await edge.dropped("batch", body)
+    assert rejection["reason"] == "call_too_large" and "batch[0]" in rejection["errors"][0]["msg"]

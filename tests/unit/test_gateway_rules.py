@@ -9,6 +9,8 @@ from gateway.service import (
     body_write_key,
     decode_body,
     merge_messages,
+    public_origin,
+    sdk_settings,
 )
 from kernel.errors import BadRequest, PayloadTooLarge, Unauthorized
 
@@ -56,3 +58,33 @@ def test_messages_take_the_delivery_status_when_the_dispatcher_has_one() -> None
     deliveries = [{"send_id": "a", "status": "sent", "created_at": "2026-01-02"}]
     merged = merge_messages(sends, deliveries)
     assert [(m["send_id"], m["status"]) for m in merged] == [("a", "sent"), ("b", "cancelled")]
+
+
+@pytest.mark.parametrize(
+    "public_url, scheme, proto, host, expected",
+    [
+        ("https://events.example.com", "http", None, "10.0.0.5:8000", ("https", "events.example.com")),
+        ("https://example.com/herald/", "http", "http", "x", ("https", "example.com/herald")),
+        (None, "http", None, "127.0.0.1:8000", ("http", "127.0.0.1:8000")),
+        (None, "http", "https", "events.example.com", ("https", "events.example.com")),
+        (None, "https", "gopher", "[::1]:8000", ("https", "[::1]:8000")),
+        (None, "http", "https, http", "a.example, b.example", ("https", "a.example")),
+        (None, "http", None, "evil.example/<script>", ("http", "localhost")),
+        (None, "http", None, None, ("http", "localhost")),
+    ],
+)
+def test_sdks_are_pointed_at_the_public_url_or_the_host_they_asked(
+    public_url: str | None, scheme: str, proto: str | None, host: str | None, expected: tuple[str, str]
+) -> None:
+    assert public_origin(public_url, scheme, proto, host) == expected
+
+
+def test_sdk_settings_send_everything_to_herald_and_nothing_to_segment() -> None:
+    settings = sdk_settings("wk_1", "https", "events.example.com")
+    assert settings["integrations"] == {
+        "Segment.io": {
+            "apiKey": "wk_1", "apiHost": "events.example.com/v1", "protocol": "https",
+            "unbundledIntegrations": [], "addBundledMetadata": True, "maybeBundledConfigIds": {},
+        }
+    }
+    assert settings["metrics"]["sampleRate"] == 0 and settings["remotePlugins"] == []

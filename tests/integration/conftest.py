@@ -1,0 +1,79 @@
+"""Fixtures of the integration tier: the SDK edge (gateway with ingest behind it) in-process."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from gateway.app import build as build_gateway
+from gateway.config import get_settings as gateway_settings
+from herald.stack import create_workspace
+from services.ingest.app import build as build_ingest
+from services.ingest.config import get_settings as ingest_settings
+from tests.conftest import Infra
+
+
+@dataclass
+class Edge:
+    """The gateway, with ingest behind it, and a workspace to send as."""
+
+    workspace_id: str
+    write_key: str
+    api_key: str
+    gateway: httpx.AsyncClient
+
+    async def send(self, call: str, body: Any, headers: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
+        """An SDK call authenticated with the workspace's write key (unless `headers` bring their own)."""
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        sent = {"content-type": "application/json", **(headers or {})}
+        auth = None if "authorization" in sent else (self.write_key, "")
+        return await self.gateway.post(f"/v1/{call}", content=content, headers=sent, auth=auth, **kw)
+
+    async def dropped(self, call: str, body: Any) -> dict[str, Any]:
+        """Send a batch with one malformed call: it is answered 200 with that call dropped; the rejection listed."""
+        r = await self.send(call, body)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"success": True, "rejected": 1}
+        listed = await self.gateway.get(
+            "/api/v1/ingest/rejections", params={"limit": 1}, headers={"authorization": f"Bearer {self.api_key}"}
+        )
+        assert listed.status_code == 200, listed.text
+        [rejection] = listed.json()["rejections"]
+        return dict(rejection)
+
+
+@pytest.fixture
+async def edge(infra: Infra) -> AsyncIterator[Edge]:
+    """The gateway and ingest in-process, the gateway's calls to ingest going straight to ingest's app."""
+    created = await create_workspace(infra.database_url, "hostile input")
+    gateway_settings.cache_clear()
+    ingest_settings.cache_clear()
+    gateway, ingest = build_gateway(), build_ingest()
+    async with ingest.router.lifespan_context(ingest), gateway.router.lifespan_context(gateway):
+        res = gateway.state.resources
+        assert res.http is not None
+        await res.http.aclose()
+        res.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest), timeout=10)
+        transport = httpx.ASGITransport(app=gateway)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=10) as client:
+            yield Edge(created["workspace_id"], created["write_key"], created["api_key"], client)
+
+
+@asynccontextmanager
+async def stream_of(nc: NATS, workspace_id: str) -> AsyncIterator[Any]:
+    """The workspace's events as JetStream stored them, from now on."""
+    sub = await nc.jetstream().subscribe(
+        f"events.{workspace_id}.>",
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+    )
+    try:
+        yield sub
+    finally:
+        await sub.unsubscribe()
