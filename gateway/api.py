@@ -186,6 +186,8 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("ingest/rejections", ("GET",), "ingest"),
     ApiRoute("users/{user_id}", ("GET",), "profiles"),
     ApiRoute("users/{user_id}/events", ("GET",), "profiles"),
+    ApiRoute("users/{user_id}/devices", ("POST",), "profiles"),
+    ApiRoute("devices/deactivate", ("POST",), "profiles"),
     ApiRoute("users/{user_id}/messages", ("GET",), "messages"),
     ApiRoute("segments", ("GET", "POST"), "segmenter"),
     ApiRoute("segments/{segment_id}", ("GET",), "segmenter"),
@@ -248,7 +250,7 @@ def resolve_api_route(raw_path: bytes, method: str) -> tuple[ApiRoute, str]:
         if method not in route.methods:
             raise StarletteHTTPException(405, headers={"Allow": ", ".join(route.methods)})
         return route, upstream_path
-    raise NotFound("no API route at this path; the API serves users, segments and campaigns (see /docs)")
+    raise NotFound("no API route at this path; the API serves users, devices, segments, campaigns and ingest rejections (see /docs)")
 
 
 def _raw_path(request: Request) -> bytes:

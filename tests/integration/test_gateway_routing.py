@@ -318,6 +318,14 @@ async def test_every_route_in_the_table_answers_through_the_gateway(
     assert len((await herald.api.get(f"/api/v1/users/{ada}/events", params={"limit": 1})).json()["events"]) == 1
     assert (await herald.api.get(f"/api/v1/users/{ada}")).json()["traits"] == {"plan": "pro"}
     assert (await herald.api.get(f"/api/v1/users/{ada}/messages", params={"limit": 5})).json() == {"messages": []}
+    token = unique("token")
+    device = await herald.api.post(
+        f"/api/v1/users/{ada}/devices", json={"device_id": unique("phone"), "platform": "ios", "push_token": token}
+    )
+    assert device.status_code == 200 and device.json()["push_token"] == token, device.text
+    dead = await herald.api.post("/api/v1/devices/deactivate", json={"token": token})
+    assert dead.status_code == 200 and dead.json()["deactivated"] is True, dead.text
+    assert isinstance((await herald.api.get("/api/v1/ingest/rejections")).json()["rejections"], list)
 
     made = await herald.api.post("/api/v1/segments", json={"name": "Pro", "filter": {"trait": "plan", "op": "eq", "value": "pro"}})
     assert made.status_code == 201, made.text
