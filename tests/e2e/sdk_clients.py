@@ -58,8 +58,9 @@ def npm_packages() -> Path:
         except subprocess.TimeoutExpired:
             pytest.skip(f"npm install {' '.join(specs)} took over {NPM_INSTALL_TIMEOUT}s: check that npm reaches its registry")
         if done.returncode != 0 or not _installed(modules):
-            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-            pytest.skip(f"npm install {' '.join(specs)} failed: check that npm reaches its registry ({' / '.join(tail)})")
+            said = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+            why = next((line for line in said if "Error" in line or "ERR" in line), said[0] if said else "no output")
+            pytest.skip(f"npm install {' '.join(specs)} failed ({why.strip()}): check that npm reaches its registry")
     return modules
 
 
