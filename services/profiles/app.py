@@ -22,7 +22,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         consumer = bus.ConsumerSpec.for_service(
             "profiles",
             Event,
-            partial(handlers.on_events, sessions=res.db, js=res.jetstream),
+            partial(handlers.on_events, sessions=res.db, js=res.jetstream, rules=settings.rules()),
             settings,
             batched=True,
         )

@@ -7,14 +7,18 @@ from kernel import bus
 from kernel.contracts import Event, ProfileQuery, ProfileSnapshot, Published
 from kernel.db import unit_of_work
 from services.profiles import service
+from services.profiles.activity import Rules
 
 
 async def on_events(
-    received: list[bus.Received[Event]], sessions: async_sessionmaker[AsyncSession], js: JetStreamContext
+    received: list[bus.Received[Event]],
+    sessions: async_sessionmaker[AsyncSession],
+    js: JetStreamContext,
+    rules: Rules | None = None,
 ) -> None:
     """Apply a batch of events in one transaction, commit, then publish each resolved event and change."""
     async with unit_of_work(sessions) as session:
-        applied = await service.apply_events(session, [m.payload for m in received])
+        applied = await service.apply_events(session, [m.payload for m in received], rules or Rules())
     messages: list[Published] = []
     correlation_ids: list[str | None] = []
     for message, result in zip(received, applied, strict=True):

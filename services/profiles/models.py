@@ -39,6 +39,13 @@ class Profile(Base):
     # Standard attributes (language, time_zone, country, ...) and when each was written (context.stamp).
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     attribute_times: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    # Sessions (activity.py): how many, when the first and the newest began, starts by hour of the week,
+    # and the recent intervals that keep them order-independent.
+    session_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_session: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_session: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    session_hours: Mapped[list[int] | None] = mapped_column(JSONB(none_as_null=True))
+    session_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

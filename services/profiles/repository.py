@@ -7,6 +7,7 @@ from sqlalchemy import Table, bindparam, delete, func, select, text, tuple_, upd
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.profiles.activity import Sessions
 from services.profiles.devices import DeviceState
 from services.profiles.domain import Identity, KnownProfile, ProfileState
 from services.profiles.models import Device, EventCount, Profile, StoredEvent
@@ -62,6 +63,7 @@ async def find_identities(
 
 
 PROFILE_COLUMNS = ("profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen", "attributes", "attribute_times")
+SESSION_COLUMNS = ("session_count", "first_session", "last_session", "session_hours", "session_state")
 _profiles = cast(Table, Profile.__table__)
 
 
@@ -70,12 +72,24 @@ async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: l
     if not profile_ids:
         return {}
     rows = await session.execute(
-        select(*(_profiles.c[name] for name in PROFILE_COLUMNS))
+        select(*(_profiles.c[name] for name in (*PROFILE_COLUMNS, *SESSION_COLUMNS)))
         .where(_profiles.c.workspace_id == workspace_id, _profiles.c.profile_id.in_(profile_ids))
         .order_by(_profiles.c.profile_id)
         .with_for_update()
     )
-    return {r.profile_id: ProfileState(*r) for r in rows}
+    return {
+        r.profile_id: ProfileState(
+            r.profile_id, r.user_id, r.traits, r.trait_times, r.first_seen, r.last_seen, r.attributes, r.attribute_times,
+            Sessions(r.session_count, r.first_session, r.last_session, r.session_hours, r.session_state),
+        )
+        for r in rows
+    }
+
+
+def _session_values(p: ProfileState) -> dict[str, Any]:
+    s = p.sessions
+    return {"session_count": s.count, "first_session": s.first, "last_session": s.last, "session_hours": s.hours,
+            "session_state": s.state}
 
 
 async def insert_profiles(session: AsyncSession, workspace_id: str, profiles: list[ProfileState]) -> None:
@@ -84,7 +98,11 @@ async def insert_profiles(session: AsyncSession, workspace_id: str, profiles: li
         now = datetime.now(UTC)
         await session.execute(
             _profiles.insert(),
-            [{"workspace_id": workspace_id, "created_at": now, **{c: getattr(p, c) for c in PROFILE_COLUMNS}} for p in profiles],
+            [
+                {"workspace_id": workspace_id, "created_at": now, **{c: getattr(p, c) for c in PROFILE_COLUMNS},
+                 **_session_values(p)}
+                for p in profiles
+            ],
         )
 
 
@@ -96,6 +114,7 @@ _SEEN = (
 _WHOLE = _SEEN.values(
     user_id=bindparam("uid"), traits=bindparam("traits"), trait_times=bindparam("times"),
     attributes=bindparam("attrs"), attribute_times=bindparam("attr_times"),
+    **{name: bindparam(name) for name in SESSION_COLUMNS},
 )
 
 
@@ -110,7 +129,8 @@ async def update_profiles(session: AsyncSession, workspace_id: str, seen: list[P
             _WHOLE,
             [
                 {"ws": workspace_id, "pid": p.profile_id, "first": p.first_seen, "last": p.last_seen, "uid": p.user_id,
-                 "traits": p.traits, "times": p.trait_times, "attrs": p.attributes, "attr_times": p.attribute_times}
+                 "traits": p.traits, "times": p.trait_times, "attrs": p.attributes, "attr_times": p.attribute_times,
+                 **_session_values(p)}
                 for p in whole
             ],
         )

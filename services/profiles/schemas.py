@@ -13,10 +13,18 @@ from kernel import limits
 Document = Annotated[dict[str, Any], AfterValidator(limits.readable)]
 
 
+class SessionsOut(BaseModel):
+    count: int
+    first: datetime | None
+    last: datetime | None  # when the newest session began
+    hour_of_week: list[list[int]]  # session starts: 7 rows (Monday first) of 24 hours, in the user's time zone
+
+
 class Computed(BaseModel):
     first_seen: datetime
     last_seen: datetime
     event_counts: dict[str, int]
+    sessions: SessionsOut
 
 
 class DeviceOut(BaseModel):

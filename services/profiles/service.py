@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import Event, ProfileChanged, ProfileSnapshot, ResolvedEvent
 from kernel.errors import NotFound, TransientError
-from services.profiles import context, devices, domain, repository
+from services.profiles import activity, context, devices, domain, repository
 from services.profiles.models import Profile
 
 log = structlog.get_logger(__name__)
@@ -60,7 +60,7 @@ def _device_keys(read: _Read) -> list[tuple[str, str]]:
     return keys
 
 
-async def apply_events(session: AsyncSession, events: list[Event]) -> list[Applied]:
+async def apply_events(session: AsyncSession, events: list[Event], rules: activity.Rules | None = None) -> list[Applied]:
     """Apply events in order within this transaction, with the result of applying them one at a time.
 
     Every identity (and device and push token) the events name is locked first, in one statement;
@@ -79,7 +79,7 @@ async def apply_events(session: AsyncSession, events: list[Event]) -> list[Appli
         positions.setdefault(event.workspace_id, []).append(i)
     applied: dict[int, Applied] = {}
     for ws in sorted(positions):
-        batch = _WorkspaceBatch(session, ws)
+        batch = _WorkspaceBatch(session, ws, rules or activity.Rules())
         results = await batch.apply([events[i] for i in positions[ws]], [reads[i] for i in positions[ws]])
         applied.update(zip(positions[ws], results, strict=True))
     return [applied[i] for i in range(len(events))]
@@ -92,8 +92,8 @@ class _WorkspaceBatch:
     buffered and written together. A merge writes the buffer first, because it moves rows in SQL.
     """
 
-    def __init__(self, session: AsyncSession, workspace_id: str) -> None:
-        self.session, self.ws = session, workspace_id
+    def __init__(self, session: AsyncSession, workspace_id: str, rules: activity.Rules) -> None:
+        self.session, self.ws, self.rules = session, workspace_id, rules
         self.owner: dict[domain.Identity, str] = {}  # identity -> profile id, as of the event in hand
         self.profiles: dict[str, domain.ProfileState] = {}  # locked or created in this transaction
         self.new: dict[str, domain.ProfileState] = {}  # created, not yet written
@@ -177,6 +177,7 @@ class _WorkspaceBatch:
             other = self.profiles.pop(other_id)
             changed += domain.merge_traits(traits, times, other.traits, other.trait_times)
             domain.merge_traits(profile.attributes, profile.attribute_times, other.attributes, other.attribute_times)
+            activity.merge_sessions(profile.sessions, other.sessions, self.rules.session_gap)
             profile.first_seen = min(profile.first_seen, other.first_seen)
             profile.last_seen = max(profile.last_seen, other.last_seen)
             await repository.move_profile(self.session, self.ws, other_id, pid)  # the other is deleted in SQL
@@ -201,6 +202,11 @@ class _WorkspaceBatch:
             self.ignored_example = self.ignored_example or event.message_id
         for report in read.devices:
             self.devices.apply(report, pid, event.timestamp)
+        if (browser := _session_kind(event, seen.platform)) is not None:
+            tz = event.context.get("timezone")
+            tz = tz if isinstance(tz, str) and context.zone(tz) is not None else profile.attributes.get("time_zone")
+            if activity.add_session(profile.sessions, event.timestamp, tz, browser, self.rules.session_gap):
+                whole = True
         if profile.user_id is None and plan.user_id:
             profile.user_id = plan.user_id
             whole = True
@@ -238,6 +244,15 @@ class _WorkspaceBatch:
         self.devices.touched = set()
         self.new, self.seen, self.whole = {}, set(), set()
         self.links, self.rows, self.counts = {}, [], Counter()
+
+
+def _session_kind(event: Event, platform: context.Platform | None) -> bool | None:
+    """True: browser activity (sessions by inactivity); False: a phone's session start; None: no session."""
+    if platform == "web":
+        return None if event.display_name.startswith("$") else True
+    if platform is not None and event.type == "track" and event.event == activity.OPENED:
+        return False
+    return None
 
 
 def _event_row(event: Event, profile_id: str, merged: list[str]) -> dict[str, Any]:
@@ -282,6 +297,7 @@ async def describe(session: AsyncSession, profile: Profile) -> dict[str, Any]:
     ids = await repository.identities_of(session, profile.workspace_id, profile.profile_id)
     totals = await repository.event_totals(session, profile.workspace_id, profile.profile_id)
     owned = await repository.devices_of(session, profile.workspace_id, profile.profile_id)
+    hours = profile.session_hours or [0] * activity.HOURS_OF_WEEK
     return {
         "user_id": profile.user_id,
         "profile_id": profile.profile_id,
@@ -294,6 +310,12 @@ async def describe(session: AsyncSession, profile: Profile) -> dict[str, Any]:
             "first_seen": profile.first_seen,
             "last_seen": profile.last_seen,
             "event_counts": totals,
+            "sessions": {
+                "count": profile.session_count,
+                "first": profile.first_session,
+                "last": profile.last_session,
+                "hour_of_week": [hours[day * 24 : day * 24 + 24] for day in range(7)],
+            },
         },
     }
 

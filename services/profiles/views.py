@@ -19,6 +19,10 @@ segment_profiles = Table(
     Column("first_seen", DateTime(timezone=True)),
     Column("last_seen", DateTime(timezone=True)),
     Column("attributes", JSONB),
+    Column("session_count", Integer),
+    Column("first_session", DateTime(timezone=True)),
+    Column("last_session", DateTime(timezone=True)),
+    Column("session_hours", JSONB),
 )
 segment_events = Table(
     "segment_events",

@@ -1,0 +1,119 @@
+"""Pure rules for what a profile's activity adds up to: sessions and their hour-of-week histogram.
+
+Sessions:
+- On a phone, a session is an `Application Opened` (Segment's mobile lifecycle events). Every Segment
+  mobile SDK sends `Application Installed` or `Application Updated` *with* an `Application Opened` on
+  the same launch, so those two add no session of their own, and `Application Backgrounded` only ends
+  one. Each Opened is counted once (a redelivery is never applied twice: the event store sees to it).
+- In a browser, a session is a run of events with no gap longer than the inactivity timeout (30
+  minutes by default). A late event may start a session, stretch one, or join two into one: the
+  profile keeps its most recent sessions as intervals so that any order of events ends the same,
+  within those RETAINED sessions (an event older than all of them that falls near the forgotten
+  ones is not counted: which forgotten session it belonged to is no longer known).
+- The histogram counts session starts by hour of the week (Monday 00:00 first) in the time zone of
+  the event that started the session, else the profile's, else UTC.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.profiles.context import zone
+
+OPENED = "Application Opened"
+RETAINED = 32  # browser and phone sessions a profile keeps as intervals
+HOURS_OF_WEEK = 7 * 24
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the service's settings decide (config.py): the browser's inactivity timeout."""
+
+    session_gap: timedelta = timedelta(minutes=30)
+
+
+@dataclass(slots=True)
+class Sessions:
+    """A profile's sessions: what it shows, and the recent intervals that keep them order-independent."""
+
+    count: int = 0
+    first: datetime | None = None
+    last: datetime | None = None  # when the newest session started
+    hours: list[int] | None = None  # HOURS_OF_WEEK session starts, local time
+    # recent: [[start µs, end µs, time zone or None, 1 browser / 0 phone], ...] by start; horizon: the
+    # latest end of a browser session no longer kept
+    state: dict[str, Any] | None = None
+
+
+def _us(at: datetime) -> int:
+    return (at - _EPOCH) // _MICRO
+
+
+def _at(us: int) -> datetime:
+    return _EPOCH + us * _MICRO
+
+
+def hour_of_week(at: datetime, time_zone: str | None) -> int:
+    """0 for Monday 00:00–00:59 in that zone (UTC if None or unknown), up to 167 for Sunday 23:00."""
+    local = at.astimezone(zone(time_zone) or UTC) if time_zone else at.astimezone(UTC)
+    return local.weekday() * 24 + local.hour
+
+
+def add_session(sessions: Sessions, at: datetime, time_zone: str | None, browser: bool, gap: timedelta) -> bool:
+    """Add one event that is session activity; True if the sessions changed (see the module's rules)."""
+    t = _us(at)
+    return _add(sessions, t, t, time_zone, browser, gap // _MICRO)
+
+
+def _add(sessions: Sessions, start: int, end: int, time_zone: str | None, browser: bool, gap: int) -> bool:
+    """Add activity from `start` to `end` (µs): a new session, or joined with the browser sessions within `gap` of it."""
+    state = sessions.state if sessions.state is not None else {"recent": [], "horizon": None}
+    sessions.state = state
+    recent: list[list[Any]] = state["recent"]
+    if browser and state["horizon"] is not None and start <= state["horizon"] + gap:
+        return False  # next to sessions no longer kept
+    near = [s for s in recent if s[3] and s[0] - gap <= end and start <= s[1] + gap] if browser else []
+    if len(near) == 1 and near[0][0] <= start and end <= near[0][1]:
+        return False  # inside a known session
+    hours = sessions.hours if sessions.hours is not None else [0] * HOURS_OF_WEEK
+    sessions.hours = hours
+    first = (start, time_zone or "")
+    for s in near:  # they and this activity are one session now, starting at the earliest of them
+        first = min(first, (s[0], s[2] or ""))
+        end = max(end, s[1])
+        hours[hour_of_week(_at(s[0]), s[2])] -= 1
+        recent.remove(s)
+    start, time_zone = first[0], first[1] or None
+    recent.append([start, end, time_zone, 1 if browser else 0])
+    recent.sort(key=lambda s: (s[0], s[3]))
+    hours[hour_of_week(_at(start), time_zone)] += 1
+    sessions.count += 1 - len(near)
+    began = _at(start)
+    sessions.first = min(sessions.first or began, began)
+    while len(recent) > RETAINED:
+        dropped = recent.pop(0)
+        if dropped[3]:
+            state["horizon"] = max(state["horizon"] or dropped[1], dropped[1])
+    sessions.last = _at(recent[-1][0]) if recent else sessions.last
+    return True
+
+
+def merge_sessions(mine: Sessions, other: Sessions, gap: timedelta) -> None:
+    """Fold another profile's sessions into these, as if its events had landed here."""
+    if not other.count:
+        return
+    recent = (other.state or {}).get("recent", [])
+    # Sessions the other profile no longer kept as intervals are counted as they were.
+    mine.count += other.count - len(recent)
+    leftover = list(other.hours or [0] * HOURS_OF_WEEK)
+    for s in recent:
+        leftover[hour_of_week(_at(s[0]), s[2])] -= 1
+    mine.hours = [a + b for a, b in zip(mine.hours or [0] * HOURS_OF_WEEK, leftover, strict=True)]
+    for start, end, tz, browser in recent:
+        _add(mine, start, end, tz, bool(browser), gap // _MICRO)
+    if other.first is not None:
+        mine.first = min(mine.first or other.first, other.first)
+    if mine.last is None and other.last is not None:
+        mine.last = other.last
