@@ -1,7 +1,9 @@
 """The seven scenarios. Each measures Herald and, in the same run, the raw part it is built from."""
 
 import asyncio
+import ipaddress
 import os
+import random
 import sys
 import time
 import uuid
@@ -22,6 +24,7 @@ from nats.js.api import StreamConfig
 from bench.harness import FAILED, Env, Figure, RssSampler, parse_only_server
 from herald.stack import set_rate_limits
 from kernel.contracts import SendRequested, send_subject
+from services.profiles.context import country_of_ip
 from services.profiles.domain import USER
 
 Progress = Callable[[float], None]  # advance the scenario's progress bar by this share (0–1)
@@ -60,7 +63,7 @@ SIZES["5m"] = replace(SIZES["full"], name="5m", segment_users=5_000_000)
 TARGETS = {
     "ingest": 15_000.0, "ingest_ratio": 0.33, "profile": 5_000.0, "trigger_light_p50_ms": 50.0,
     "trigger_light_p99_ms": 250.0, "trigger_p99_ms": 1_000.0, "membership_p99_ms": 1_000.0, "segment_s": 2.0,
-    "dispatch_ratio": 0.8, "sink_ceiling": 3_000.0, "rss_mb": 200.0,
+    "dispatch_ratio": 0.8, "sink_ceiling": 3_000.0, "rss_mb": 200.0, "geo_us": 10.0,
 }
 
 
@@ -231,13 +234,40 @@ async def live_workspace(env: Env, ws: dict[str, str]) -> None:
             (await api.post(f"/api/v1/campaigns/{created.json()['id']}/launch")).raise_for_status()
 
 
+# Public addresses in five countries, so the IP → country lookup of the profiles service does its work.
+_PUBLIC_IPS = ("81.169.145.10", "163.172.20.5", "104.16.0.1", "51.140.0.10", "145.100.0.1")
+_PHONES = (("ios", "iPhone15,2", "18.1", "de-DE", "Europe/Berlin"), ("android", "Pixel 8", "15", "fr-FR", "Europe/Paris"),
+           ("ios", "iPhone14,7", "17.6", "en-US", "America/New_York"), ("android", "SM-S918B", "14", "en-GB", "Europe/London"),
+           ("ios", "iPad13,4", "18.0", "nl-NL", "Europe/Amsterdam"))
+
+
+def mobile_context(user: int) -> dict[str, Any]:
+    """What analytics-swift / analytics-kotlin put in `context` of every call, for one user's phone."""
+    platform, model, os_version, locale, zone = _PHONES[user % len(_PHONES)]
+    ios = platform == "ios"
+    return {
+        "app": {"name": "Shop", "version": "3.2.0", "build": "320", "namespace": "com.example.shop"},
+        "device": {"id": f"dev-{user}", "manufacturer": "Apple" if ios else "Google", "model": model,
+                   "type": platform, "name": model, **({"token": f"tok-{user:064x}"} if user % 4 == 0 else {})},
+        "os": {"name": "iOS" if ios else "Android", "version": os_version},
+        "library": {"name": "analytics-swift" if ios else "analytics-kotlin", "version": "1.6.1"},
+        "locale": locale, "timezone": zone, "ip": _PUBLIC_IPS[user % len(_PUBLIC_IPS)],
+        "network": {"wifi": True, "cellular": False, "carrier": "Telekom"},
+        "screen": {"width": 1179, "height": 2556, "density": 3},
+        "instanceId": f"inst-{user}",
+    }
+
+
 def _live_calls(prefix: str, n: int, users: int) -> list[dict[str, Any]]:
-    """Track calls with every tenth an identify that sets the traits the segments read."""
+    """Track calls with every tenth an identify that sets the traits the segments read, each with the
+    context a mobile SDK sends (app, device, OS, locale, time zone, IP)."""
     calls = _calls(prefix, n, users)
     plans, countries = ("free", "pro", "team"), ("DE", "FR", "US", "GB", "NL")
     for i in range(0, n, 10):
         calls[i] = {"type": "identify", "userId": calls[i]["userId"], "messageId": calls[i]["messageId"],
                     "traits": {"plan": plans[i % 3], "country": countries[i % 5], "ltv": i % 300}}
+    for i, call in enumerate(calls):
+        call["context"] = mobile_context(i % users)
     return calls
 
 
@@ -283,6 +313,7 @@ async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figu
             await load_population(env.db, ws["workspace_id"], users, 0, lambda s: None)  # profiles u0, u1, …
             for i, call in enumerate(calls):
                 call["userId"] = f"u{(i * 7919) % users}"  # spread over the loaded profiles
+                call["context"] = mobile_context((i * 7919) % users)  # each with its own phone
             label = f"{users:,} users loaded, the events on {len({c['userId'] for c in calls}):,} of them"
         await live_workspace(env, ws)
         await env.settle()
@@ -298,11 +329,31 @@ async def event_to_profile(env: Env, size: Size, advance: Progress) -> list[Figu
     baseline = await copy_rate(env.db, rows)
     advance(0.2)
     return [
-        Figure(LABELS["profiles"], f"accepted → on the profile, segments and campaigns caught up ({label})",
-               rate, "events/s", "asyncpg COPY, plain table", baseline, TARGETS["profile"],
-               note=f"10 segments and 10 live campaigns defined; {note}")
-        for label, rate, note in figures
+        *(
+            Figure(LABELS["profiles"], f"accepted → on the profile, segments and campaigns caught up ({label})",
+                   rate, "events/s", "asyncpg COPY, plain table", baseline, TARGETS["profile"],
+                   note=f"10 segments and 10 live campaigns defined; a mobile SDK's context on every event; {note}")
+            for label, rate, note in figures
+        ),
+        geo_lookup(),
     ]
+
+
+def geo_lookup(count: int = 200_000) -> Figure:
+    """The profiles service's IP → country lookup, per address, against parsing the address alone."""
+    rng = random.Random(7)
+    ips = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(count // 2)]
+    ips += [str(ipaddress.IPv6Address((0x2001 << 112) | rng.getrandbits(112))) for _ in range(count // 2)]
+    started = time.perf_counter()
+    found = sum(1 for ip in ips if country_of_ip(ip))
+    lookup = (time.perf_counter() - started) / count * 1e6
+    started = time.perf_counter()
+    for ip in ips:
+        ipaddress.ip_address(ip)
+    parse = (time.perf_counter() - started) / count * 1e6
+    return Figure(LABELS["profiles"], "IP → country, offline (per address)", lookup, "µs", "ipaddress.ip_address (parse only)",
+                  parse, TARGETS["geo_us"], higher_is_better=False,
+                  note=f"{count:,} random IPv4 and IPv6 addresses, {found:,} placed in a country")
 
 
 # --- 3. trigger latency ---------------------------------------------------------------------
