@@ -1,4 +1,4 @@
-"""Pure rules for what a profile's activity adds up to: sessions and their hour-of-week histogram.
+"""Pure rules for what a profile's activity adds up to: sessions, their hour-of-week histogram, purchases.
 
 Sessions:
 - On a phone, a session is an `Application Opened` (Segment's mobile lifecycle events). Every Segment
@@ -12,15 +12,28 @@ Sessions:
   ones is not counted: which forgotten session it belonged to is no longer known).
 - The histogram counts session starts by hour of the week (Monday 00:00 first) in the time zone of
   the event that started the session, else the profile's, else UTC.
+
+Purchases: each Segment `Order Completed` is one purchase of its `revenue`, else its `total`, else the
+sum of its `products[]` (price × quantity), in its `currency` (the workspace's if it names none),
+converted to the workspace currency with the configured rates. Amounts are exact decimals, so sums
+do not depend on the order they are added in. A purchase whose amount cannot be read or converted
+still counts; only its amount is left out (and the reason counted).
 """
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from services.profiles.context import zone
 
 OPENED = "Application Opened"
+ORDER_COMPLETED = "Order Completed"
+CENT = Decimal("0.0001")  # amounts are kept to four places (the column is NUMERIC(20, 4))
+MAX_AMOUNT = Decimal(10) ** 12
+UNKNOWN_CURRENCY = "unknown_currency"
+BAD_AMOUNT = "bad_amount"
 RETAINED = 32  # browser and phone sessions a profile keeps as intervals
 HOURS_OF_WEEK = 7 * 24
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -29,9 +42,11 @@ _MICRO = timedelta(microseconds=1)
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """What the service's settings decide (config.py): the browser's inactivity timeout."""
+    """What the service's settings decide (config.py): the browser's inactivity timeout, the currency."""
 
     session_gap: timedelta = timedelta(minutes=30)
+    currency: str = "USD"
+    rates: dict[str, Decimal] = field(default_factory=dict)  # units of `currency` per unit of each other one
 
 
 @dataclass(slots=True)
@@ -117,3 +132,67 @@ def merge_sessions(mine: Sessions, other: Sessions, gap: timedelta) -> None:
         mine.first = min(mine.first or other.first, other.first)
     if mine.last is None and other.last is not None:
         mine.last = other.last
+
+
+@dataclass(slots=True)
+class Purchases:
+    count: int = 0
+    revenue: Decimal = Decimal(0)  # in the workspace currency
+    first: datetime | None = None
+    last: datetime | None = None
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def order_amount(properties: dict[str, Any], rules: Rules) -> tuple[Decimal | None, str | None]:
+    """An order's amount in the workspace currency, or (None, why it cannot be known)."""
+    raw = properties.get("revenue", properties.get("total"))
+    if raw is not None:
+        amount = _number(raw)
+    else:
+        products = properties.get("products")
+        if not isinstance(products, list) or not products:
+            return None, None  # an order with no amount: counted, nothing to add
+        amount = Decimal(0)
+        for product in products:
+            price = _number(product.get("price")) if isinstance(product, dict) else None
+            quantity = _number(product.get("quantity", 1)) if isinstance(product, dict) else None
+            if price is None or quantity is None:
+                return None, BAD_AMOUNT
+            amount += price * quantity
+    if amount is None or amount < 0 or amount > MAX_AMOUNT:
+        return None, BAD_AMOUNT
+    currency = properties.get("currency") or rules.currency
+    currency = currency.strip().upper() if isinstance(currency, str) else ""
+    rate = Decimal(1) if currency == rules.currency else rules.rates.get(currency)
+    if rate is None:
+        return None, UNKNOWN_CURRENCY
+    return (amount * rate).quantize(CENT), None
+
+
+def add_purchase(purchases: Purchases, at: datetime, amount: Decimal | None) -> None:
+    """One more purchase at `at`, worth `amount` (None: unknown, counted all the same)."""
+    purchases.count += 1
+    purchases.revenue += amount or 0
+    purchases.first = min(purchases.first or at, at)
+    purchases.last = max(purchases.last or at, at)
+
+
+def merge_purchases(mine: Purchases, other: Purchases) -> None:
+    """Fold another profile's purchases into these."""
+    mine.count += other.count
+    mine.revenue += other.revenue
+    for at in (other.first, other.last):
+        if at is not None:
+            mine.first = min(mine.first or at, at)
+            mine.last = max(mine.last or at, at)

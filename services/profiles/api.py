@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from kernel.errors import BadRequest
 from kernel.web import Session, WorkspaceId
 from services.profiles import context, repository, service
+from services.profiles.config import get_settings
 from services.profiles.schemas import (
     Deactivated,
     DeviceOut,
@@ -27,7 +28,7 @@ LookupBy = Annotated[Literal["user_id", "anonymous_id"], Query(description="what
 async def get_user(user_id: str, workspace_id: WorkspaceId, session: Session, by: LookupBy = "user_id") -> UserProfile:
     """A user's profile: ids, traits and computed aggregates."""
     profile = await service.find_profile(session, workspace_id, user_id, by)
-    return UserProfile.model_validate(await service.describe(session, profile))
+    return UserProfile.model_validate(await service.describe(session, profile, get_settings().workspace_currency))
 
 
 @router.get("/{user_id}/events")

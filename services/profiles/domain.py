@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from kernel.contracts import Event
-from services.profiles.activity import Sessions
+from services.profiles.activity import Purchases, Sessions
 from services.profiles.context import stamp
 
 USER = "user"
@@ -32,6 +32,7 @@ class ProfileState:
     attributes: dict[str, Any] = field(default_factory=dict)  # the standard ones (see context.py)
     attribute_times: dict[str, str] = field(default_factory=dict)  # context.stamp: rank, then time
     sessions: Sessions = field(default_factory=Sessions)
+    purchases: Purchases = field(default_factory=Purchases)
 
 
 @dataclass

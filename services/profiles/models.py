@@ -5,9 +5,10 @@ are the read-only contract the segmenter compiles its SQL against; see the migra
 """
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func
+from sqlalchemy import Boolean, Date, DateTime, Index, Integer, Numeric, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -46,6 +47,11 @@ class Profile(Base):
     last_session: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     session_hours: Mapped[list[int] | None] = mapped_column(JSONB(none_as_null=True))
     session_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    # Purchases (activity.py): Order Completed events, the revenue in the workspace currency.
+    purchase_count: Mapped[int] = mapped_column(Integer, default=0)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(20, 4), default=Decimal(0))
+    first_purchase: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_purchase: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

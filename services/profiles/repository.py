@@ -7,7 +7,7 @@ from sqlalchemy import Table, bindparam, delete, func, select, text, tuple_, upd
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.profiles.activity import Sessions
+from services.profiles.activity import Purchases, Sessions
 from services.profiles.devices import DeviceState
 from services.profiles.domain import Identity, KnownProfile, ProfileState
 from services.profiles.models import Device, EventCount, Profile, StoredEvent
@@ -64,6 +64,7 @@ async def find_identities(
 
 PROFILE_COLUMNS = ("profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen", "attributes", "attribute_times")
 SESSION_COLUMNS = ("session_count", "first_session", "last_session", "session_hours", "session_state")
+PURCHASE_COLUMNS = ("purchase_count", "revenue", "first_purchase", "last_purchase")
 _profiles = cast(Table, Profile.__table__)
 
 
@@ -72,7 +73,7 @@ async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: l
     if not profile_ids:
         return {}
     rows = await session.execute(
-        select(*(_profiles.c[name] for name in (*PROFILE_COLUMNS, *SESSION_COLUMNS)))
+        select(*(_profiles.c[name] for name in (*PROFILE_COLUMNS, *SESSION_COLUMNS, *PURCHASE_COLUMNS)))
         .where(_profiles.c.workspace_id == workspace_id, _profiles.c.profile_id.in_(profile_ids))
         .order_by(_profiles.c.profile_id)
         .with_for_update()
@@ -81,15 +82,18 @@ async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: l
         r.profile_id: ProfileState(
             r.profile_id, r.user_id, r.traits, r.trait_times, r.first_seen, r.last_seen, r.attributes, r.attribute_times,
             Sessions(r.session_count, r.first_session, r.last_session, r.session_hours, r.session_state),
+            Purchases(r.purchase_count, r.revenue, r.first_purchase, r.last_purchase),
         )
         for r in rows
     }
 
 
 def _session_values(p: ProfileState) -> dict[str, Any]:
-    s = p.sessions
+    """The session and purchase columns of a profile (written with the whole row)."""
+    s, b = p.sessions, p.purchases
     return {"session_count": s.count, "first_session": s.first, "last_session": s.last, "session_hours": s.hours,
-            "session_state": s.state}
+            "session_state": s.state, "purchase_count": b.count, "revenue": b.revenue, "first_purchase": b.first,
+            "last_purchase": b.last}
 
 
 async def insert_profiles(session: AsyncSession, workspace_id: str, profiles: list[ProfileState]) -> None:
@@ -114,7 +118,7 @@ _SEEN = (
 _WHOLE = _SEEN.values(
     user_id=bindparam("uid"), traits=bindparam("traits"), trait_times=bindparam("times"),
     attributes=bindparam("attrs"), attribute_times=bindparam("attr_times"),
-    **{name: bindparam(name) for name in SESSION_COLUMNS},
+    **{name: bindparam(name) for name in (*SESSION_COLUMNS, *PURCHASE_COLUMNS)},
 )
 
 

@@ -20,11 +20,20 @@ class SessionsOut(BaseModel):
     hour_of_week: list[list[int]]  # session starts: 7 rows (Monday first) of 24 hours, in the user's time zone
 
 
+class PurchasesOut(BaseModel):
+    count: int
+    revenue: float  # lifetime, in `currency` (the workspace's)
+    currency: str
+    first: datetime | None
+    last: datetime | None
+
+
 class Computed(BaseModel):
     first_seen: datetime
     last_seen: datetime
     event_counts: dict[str, int]
     sessions: SessionsOut
+    purchases: PurchasesOut
 
 
 class DeviceOut(BaseModel):

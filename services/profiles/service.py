@@ -178,6 +178,7 @@ class _WorkspaceBatch:
             changed += domain.merge_traits(traits, times, other.traits, other.trait_times)
             domain.merge_traits(profile.attributes, profile.attribute_times, other.attributes, other.attribute_times)
             activity.merge_sessions(profile.sessions, other.sessions, self.rules.session_gap)
+            activity.merge_purchases(profile.purchases, other.purchases)
             profile.first_seen = min(profile.first_seen, other.first_seen)
             profile.last_seen = max(profile.last_seen, other.last_seen)
             await repository.move_profile(self.session, self.ws, other_id, pid)  # the other is deleted in SQL
@@ -207,6 +208,13 @@ class _WorkspaceBatch:
             tz = tz if isinstance(tz, str) and context.zone(tz) is not None else profile.attributes.get("time_zone")
             if activity.add_session(profile.sessions, event.timestamp, tz, browser, self.rules.session_gap):
                 whole = True
+        if event.type == "track" and event.event == activity.ORDER_COMPLETED:
+            amount, ignored = activity.order_amount(event.properties, self.rules)
+            activity.add_purchase(profile.purchases, event.timestamp, amount)
+            whole = True
+            if ignored:
+                self.ignored[ignored] += 1
+                self.ignored_example = self.ignored_example or event.message_id
         if profile.user_id is None and plan.user_id:
             profile.user_id = plan.user_id
             whole = True
@@ -292,7 +300,7 @@ def device_view(device: devices.DeviceState | Any) -> dict[str, Any]:
     }
 
 
-async def describe(session: AsyncSession, profile: Profile) -> dict[str, Any]:
+async def describe(session: AsyncSession, profile: Profile, currency: str = "USD") -> dict[str, Any]:
     """The public profile shape."""
     ids = await repository.identities_of(session, profile.workspace_id, profile.profile_id)
     totals = await repository.event_totals(session, profile.workspace_id, profile.profile_id)
@@ -315,6 +323,13 @@ async def describe(session: AsyncSession, profile: Profile) -> dict[str, Any]:
                 "first": profile.first_session,
                 "last": profile.last_session,
                 "hour_of_week": [hours[day * 24 : day * 24 + 24] for day in range(7)],
+            },
+            "purchases": {
+                "count": profile.purchase_count,
+                "revenue": float(profile.revenue),
+                "currency": currency,
+                "first": profile.first_purchase,
+                "last": profile.last_purchase,
             },
         },
     }

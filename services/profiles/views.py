@@ -5,7 +5,7 @@ segmenter compiles segment filters against them; the scheduler reads `segment_ev
 exception events.
 """
 
-from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, String, Table
+from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, Numeric, String, Table
 from sqlalchemy.dialects.postgresql import JSONB
 
 views = MetaData(schema="profiles")
@@ -23,6 +23,10 @@ segment_profiles = Table(
     Column("first_session", DateTime(timezone=True)),
     Column("last_session", DateTime(timezone=True)),
     Column("session_hours", JSONB),
+    Column("purchase_count", Integer),
+    Column("revenue", Numeric(20, 4)),
+    Column("first_purchase", DateTime(timezone=True)),
+    Column("last_purchase", DateTime(timezone=True)),
 )
 segment_events = Table(
     "segment_events",
