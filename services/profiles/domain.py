@@ -33,6 +33,8 @@ class ProfileState:
     attribute_times: dict[str, str] = field(default_factory=dict)  # context.stamp: rank, then time
     sessions: Sessions = field(default_factory=Sessions)
     purchases: Purchases = field(default_factory=Purchases)
+    # False while only Herald's own events ($message_*) are known: first/last seen are theirs until the user shows up.
+    user_seen: bool = True
 
 
 @dataclass
@@ -183,3 +185,28 @@ def apply_attributes(
         times[name] = when
         written = True
     return changed, written
+
+
+def see(profile: ProfileState, at: datetime, by_user: bool) -> bool:
+    """Move first/last seen for an event at `at`; True if the profile now counts as seen by its user.
+
+    First and last seen are the user's own events; Herald's (a message sent, delivered, opened) move
+    them only while the profile has none, so that the profile converges in any order of events.
+    """
+    if by_user and not profile.user_seen:
+        profile.first_seen = profile.last_seen = at
+        profile.user_seen = True
+        return True
+    if by_user or not profile.user_seen:
+        profile.first_seen = min(profile.first_seen, at)
+        profile.last_seen = max(profile.last_seen, at)
+    return False
+
+
+def merge_seen(profile: ProfileState, other: ProfileState) -> None:
+    """Fold another profile's first/last seen into this one's (the user's own events first)."""
+    if other.user_seen and not profile.user_seen:
+        profile.first_seen, profile.last_seen, profile.user_seen = other.first_seen, other.last_seen, True
+    elif other.user_seen == profile.user_seen:
+        profile.first_seen = min(profile.first_seen, other.first_seen)
+        profile.last_seen = max(profile.last_seen, other.last_seen)

@@ -52,6 +52,7 @@ class Profile(Base):
     revenue: Mapped[Decimal] = mapped_column(Numeric(20, 4), default=Decimal(0))
     first_purchase: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_purchase: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    user_seen: Mapped[bool] = mapped_column(Boolean, default=True)  # domain.see
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

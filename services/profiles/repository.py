@@ -65,6 +65,8 @@ async def find_identities(
 PROFILE_COLUMNS = ("profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen", "attributes", "attribute_times")
 SESSION_COLUMNS = ("session_count", "first_session", "last_session", "session_hours", "session_state")
 PURCHASE_COLUMNS = ("purchase_count", "revenue", "first_purchase", "last_purchase")
+# Written with the whole row: what activity.py keeps (sessions, purchases) and whether the user was seen.
+ACTIVITY_COLUMNS = (*SESSION_COLUMNS, *PURCHASE_COLUMNS, "user_seen")
 _profiles = cast(Table, Profile.__table__)
 
 
@@ -73,7 +75,7 @@ async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: l
     if not profile_ids:
         return {}
     rows = await session.execute(
-        select(*(_profiles.c[name] for name in (*PROFILE_COLUMNS, *SESSION_COLUMNS, *PURCHASE_COLUMNS)))
+        select(*(_profiles.c[name] for name in (*PROFILE_COLUMNS, *ACTIVITY_COLUMNS)))
         .where(_profiles.c.workspace_id == workspace_id, _profiles.c.profile_id.in_(profile_ids))
         .order_by(_profiles.c.profile_id)
         .with_for_update()
@@ -83,17 +85,18 @@ async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: l
             r.profile_id, r.user_id, r.traits, r.trait_times, r.first_seen, r.last_seen, r.attributes, r.attribute_times,
             Sessions(r.session_count, r.first_session, r.last_session, r.session_hours, r.session_state),
             Purchases(r.purchase_count, r.revenue, r.first_purchase, r.last_purchase),
+            r.user_seen,
         )
         for r in rows
     }
 
 
-def _session_values(p: ProfileState) -> dict[str, Any]:
-    """The session and purchase columns of a profile (written with the whole row)."""
+def _activity_values(p: ProfileState) -> dict[str, Any]:
+    """A profile's ACTIVITY_COLUMNS."""
     s, b = p.sessions, p.purchases
     return {"session_count": s.count, "first_session": s.first, "last_session": s.last, "session_hours": s.hours,
             "session_state": s.state, "purchase_count": b.count, "revenue": b.revenue, "first_purchase": b.first,
-            "last_purchase": b.last}
+            "last_purchase": b.last, "user_seen": p.user_seen}
 
 
 async def insert_profiles(session: AsyncSession, workspace_id: str, profiles: list[ProfileState]) -> None:
@@ -104,7 +107,7 @@ async def insert_profiles(session: AsyncSession, workspace_id: str, profiles: li
             _profiles.insert(),
             [
                 {"workspace_id": workspace_id, "created_at": now, **{c: getattr(p, c) for c in PROFILE_COLUMNS},
-                 **_session_values(p)}
+                 **_activity_values(p)}
                 for p in profiles
             ],
         )
@@ -118,7 +121,7 @@ _SEEN = (
 _WHOLE = _SEEN.values(
     user_id=bindparam("uid"), traits=bindparam("traits"), trait_times=bindparam("times"),
     attributes=bindparam("attrs"), attribute_times=bindparam("attr_times"),
-    **{name: bindparam(name) for name in (*SESSION_COLUMNS, *PURCHASE_COLUMNS)},
+    **{name: bindparam(name) for name in ACTIVITY_COLUMNS},
 )
 
 
@@ -134,7 +137,7 @@ async def update_profiles(session: AsyncSession, workspace_id: str, seen: list[P
             [
                 {"ws": workspace_id, "pid": p.profile_id, "first": p.first_seen, "last": p.last_seen, "uid": p.user_id,
                  "traits": p.traits, "times": p.trait_times, "attrs": p.attributes, "attr_times": p.attribute_times,
-                 **_session_values(p)}
+                 **_activity_values(p)}
                 for p in whole
             ],
         )

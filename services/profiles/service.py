@@ -40,7 +40,14 @@ class _Read:
     devices: list[devices.DeviceReport]
 
 
+def is_herald_event(event: Event) -> bool:
+    """Herald's own events ($message_sent, ...): on the user's timeline, but not something the user did."""
+    return event.type == "track" and (event.event or "").startswith("$")
+
+
 def _read(event: Event) -> _Read:
+    if is_herald_event(event):
+        return _Read(context.Observation(), [])  # its context is the dispatcher's, not the user's device
     traits = event.traits if event.type == "identify" else {}
     seen = context.observe(event.context, traits, event.timestamp)
     found: list[devices.DeviceReport] = []
@@ -165,7 +172,8 @@ class _WorkspaceBatch:
 
         created = plan.survivor is None
         if plan.survivor is None:
-            profile = domain.ProfileState(f"p_{uuid.uuid4().hex}", plan.user_id, {}, {}, event.timestamp, event.timestamp)
+            profile = domain.ProfileState(f"p_{uuid.uuid4().hex}", plan.user_id, {}, {}, event.timestamp, event.timestamp,
+                                          user_seen=not is_herald_event(event))
             self.profiles[profile.profile_id] = self.new[profile.profile_id] = profile
         else:
             profile = self.profiles[plan.survivor]
@@ -179,8 +187,7 @@ class _WorkspaceBatch:
             domain.merge_traits(profile.attributes, profile.attribute_times, other.attributes, other.attribute_times)
             activity.merge_sessions(profile.sessions, other.sessions, self.rules.session_gap)
             activity.merge_purchases(profile.purchases, other.purchases)
-            profile.first_seen = min(profile.first_seen, other.first_seen)
-            profile.last_seen = max(profile.last_seen, other.last_seen)
+            domain.merge_seen(profile, other)
             await repository.move_profile(self.session, self.ws, other_id, pid)  # the other is deleted in SQL
             self.devices.move(other_id, pid)
             self.owner = {key: pid if owner == other_id else owner for key, owner in self.owner.items()}
@@ -218,8 +225,8 @@ class _WorkspaceBatch:
         if profile.user_id is None and plan.user_id:
             profile.user_id = plan.user_id
             whole = True
-        profile.first_seen = min(profile.first_seen, event.timestamp)
-        profile.last_seen = max(profile.last_seen, event.timestamp)
+        if domain.see(profile, event.timestamp, by_user=not is_herald_event(event)):
+            whole = True
         if pid not in self.new:
             (self.whole if whole else self.seen).add(pid)
 
@@ -256,8 +263,10 @@ class _WorkspaceBatch:
 
 def _session_kind(event: Event, platform: context.Platform | None) -> bool | None:
     """True: browser activity (sessions by inactivity); False: a phone's session start; None: no session."""
+    if is_herald_event(event):
+        return None
     if platform == "web":
-        return None if event.display_name.startswith("$") else True
+        return True
     if platform is not None and event.type == "track" and event.event == activity.OPENED:
         return False
     return None
