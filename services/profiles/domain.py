@@ -172,8 +172,9 @@ def apply_attributes(
     """
     changed: list[str] = []
     written = False
+    time = stamp(0, at)[1:]  # formatted once per event, not per attribute
     for name, (rank, value) in observed.items():
-        when = stamp(rank, at)
+        when = f"{rank}{time}"
         previous = times.get(name)
         if previous is not None and (
             previous > when or (previous == when and repr(values.get(name)) >= repr(value))
