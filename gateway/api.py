@@ -2,25 +2,40 @@
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlencode
 
 import httpx
 import orjson
 import structlog
 from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway import ratelimit, service
+from gateway import domain, ratelimit, repository, service
 from gateway.config import get_settings
+from gateway.domain import Access, Family
+from gateway.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
+from gateway.service import ApiGrant
 from kernel import signing
-from kernel.errors import NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UpstreamTimeout
+from kernel.db import unit_of_work
+from kernel.errors import (
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    UpstreamTimeout,
+)
 from kernel.logging import CORRELATION_HEADER, current_correlation_id
 from kernel.web import JSON, Res, Resources
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
+M = TypeVar("M", bound=BaseModel)
 
 SDK_CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
 BATCH_CALLS = ("batch", "import")
@@ -172,6 +187,7 @@ class ApiRoute:
     template: str
     methods: tuple[str, ...]
     upstream: Upstream
+    family: Family
 
     @property
     def parts(self) -> list[str]:
@@ -183,19 +199,19 @@ class ApiRoute:
 # the users' messages the gateway composes from the scheduler and the dispatcher. Nothing else
 # reaches a service: not its /docs, /openapi.json or /metrics, and no route it does not list here.
 API_ROUTES: tuple[ApiRoute, ...] = (
-    ApiRoute("ingest/rejections", ("GET",), "ingest"),
-    ApiRoute("users/{user_id}", ("GET",), "profiles"),
-    ApiRoute("users/{user_id}/events", ("GET",), "profiles"),
-    ApiRoute("users/{user_id}/devices", ("POST",), "profiles"),
-    ApiRoute("devices/deactivate", ("POST",), "profiles"),
-    ApiRoute("users/{user_id}/messages", ("GET",), "messages"),
-    ApiRoute("segments", ("GET", "POST"), "segmenter"),
-    ApiRoute("segments/{segment_id}", ("GET",), "segmenter"),
-    ApiRoute("campaigns", ("POST",), "scheduler"),
-    ApiRoute("campaigns/{campaign_id}", ("GET",), "scheduler"),
-    ApiRoute("campaigns/{campaign_id}/launch", ("POST",), "scheduler"),
-    ApiRoute("campaigns/{campaign_id}/pause", ("POST",), "scheduler"),
-    ApiRoute("campaigns/{campaign_id}/stats", ("GET",), "scheduler"),
+    ApiRoute("ingest/rejections", ("GET",), "ingest", "ingest"),
+    ApiRoute("users/{user_id}", ("GET",), "profiles", "users"),
+    ApiRoute("users/{user_id}/events", ("GET",), "profiles", "users"),
+    ApiRoute("users/{user_id}/devices", ("POST",), "profiles", "users"),
+    ApiRoute("devices/deactivate", ("POST",), "profiles", "users"),
+    ApiRoute("users/{user_id}/messages", ("GET",), "messages", "users"),
+    ApiRoute("segments", ("GET", "POST"), "segmenter", "segments"),
+    ApiRoute("segments/{segment_id}", ("GET",), "segmenter", "segments"),
+    ApiRoute("campaigns", ("POST",), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}", ("GET",), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}/launch", ("POST",), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}/pause", ("POST",), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}/stats", ("GET",), "scheduler", "campaigns"),
 )
 
 
@@ -296,6 +312,66 @@ class _AnyCharacters(Convertor[str]):
 register_url_convertor("anything", _AnyCharacters())
 
 
+async def authorized(request: Request, res: Resources, family: Family, access: Access) -> ApiGrant:
+    """The bearer's grant, counted against the workspace's API rate limit; 401 without a live key, 403 without the scope."""
+    key = service.bearer_token(request.headers.get("authorization"))
+    grant = await service.grant_for_api_key(res.db, request.app.state.api_key_cache, key)
+    admit(request, grant.workspace_id, "api")
+    require_scope(grant, family, access)
+    return grant
+
+
+def require_scope(grant: ApiGrant, family: Family, access: Access) -> None:
+    """403 unless the grant's scopes allow `access` to `family`."""
+    if not domain.allows(grant.scopes, family, access):
+        raise Forbidden(
+            f"this API key may not {access} {family.replace('_', ' ')} (it needs the `{family}:{access}` scope)",
+            error="missing_scope",
+        )
+
+
+def _validated(model: type[M], body: bytes) -> M:
+    """A request body as `model`, or the 422 naming each field (read after authentication, never before)."""
+    try:
+        return model.model_validate_json(body or b"null")
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False), body=None) from exc
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+@router.post("/api/v1/api-keys", status_code=201, tags=["api-keys"], openapi_extra=_body_schema(ApiKeyCreate))
+async def create_api_key(request: Request, res: Res) -> ApiKeyCreated:
+    """Create an API key with scopes no wider than the caller's; the key is in this answer only."""
+    grant = await authorized(request, res, "api_keys", "write")
+    body = _validated(ApiKeyCreate, await read_limited(request, API_BODY_LIMIT))
+    async with unit_of_work(res.db) as session:
+        row, key = await service.create_api_key(session, grant, body.name, list(body.scopes))
+        return ApiKeyCreated.model_validate({**ApiKeyOut.model_validate(row).model_dump(), "key": key})
+
+
+@router.get("/api/v1/api-keys", tags=["api-keys"])
+async def list_api_keys(request: Request, res: Res) -> ApiKeyList:
+    """The workspace's API keys, newest first: name, prefix, scopes, when made, last used and revoked."""
+    grant = await authorized(request, res, "api_keys", "read")
+    async with unit_of_work(res.db) as session:
+        rows = await repository.api_keys_of(session, grant.workspace_id)
+        return ApiKeyList(api_keys=[ApiKeyOut.model_validate(row) for row in rows])
+
+
+@router.delete("/api/v1/api-keys/{key_id}", tags=["api-keys"])
+async def revoke_api_key(key_id: str, request: Request, res: Res) -> ApiKeyOut:
+    """Revoke a key: refused at once here, and on every other gateway replica within HERALD_API_KEY_CACHE_SECONDS."""
+    grant = await authorized(request, res, "api_keys", "write")
+    async with unit_of_work(res.db) as session:
+        row = await service.revoke_api_key(session, grant.workspace_id, key_id)
+        revoked = ApiKeyOut.model_validate(row)
+    request.app.state.api_key_cache.forget_where(lambda g: g.key_id == key_id)
+    return revoked
+
+
 @router.api_route("/api/v1/{path:anything}", methods=API_METHODS, tags=["api"])
 async def api_proxy(path: str, request: Request, res: Res) -> Response:
     """The internal API (users, segments, campaigns), authenticated by `Authorization: Bearer`.
@@ -304,9 +380,11 @@ async def api_proxy(path: str, request: Request, res: Res) -> Response:
     percent-encoded, so it reaches the service as that literal id.
     """
     key = service.bearer_token(request.headers.get("authorization"))
-    workspace_id = await service.workspace_for_api_key(res.db, request.app.state.key_cache, key)
+    grant = await service.grant_for_api_key(res.db, request.app.state.api_key_cache, key)
+    workspace_id = grant.workspace_id
     admit(request, workspace_id, "api")
     route, upstream_path = resolve_api_route(_raw_path(request), request.method)
+    require_scope(grant, route.family, domain.access_of(request.method))
     query = _forwarded_query(request)
     if route.upstream == "messages":
         return await _user_messages(request, workspace_id, upstream_path + query)

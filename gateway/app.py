@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import ratelimit
 from gateway.api import router
 from gateway.config import get_settings
-from gateway.service import STALE_WRITE_KEY_SECONDS, KeyCache
+from gateway.service import STALE_WRITE_KEY_SECONDS, ApiGrant, KeyCache
 from kernel import http, signing
 from kernel.web import create_app, open_resources
 
@@ -37,7 +37,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             transport=http.sharded(httpx.Limits(max_connections=200, max_keepalive_connections=100)),
         )
         app.state.resources = res
-        app.state.key_cache = KeyCache(settings.key_cache_seconds)
+        app.state.key_cache = KeyCache[str](settings.key_cache_seconds)
+        app.state.api_key_cache = KeyCache[ApiGrant](settings.api_key_cache_seconds)
         app.state.signer = signing.Signer(settings.gateway_signing_key.get_secret_value())
         app.state.limiter = limiter = ratelimit.RateLimiter({"sdk": settings.sdk_rate_limit, "api": settings.api_rate_limit})
         stop = asyncio.Event()

@@ -28,7 +28,10 @@ class GatewaySettings(HeraldSettings, DatabaseSettings):
     # Segment's limits: 32 KB per call, 500 KB per batch (measured on the decompressed JSON).
     max_call_bytes: int = Field(32 * 1024, description="largest single call accepted (decompressed JSON)")
     max_batch_bytes: int = Field(500 * 1024, description="largest batch accepted (decompressed JSON)")
-    key_cache_seconds: float = Field(30.0, description="how long a write or API key lookup is cached")
+    key_cache_seconds: float = Field(30.0, description="how long a write key lookup is cached")
+    api_key_cache_seconds: float = Field(
+        2.0, ge=0, description="how long an API key lookup is cached: a revoked key stops working on every replica within this"
+    )
     upstream_timeout_seconds: float = Field(10.0, description="timeout of calls from the gateway to the services")
     sdk_rate_limit: int = Field(
         1000, ge=1, description="SDK requests per second a workspace may make (all replicas together; `herald rate-limits` sets one workspace's own)"

@@ -46,7 +46,11 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # What the key may do: "admin", or "<family>:read" / "<family>:write" (gateway.domain.SCOPES).
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=lambda: ["admin"])
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Written at most once per key cache period per gateway replica, when the key is looked up.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 

@@ -21,10 +21,43 @@ async def workspace_for_write_key(session: AsyncSession, write_key: str) -> str 
     return await session.scalar(select(App.workspace_id).where(App.write_key == write_key))
 
 
-async def workspace_for_api_key_hash(session: AsyncSession, key_hash: str) -> str | None:
-    return await session.scalar(
-        select(ApiKey.workspace_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+async def use_api_key(session: AsyncSession, key_hash: str) -> Any:
+    """The live key with this hash (its workspace, id and scopes), recording that it was used; None if none."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        .values(last_used_at=func.now())
+        .returning(ApiKey.workspace_id, ApiKey.id, ApiKey.scopes)
     )
+    return result.first()
+
+
+async def add_api_key(session: AsyncSession, key: ApiKey) -> None:
+    session.add(key)
+    await session.flush()
+
+
+async def api_keys_of(session: AsyncSession, workspace_id: str) -> Sequence[ApiKey]:
+    """The workspace's keys, live and revoked, newest first."""
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.workspace_id == workspace_id).order_by(ApiKey.created_at.desc(), ApiKey.id)
+    )
+    return rows.all()
+
+
+async def api_key(session: AsyncSession, workspace_id: str, key_id: str) -> ApiKey | None:
+    return await session.scalar(select(ApiKey).where(ApiKey.workspace_id == workspace_id, ApiKey.id == key_id))
+
+
+async def lock_live_api_keys(session: AsyncSession, workspace_id: str) -> Sequence[ApiKey]:
+    """The workspace's live keys, locked: revocations of one workspace's keys happen one at a time."""
+    rows = await session.scalars(
+        select(ApiKey)
+        .where(ApiKey.workspace_id == workspace_id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.id)
+        .with_for_update()
+    )
+    return rows.all()
 
 
 async def add_rate_counts(session: AsyncSession, replica: str, counts: Sequence[tuple[str, str, int, int]]) -> None:

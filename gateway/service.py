@@ -8,17 +8,29 @@ import re
 import secrets
 import time
 import zlib
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway import repository
+from gateway import domain, repository
+from gateway.domain import ADMIN
 from gateway.models import ApiKey, App, Workspace
 from gateway.schemas import WorkspaceCreated
 from kernel.db import unit_of_work
-from kernel.errors import BadRequest, PayloadTooLarge, Unauthorized, is_dependency_outage
+from kernel.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    is_dependency_outage,
+)
 
 # How long after its last successful lookup a write key is still honoured while PostgreSQL is
 # unreachable. Write keys are public (they ship inside apps), so serving a slightly old answer is
@@ -35,18 +47,20 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def new_api_key() -> tuple[str, str, str]:
+    """A new API key: (the key, shown once; its prefix, shown always; its SHA-256, stored)."""
+    key = "hk_" + secrets.token_urlsafe(32)
+    return key, key[:8], hash_key(key)
+
+
 async def create_workspace(session: AsyncSession, name: str) -> WorkspaceCreated:
-    """Create a workspace with one app (write key) and one API key, returned in the clear once."""
+    """Create a workspace with one app (write key) and one admin API key, returned in the clear once."""
     workspace = Workspace(id=new_id("ws"), name=name)
     write_key = "wk_" + secrets.token_urlsafe(24)
-    api_key = "hk_" + secrets.token_urlsafe(32)
+    api_key, prefix, key_hash = new_api_key()
     app = App(id=new_id("app"), workspace_id=workspace.id, name=f"{name} app", write_key=write_key)
     key = ApiKey(
-        id=new_id("key"),
-        workspace_id=workspace.id,
-        name="default",
-        prefix=api_key[:8],
-        key_hash=hash_key(api_key),
+        id=new_id("key"), workspace_id=workspace.id, name="default", prefix=prefix, key_hash=key_hash, scopes=[ADMIN]
     )
     await repository.add_workspace(session, workspace, app, key)
     return WorkspaceCreated(
@@ -54,8 +68,47 @@ async def create_workspace(session: AsyncSession, name: str) -> WorkspaceCreated
     )
 
 
-class KeyCache:
-    """Remembers key → workspace for a short time so each call does not hit PostgreSQL.
+async def create_api_key(session: AsyncSession, grant: "ApiGrant", name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+    """A new key of the grant's workspace with `scopes` (never more than the grant holds); (its row, the key once)."""
+    missing = domain.beyond(grant.scopes, scopes)
+    if missing:
+        raise Forbidden(f"this key cannot grant scopes it does not hold: {', '.join(missing)}", error="scope_not_held")
+    key, prefix, key_hash = new_api_key()
+    row = ApiKey(
+        id=new_id("key"), workspace_id=grant.workspace_id, name=name, prefix=prefix, key_hash=key_hash,
+        scopes=sorted(set(scopes)), created_at=datetime.now(UTC),
+    )
+    await repository.add_api_key(session, row)
+    return row, key
+
+
+async def revoke_api_key(session: AsyncSession, workspace_id: str, key_id: str) -> ApiKey:
+    """Revoke a key of the workspace (again: the same answer); 404 if it has none by that id.
+
+    The workspace keeps at least one live key that can manage keys, or nobody could make another.
+    """
+    keys = await repository.lock_live_api_keys(session, workspace_id)
+    row = await repository.api_key(session, workspace_id, key_id)
+    if row is None:
+        raise NotFound(f"no API key {key_id!r} in this workspace")
+    if row.revoked_at is not None:
+        return row
+    managers = [k for k in keys if domain.can_manage_keys(k.scopes)]
+    if managers == [row]:
+        raise Conflict(
+            "this is the workspace's last key that can manage keys (api_keys:write); create another before revoking it",
+            error="last_key",
+        )
+    row.revoked_at = datetime.now(UTC)
+    await session.flush()
+    return row
+
+
+V = TypeVar("V")
+
+
+class KeyCache(Generic[V]):
+    """Remembers key → what it grants for a short time so each call does not hit PostgreSQL.
 
     An entry is fresh for `ttl` seconds; after that it is only kept as the last known answer, which
     `get_stale` returns for callers that may use it while PostgreSQL is unreachable.
@@ -63,34 +116,48 @@ class KeyCache:
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[str, float]] = {}
+        self._entries: dict[str, tuple[V, float]] = {}
 
-    def get(self, key: str) -> str | None:
-        """The workspace for `key` if it was looked up less than `ttl` seconds ago."""
+    def get(self, key: str) -> V | None:
+        """What `key` grants if it was looked up less than `ttl` seconds ago."""
         hit = self._entries.get(key)
         if hit is None or hit[1] < time.monotonic():
             return None
         return hit[0]
 
-    def get_stale(self, key: str, max_age: float) -> str | None:
-        """The last known workspace for `key`, if it went stale less than `max_age` seconds ago."""
+    def get_stale(self, key: str, max_age: float) -> V | None:
+        """The last known grant of `key`, if it went stale less than `max_age` seconds ago."""
         hit = self._entries.get(key)
         if hit is None or hit[1] + max_age < time.monotonic():
             return None
         return hit[0]
 
-    def put(self, key: str, workspace_id: str) -> None:
+    def put(self, key: str, value: V) -> None:
         """Remember a successful lookup."""
         if len(self._entries) > 100_000:
             self._entries.clear()
-        self._entries[key] = (workspace_id, time.monotonic() + self.ttl)
+        self._entries[key] = (value, time.monotonic() + self.ttl)
 
     def forget(self, key: str) -> None:
         """Drop what is known about `key` (PostgreSQL says it no longer exists)."""
         self._entries.pop(key, None)
 
+    def forget_where(self, matches: Callable[[V], bool]) -> None:
+        """Drop every entry whose grant `matches` (a key revoked on this replica stops here at once)."""
+        for key in [k for k, (value, _) in self._entries.items() if matches(value)]:
+            del self._entries[key]
 
-async def workspace_for_write_key(sessions: async_sessionmaker[AsyncSession], cache: KeyCache, key: str) -> str:
+
+@dataclass(frozen=True)
+class ApiGrant:
+    """What an API key lets its bearer do: which workspace, as which key, with which scopes."""
+
+    workspace_id: str
+    key_id: str
+    scopes: tuple[str, ...]
+
+
+async def workspace_for_write_key(sessions: async_sessionmaker[AsyncSession], cache: KeyCache[str], key: str) -> str:
     """The workspace owning an SDK write key, or 401; while PostgreSQL is unreachable, its last known one.
 
     Without a recent enough answer to fall back on, the outage propagates (a 503).
@@ -114,17 +181,22 @@ async def workspace_for_write_key(sessions: async_sessionmaker[AsyncSession], ca
     return workspace
 
 
-async def workspace_for_api_key(sessions: async_sessionmaker[AsyncSession], cache: KeyCache, key: str) -> str:
-    """The workspace owning an API key, or 401 (no stale answers: API keys are revocable secrets)."""
+async def grant_for_api_key(sessions: async_sessionmaker[AsyncSession], cache: KeyCache[ApiGrant], key: str) -> ApiGrant:
+    """What an API key grants, or 401 (no stale answers: API keys are revocable secrets).
+
+    Looked up at most once per cache period (seconds) per replica, which also records the key's use:
+    a key revoked on any replica stops working everywhere within that period.
+    """
     key_hash = hash_key(key)
-    workspace = cache.get("a:" + key_hash)
-    if workspace is None:
+    grant = cache.get(key_hash)
+    if grant is None:
         async with unit_of_work(sessions) as session:
-            workspace = await repository.workspace_for_api_key_hash(session, key_hash)
-    if workspace is None:
-        raise Unauthorized("unknown or revoked API key", error="unauthorized")
-    cache.put("a:" + key_hash, workspace)
-    return workspace
+            found = await repository.use_api_key(session, key_hash)
+        if found is None:
+            raise Unauthorized("unknown or revoked API key", error="unauthorized")
+        grant = ApiGrant(found.workspace_id, found.id, tuple(found.scopes))
+        cache.put(key_hash, grant)
+    return grant
 
 
 def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:

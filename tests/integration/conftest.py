@@ -48,10 +48,9 @@ class Edge:
         return dict(rejection)
 
 
-@pytest.fixture
-async def edge(infra: Infra) -> AsyncIterator[Edge]:
-    """The gateway and ingest in-process, the gateway's calls to ingest going straight to ingest's app."""
-    created = await create_workspace(infra.database_url, "hostile input")
+@asynccontextmanager
+async def running_gateway(name: str = "gateway") -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway replica and ingest in-process, the gateway's calls to ingest going straight to ingest's app."""
     gateway_settings.cache_clear()
     ingest_settings.cache_clear()
     gateway, ingest = build_gateway(), build_ingest()
@@ -61,8 +60,37 @@ async def edge(infra: Infra) -> AsyncIterator[Edge]:
         await res.http.aclose()
         res.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest), timeout=10)
         transport = httpx.ASGITransport(app=gateway)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=10) as client:
-            yield Edge(created["workspace_id"], created["write_key"], created["api_key"], client)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}", timeout=10) as client:
+            yield client
+
+
+@asynccontextmanager
+async def running_edge(infra: Infra, name: str) -> AsyncIterator[Edge]:
+    """A new workspace and the SDK edge to send as it."""
+    created = await create_workspace(infra.database_url, name)
+    async with running_gateway() as client:
+        yield Edge(created["workspace_id"], created["write_key"], created["api_key"], client)
+
+
+@pytest.fixture
+async def edge(infra: Infra) -> AsyncIterator[Edge]:
+    """The SDK edge of a workspace of its own."""
+    async with running_edge(infra, "edge") as running:
+        yield running
+
+
+@pytest.fixture
+async def other_edge(infra: Infra) -> AsyncIterator[Edge]:
+    """The SDK edge of a second workspace, for proving one never reaches the other's data."""
+    async with running_edge(infra, "other") as running:
+        yield running
+
+
+@pytest.fixture
+async def other_replica(edge: Edge) -> AsyncIterator[httpx.AsyncClient]:
+    """A second gateway replica (its own key cache) beside `edge`'s, on the same database."""
+    async with running_gateway("gateway-2") as client:
+        yield client
 
 
 @asynccontextmanager
