@@ -139,8 +139,25 @@ def _sdk_route(path: str, call: str) -> Any:
     return sdk_call
 
 
+# Segment's HTTP Tracking API shapes (https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/);
+# ingest validates each call, and drops a malformed call of a batch with its reason.
+_SDK_BODY = {
+    kind: {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "description": description, "additionalProperties": True,
+        **({"required": ["batch"], "properties": {"batch": {"type": "array", "items": {"type": "object"}}}}
+           if kind == "batch" else {}),
+    }}}}}
+    for kind, description in (
+        ("call", "one Segment call: userId or anonymousId, and event (track), traits, properties, context, timestamp …"),
+        ("batch", "Segment calls under `batch`, each with its `type`; `context`, `integrations` and `sentAt` apply to all"),
+    )
+}
+
 for _path, _call_name in (*((c, c) for c in SDK_CALLS), *SDK_SHORT_PATHS.items()):
-    router.add_api_route(f"/v1/{_path}", _sdk_route(_path, _call_name), methods=["POST"], tags=["sdk"])
+    router.add_api_route(
+        f"/v1/{_path}", _sdk_route(_path, _call_name), methods=["POST"], tags=["sdk"],
+        openapi_extra=_SDK_BODY["batch" if _call_name in BATCH_CALLS else "call"],
+    )
 
 SETTINGS_CACHE_SECONDS = 300
 
@@ -372,7 +389,7 @@ async def revoke_api_key(key_id: str, request: Request, res: Res) -> ApiKeyOut:
     return revoked
 
 
-@router.api_route("/api/v1/{path:anything}", methods=API_METHODS, tags=["api"])
+@router.api_route("/api/v1/{path:anything}", methods=API_METHODS, include_in_schema=False)
 async def api_proxy(path: str, request: Request, res: Res) -> Response:
     """The internal API (users, segments, campaigns), authenticated by `Authorization: Bearer`.
 

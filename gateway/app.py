@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import ratelimit
+from gateway import openapi, ratelimit
 from gateway.api import router
 from gateway.config import get_settings
 from gateway.service import STALE_WRITE_KEY_SECONDS, ApiGrant, KeyCache
@@ -83,4 +83,5 @@ def build() -> FastAPI:
     """The gateway ASGI app."""
     app = create_app("Herald gateway", lifespan, [router])
     app.add_middleware(SdkCors)  # outermost: even an unhandled error's answer is readable by the page
+    openapi.serve_merged(app)
     return app

@@ -16,6 +16,8 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -388,13 +390,34 @@ async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def operation_id(route: APIRoute) -> str:
+    """An operation's id in the OpenAPI document: its handler's name (`get_user`, `create_segment`)."""
+    return route.name
+
+
 def create_app(
     title: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]],
     routers: list[APIRouter],
 ) -> FastAPI:
-    """Build a service's FastAPI app with Herald's shared operational surface."""
-    app = FastAPI(title=title, lifespan=lifespan, default_response_class=JSON)
+    """Build a service's FastAPI app with Herald's shared operational surface.
+
+    Its /docs (Swagger UI) and /redoc load their scripts from the app itself, not a CDN, so they work
+    offline; each operation's id is its handler's name.
+    """
+    app = FastAPIOffline(
+        title=title,
+        lifespan=lifespan,
+        default_response_class=JSON,
+        generate_unique_id_function=operation_id,
+        static_url=DOCS_ASSETS_URL,
+        # `/x/` is not `/x`: a redirect would name the address the app was reached at, which behind
+        # the gateway is an internal one. It is a 404 in the envelope instead.
+        redirect_slashes=False,
+    )
     # The last added runs first: observability sees every answer, including the unhandled-error ones.
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(ObservabilityMiddleware)
