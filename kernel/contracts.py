@@ -4,13 +4,31 @@ This module is the one contract between producers and consumers. Subjects carry 
 so that one workspace can be replayed, filtered or moved on its own.
 """
 
+import difflib
 import hashlib
 import math
 import re
-from datetime import datetime
-from typing import Any, Literal, Protocol, get_args
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, cast, get_args
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from kernel.limits import MAX_SAFE_INTEGER, refuse_nul
 
@@ -144,11 +162,30 @@ class Published(Protocol):
     def model_dump_json(self) -> str: ...
 
 
-# --- the property-condition grammar -----------------------------------------------------------
+# --- the condition grammar --------------------------------------------------------------------
+#
+# One grammar for segment filters, campaign triggers and exception events; docs/segments.md shows
+# every shape with examples. The segmenter compiles it to SQL and evaluates it in Python
+# (services/segmenter/conditions.py); what a path, a date and a version are is defined here, once.
 
-ConditionOp = Literal["eq", "neq", "gt", "gte", "lt", "lte", "exists", "not_exists", "contains", "in"]
+ConditionOp = Literal[
+    "eq", "neq", "gt", "gte", "lt", "lte", "exists", "not_exists", "contains", "in",
+    "before", "after",
+    "more_than_days_ago", "within_last_days", "within_next_days", "more_than_days_from_now",
+    "version_lt", "version_lte", "version_gt", "version_gte",
+]
 CONDITION_OPS: tuple[ConditionOp, ...] = get_args(ConditionOp)
 ORDERED_OPS = ("gt", "gte", "lt", "lte")
+# Instants: ISO 8601 text in a document (see ISO_TIME_PATTERN), or a time the profile keeps.
+DATE_OPS = ("before", "after")
+# Instants relative to now, in whole days: their verdicts change as time passes, with no event
+# (the segmenter's sweep re-evaluates the segments that use them).
+RELATIVE_DATE_OPS = ("more_than_days_ago", "within_last_days", "within_next_days", "more_than_days_from_now")
+# Versions compared part by part as numbers: 3.10 is above 3.9, and 3.2 is 3.2.0 (see version_key).
+VERSION_OPS = ("version_lt", "version_lte", "version_gt", "version_gte")
+# A negative operator is the negation of its positive one: a user without the value is included,
+# and on a path through arrays (`products[].category`) it holds when no element has the value.
+NEGATED_OPS: dict[str, ConditionOp] = {"neq": "eq", "not_exists": "exists"}
 
 # Limits of one condition. The segmenter compiles each `in` value to its own comparison, evaluated on
 # every profile change (about 0.25 ms to compile and 2 KB held per value, measured), and the scheduler
@@ -162,6 +199,107 @@ CONDITION_MAX_NAME_LENGTH = 512
 CONDITION_MAX_NUMBER = MAX_SAFE_INTEGER  # the same bound every stored number keeps (kernel/limits.py)
 CONDITION_MAX_VALUE_DEPTH = 5  # arrays and objects nested in one value, an `in` list counting as one
 CONDITION_MAX_VALUE_ITEMS = 1000  # strings, numbers, booleans, nulls, arrays and objects in one value
+CONDITION_MAX_DAYS = 36_500  # "more than N days ago": a hundred years reaches a birth date
+CONDITION_MAX_PATH_STEPS = 16  # `a.b.c`: keys of objects inside one another
+CONDITION_MAX_PATH_ARRAYS = 3  # `orders[].items[].sku`: each `[]` is a loop over an array's elements
+CONDITION_MAX_COUNT = 1_000_000_000  # a count's bound (events, devices, sessions)
+CONDITION_MAX_WITHIN_DAYS = 3650  # a window back from now: ten years
+EARTH_RADIUS_KM = 6371.0088  # the mean radius: distances are great-circle (haversine)
+MAX_DISTANCE_KM = 20_038.0  # half the equator: every point of the globe is within it
+
+# A standard attribute (the profile's `attributes`, set by the profiles service from what apps send);
+# a custom attribute is a trait.
+STANDARD_ATTRIBUTES = (
+    "language", "time_zone", "country", "city", "location",
+    "app_name", "app_version", "os_name", "os_version", "device_model",
+)
+# What the profile computes (its `computed`), by name, and whether each is a time or a number.
+COMPUTED_FIELDS: dict[str, Literal["time", "number"]] = {
+    "first_seen": "time", "last_seen": "time",
+    "sessions.count": "number", "sessions.first": "time", "sessions.last": "time",
+    "purchases.count": "number", "purchases.revenue": "number", "purchases.first": "time", "purchases.last": "time",
+}
+TIME_OPS: tuple[ConditionOp, ...] = ("exists", "not_exists", *DATE_OPS, *RELATIVE_DATE_OPS)  # type: ignore[assignment]
+NUMBER_OPS: tuple[ConditionOp, ...] = ("eq", "neq", "gt", "gte", "lt", "lte", "in")
+# A device's fields a condition may read (the profiles service's `segment_devices` view).
+DEVICE_FIELDS = (
+    "device_id", "platform", "app", "app_version", "os_version", "model", "locale", "time_zone", "push_enabled", "last_seen",
+)
+DevicePlatform = Literal["any", "ios", "android", "web"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)
+
+# What a date is, to PostgreSQL and Python alike: ISO 8601, a date or a date and time ("T" or a space
+# between), an optional offset (none means UTC); years 1000-9999, hours 00-23 and seconds 00-59 (the two
+# disagree on 24:00 and leap seconds), offsets up to ±14:59, at most microseconds.
+ISO_TIME_PATTERN = (
+    r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)?)?"
+)
+ISO_ZONED_PATTERN = r"[T ].*[Z+-]"  # within an ISO_TIME_PATTERN match: it carries an offset
+# What a version is: its leading numeric parts ("3.10.2-beta.1" is 3.10.2), each of at most 20 digits.
+VERSION_PATTERN = r"[0-9]{1,20}(?:\.[0-9]{1,20})*"
+_ISO_TIME = re.compile(ISO_TIME_PATTERN)
+_VERSION = re.compile(VERSION_PATTERN)
+
+
+def parse_time(text: str) -> datetime | None:
+    """The instant an ISO 8601 date or time names (UTC when it names no offset); None if it is not one."""
+    if not _ISO_TIME.fullmatch(text):
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:  # a day its month does not have
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def version_key(text: str) -> tuple[int, ...] | None:
+    """A version's numeric parts, trailing zero parts dropped so that 3.2 and 3.2.0 are equal; None if it
+    does not start with a number. Tuples compare as versions do: (3, 10) > (3, 9) and (3, 2) < (3, 2, 1)."""
+    found = _VERSION.match(text)
+    if found is None:
+        return None
+    parts = [int(part) for part in found.group().split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class PathStep:
+    """One step of a condition's path: a key of an object; `each`: the key holds an array, and every element is tried."""
+
+    key: str
+    each: bool = False
+
+
+@lru_cache(maxsize=4096)
+def split_path(name: str) -> tuple[PathStep, ...]:
+    """How a condition's name reads a document.
+
+    `address.city` steps into an object; `products[].category` into every element of an array (the
+    condition holds when it holds for one element; `neq` and `not_exists` when it holds for none); a
+    trailing `[]` (`tags[]`) tries each element itself. A name with an empty step (`a..b`, `.a`) is a
+    plain key. A document holding a key of exactly the name is read there first, whatever the name
+    spells, so a trait named `utm.source` is found as it always was.
+    """
+    if "." not in name and "[]" not in name:
+        return (PathStep(name),)
+    steps = []
+    for part in name.split("."):
+        each = part.endswith("[]")
+        key = part[:-2] if each else part
+        if not key or "[]" in key:
+            return (PathStep(name),)
+        steps.append(PathStep(key, each))
+    return tuple(steps)
+
+
+def _brief(value: Any) -> str:
+    """A client's value, short enough to quote in an error message."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:39] + "…"
 
 
 def _check_condition_string(text: str) -> None:
@@ -201,50 +339,473 @@ def _check_condition_value(value: Any) -> None:
             raise ValueError("a value is JSON: a string, number, boolean, null, array or object")
 
 
-class PropertyCondition(Contract):
-    """One comparison on a document (event properties or traits), the same in segments and campaigns.
+def _condition_name(name: str) -> str:
+    """A name or path a condition reads: storable, and a path within its limits."""
+    refuse_nul(name, "a name")
+    steps = split_path(name)
+    if len(steps) > CONDITION_MAX_PATH_STEPS:
+        raise ValueError(f"a path has at most {CONDITION_MAX_PATH_STEPS} steps (got {len(steps)})")
+    if sum(step.each for step in steps) > CONDITION_MAX_PATH_ARRAYS:
+        raise ValueError(f"a path goes into at most {CONDITION_MAX_PATH_ARRAYS} arrays (`[]`)")
+    return name
 
-    A condition on a missing value is false; `gt`/`gte`/`lt`/`lte` compare numbers with numbers and
-    strings with strings; `contains` is a case-insensitive substring on strings and membership on
-    arrays; `in` takes a non-empty list. The segmenter compiles it to SQL, the scheduler evaluates it
-    in Python; both read it from here. Within the `CONDITION_MAX_*` limits above.
+
+ConditionName = Annotated[
+    str, Field(min_length=1, max_length=CONDITION_MAX_NAME_LENGTH), AfterValidator(_condition_name)
+]
+
+
+def _unknown_op(op: Any) -> str:
+    """Why an operator is refused: a close match if there is one, else the plain operators, briefly."""
+    close = difflib.get_close_matches(op, CONDITION_OPS, n=1, cutoff=0.5) if isinstance(op, str) and len(op) <= 64 else []
+    if close:
+        return f"unknown operator {_brief(op)}; did you mean `{close[0]}`? (every operator: docs/segments.md)"
+    return f"unknown operator {_brief(op)}; one of {', '.join(CONDITION_OPS[:10])}, or a date or version operator (docs/segments.md)"
+
+
+def _known_keys(kind: str, data: Any, keys: Iterable[str]) -> None:
+    """Refuse what is not an object, and keys a condition does not take (a typo such as `within_day`
+    would otherwise mean "ever")."""
+    if not isinstance(data, dict):
+        raise PydanticCustomError("not_an_object", "must be an object")
+    allowed = set(keys)
+    unknown = [k for k in data if k not in allowed]
+    if unknown:
+        raise PydanticCustomError(
+            "unknown_key",
+            "unknown key {key}; a `{kind}` condition takes {keys}",
+            {"key": _brief(unknown[0]), "kind": kind, "keys": ", ".join(sorted(allowed))},
+        )
+
+
+def _op_takes(op: str, value: Any) -> None:
+    """Raise ValueError if `value` is not what `op` compares with (the value's own limits are checked apart)."""
+    if op in ("exists", "not_exists"):
+        return
+    if op == "in" and (not isinstance(value, list) or not value):
+        raise ValueError("`in` needs a non-empty list")
+    if op in ORDERED_OPS and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+        raise ValueError(f"`{op}` compares a number or a string")
+    if op == "contains" and not isinstance(value, (str, int, float, bool)):
+        raise ValueError("`contains` takes a string or a scalar")
+    if op in ("eq", "neq") and value is None:
+        raise ValueError(f"`{op}` needs a value; use `not_exists` / `exists` for a missing value")
+    if op in DATE_OPS and (not isinstance(value, str) or parse_time(value) is None):
+        raise ValueError(f'`{op}` takes an ISO 8601 date or time, such as "2026-12-01" or "2026-12-01T09:00:00Z"')
+    if op in RELATIVE_DATE_OPS and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= CONDITION_MAX_DAYS):
+        raise ValueError(f"`{op}` takes a whole number of days ≥ 1 and ≤ {CONDITION_MAX_DAYS:,}")
+    if op in VERSION_OPS and (not isinstance(value, str) or version_key(value) is None):
+        raise ValueError(f'`{op}` takes a version that starts with a number, such as "3.10" or "3.10.2"')
+
+
+def _checked_value(op: str | None, value: Any, given: bool) -> Any:
+    """A comparison's value checked against its limits and its operator (`op` None: the operator was refused)."""
+    if op is not None and op not in ("exists", "not_exists") and not given:
+        raise ValueError(f"`{op}` needs a value")
+    if op == "in" and isinstance(value, list) and len(value) > CONDITION_MAX_IN_VALUES:
+        raise ValueError(f"`in` takes at most {CONDITION_MAX_IN_VALUES} values (got {len(value)})")
+    _check_condition_value(value)  # even where the operator ignores it: a stored condition keeps its value
+    if op is not None:
+        _op_takes(op, value)
+    return value
+
+
+_MISSING = object()  # a value not given (told apart from an explicit null, which `eq` also refuses)
+
+
+# A comparison's value (declared by each kind after its name and `op`, so they dump in reading order).
+VALUE = Field(default=None, validate_default=True)
+
+
+class Comparison(Contract):
+    """One comparison: the value at a name (or path) of a document, an operator and a value.
+
+    The same in segments and campaigns, on event properties, traits, attributes, a device's fields and
+    what the profile computes. A condition on a missing value is false; `gt`/`gte`/`lt`/`lte` compare
+    numbers with numbers and strings with strings (by code point); `contains` is a case-insensitive
+    substring on strings and membership on arrays; `in` takes a non-empty list (a null in it matches
+    nothing); dates and versions compare with their own operators. The segmenter compiles it to SQL
+    and evaluates it in Python, from this one definition. Within the `CONDITION_MAX_*` limits above.
+
+    Each kind declares, in this order, its name field (`KEY`), `op: ConditionOp` and `value: Any = VALUE`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    KEY: ClassVar[str] = "property"
+    if TYPE_CHECKING:
+        op: ConditionOp
+        value: Any
 
-    property: str = Field(min_length=1, max_length=CONDITION_MAX_NAME_LENGTH)
-    op: ConditionOp
-    value: Any = None
-
-    @field_validator("property")
-    @classmethod
-    def _property_storable(cls, name: str) -> str:
-        return refuse_nul(name, "a name")
+    @property
+    def name(self) -> str:
+        """The name or path the comparison reads."""
+        return cast(str, getattr(self, self.KEY))
 
     @model_validator(mode="before")
     @classmethod
-    def _value_given(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("op") not in ("exists", "not_exists", None) and "value" not in data:
-            raise ValueError(f"`{data.get('op')}` needs a value")
+    def _keys(cls, data: Any) -> Any:
+        _known_keys(cls.KEY, data, (cls.KEY, "op", "value"))
+        # A value left out is told apart from an explicit null, so "needs a value" is said at `value`.
+        return data if "value" in data else {**data, "value": _MISSING}
+
+    @field_validator("op", mode="before", check_fields=False)
+    @classmethod
+    def _op_known(cls, op: Any) -> Any:
+        if op not in CONDITION_OPS:
+            raise ValueError(_unknown_op(op))
+        return op
+
+    @field_validator("value", mode="after", check_fields=False)
+    @classmethod
+    def _value_fits(cls, value: Any, info: ValidationInfo) -> Any:
+        given = value is not _MISSING
+        return _checked_value(info.data.get("op"), value if given else None, given)
+
+
+class PropertyCondition(Comparison):
+    """A comparison on an event's properties (a trigger's, an exception event's, an event condition's `where`)."""
+
+    property: ConditionName
+    op: ConditionOp
+    value: Any = VALUE
+
+
+class TraitCondition(Comparison):
+    """`{"trait": "plan", "op": "eq", "value": "pro"}`: a comparison on the profile's traits (custom attributes)."""
+
+    KEY: ClassVar[str] = "trait"
+    trait: ConditionName
+    op: ConditionOp
+    value: Any = VALUE
+
+
+class AttributeCondition(Comparison):
+    """`{"attribute": "country", "op": "eq", "value": "DE"}`: a comparison on a standard attribute
+    (`location.lat` reads into the location)."""
+
+    KEY: ClassVar[str] = "attribute"
+    attribute: ConditionName
+    op: ConditionOp
+    value: Any = VALUE
+
+    @field_validator("attribute")
+    @classmethod
+    def _standard(cls, name: str) -> str:
+        root = split_path(name)[0].key
+        if root not in STANDARD_ATTRIBUTES:
+            raise ValueError(
+                f"unknown attribute {_brief(root)}; one of {', '.join(STANDARD_ATTRIBUTES)} (a custom attribute is a `trait`)"
+            )
+        return name
+
+
+class DevicePropertyCondition(PropertyCondition):
+    """A comparison on one of a device's fields (DEVICE_FIELDS)."""
+
+    @field_validator("property")
+    @classmethod
+    def _device_field(cls, name: str) -> str:
+        if name not in DEVICE_FIELDS:
+            raise ValueError(f"unknown device field {_brief(name)}; one of {', '.join(DEVICE_FIELDS)}")
+        return name
+
+
+class ComputedCondition(Comparison):
+    """`{"computed": "last_seen", "op": "more_than_days_ago", "value": 30}`: a comparison on what the
+    profile computes (COMPUTED_FIELDS): times take the date operators, numbers the numeric ones."""
+
+    KEY: ClassVar[str] = "computed"
+    computed: str
+    op: ConditionOp
+    value: Any = VALUE
+
+    @field_validator("computed", mode="before")
+    @classmethod
+    def _known_field(cls, name: Any) -> Any:
+        if name not in COMPUTED_FIELDS:
+            raise ValueError(f"unknown computed value {_brief(name)}; one of {', '.join(COMPUTED_FIELDS)}")
+        return name
+
+    @field_validator("op")
+    @classmethod
+    def _op_suits(cls, op: ConditionOp, info: ValidationInfo) -> ConditionOp:
+        kind = COMPUTED_FIELDS.get(info.data.get("computed", ""))
+        allowed = TIME_OPS if kind == "time" else NUMBER_OPS
+        if kind is not None and op not in allowed:
+            raise ValueError(f"`{op}` does not apply to {info.data['computed']} (a {kind}); use one of {', '.join(allowed)}")
+        return op
+
+    @field_validator("value")
+    @classmethod
+    def _numbers_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        op = info.data.get("op")
+        if COMPUTED_FIELDS.get(info.data.get("computed", "")) == "number" and op is not None:
+            numbers = value if op == "in" else [value]
+            if any(isinstance(n, bool) or not isinstance(n, (int, float)) for n in numbers):
+                raise ValueError(f"{info.data['computed']} is a number: compare it with numbers")
+        return value
+
+
+def _whole(value: Any, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(what)
+    return value
+
+
+class CountBounds(Contract):
+    """How many: any of `gte`, `gt`, `lte`, `lt`, `eq` (whole numbers), such as `{"gte": 3}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gte: int | None = None
+    gt: int | None = None
+    lte: int | None = None
+    lt: int | None = None
+    eq: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError('must be an object such as {"gte": 3}')
+        unknown = set(data) - set(cls.model_fields)
+        if unknown or not data:
+            raise ValueError(f"use gte, gt, lte, lt or eq (got {_brief(sorted(unknown)) if unknown else 'nothing'})")
         return data
 
+    @field_validator("gte", "gt", "lte", "lt", "eq", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> int:
+        return _whole(value, 0, CONDITION_MAX_COUNT, f"must be a whole number ≥ 0 and ≤ {CONDITION_MAX_COUNT:,}")
+
     @model_validator(mode="after")
-    def _value_fits(self) -> "PropertyCondition":
-        value = self.value
-        if self.op == "in" and isinstance(value, list) and len(value) > CONDITION_MAX_IN_VALUES:
-            raise ValueError(f"`in` takes at most {CONDITION_MAX_IN_VALUES} values (got {len(value)})")
-        _check_condition_value(value)  # even where the operator ignores it: a stored condition keeps its value
-        if self.op in ("exists", "not_exists"):
-            return self
-        if self.op == "in" and (not isinstance(value, list) or not value):
-            raise ValueError("`in` needs a non-empty list")
-        if self.op in ORDERED_OPS and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
-            raise ValueError(f"`{self.op}` compares a number or a string")
-        if self.op == "contains" and not isinstance(value, (str, int, float, bool)):
-            raise ValueError("`contains` takes a string or a scalar")
-        if self.op in ("eq", "neq") and value is None:
-            raise ValueError(f"`{self.op}` needs a value; use `not_exists` / `exists` for a missing value")
+    def _satisfiable(self) -> "CountBounds":
+        low, high = self.low, self.high
+        if low is not None and high is not None and low > high:
+            raise ValueError("no count satisfies these bounds")
         return self
+
+    @property
+    def low(self) -> int | None:
+        """The least count allowed, if any."""
+        lows = [v for v in (self.gte, None if self.gt is None else self.gt + 1, self.eq) if v is not None]
+        return max(lows) if lows else None
+
+    @property
+    def high(self) -> int | None:
+        """The greatest count allowed, if any."""
+        highs = [v for v in (self.lte, None if self.lt is None else self.lt - 1, self.eq) if v is not None]
+        return min(highs) if highs else None
+
+
+AT_LEAST_ONCE = CountBounds(gte=1)
+
+
+def _within_days(value: Any) -> Any:
+    if value is None:
+        return None
+    return _whole(
+        value, 1, CONDITION_MAX_WITHIN_DAYS,
+        f"must be a whole number of days ≥ 1 and ≤ {CONDITION_MAX_WITHIN_DAYS} (ten years); leave it out for all time",
+    )
+
+
+WithinDays = Annotated[int | None, BeforeValidator(_within_days)]
+
+
+def _event_name(name: Any) -> Any:
+    if not isinstance(name, str) or not name:
+        raise ValueError("must be a non-empty event name")
+    if len(name) > CONDITION_MAX_NAME_LENGTH or "\x00" in name:
+        raise ValueError(f"must be at most {CONDITION_MAX_NAME_LENGTH} characters, without NUL")
+    return refuse_nul(name, "an event name")
+
+
+def _listed(what: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list of {what}")
+        return value
+
+    return check
+
+
+class EventCondition(Contract):
+    """`{"event": "Order Completed", "count": {"gte": 3}, "within_days": 30, "where": [...]}`: did the
+    user do it, how often, how recently, with which properties (at least once, ever, by default)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event: Annotated[str, BeforeValidator(_event_name)]
+    count: CountBounds = AT_LEAST_ONCE
+    within_days: WithinDays = None
+    where: Annotated[list[PropertyCondition], BeforeValidator(_listed("property conditions"))] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        _known_keys("event", data, cls.model_fields)
+        return data
+
+
+class DeviceCondition(Contract):
+    """`{"device": "ios", "where": [{"property": "push_enabled", "op": "eq", "value": true}]}`: has the user
+    a device of this platform (`any`: of any) whose fields match, how many, seen how recently."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: DevicePlatform
+    count: CountBounds = AT_LEAST_ONCE
+    within_days: WithinDays = None
+    where: Annotated[list[DevicePropertyCondition], BeforeValidator(_listed("device field conditions"))] = Field(
+        default_factory=list
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        _known_keys("device", data, cls.model_fields)
+        return data
+
+
+Degrees = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class Circle(Contract):
+    """A point and a radius: `{"lat": 52.52, "lon": 13.405, "km": 25}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lat: Annotated[Degrees, Field(ge=-90, le=90)]
+    lon: Annotated[Degrees, Field(ge=-180, le=180)]
+    km: Annotated[Degrees, Field(gt=0, le=MAX_DISTANCE_KM)]
+
+
+class NearCondition(Contract):
+    """`{"near": {"lat": 52.52, "lon": 13.405, "km": 25}}`: the user's last known location (the
+    `location` attribute) is within `km` of the point, along the globe."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    near: Circle
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        _known_keys("near", data, cls.model_fields)
+        return data
+
+
+class HourRange(Contract):
+    """Hours of the day, `from` included, `to` excluded (0-24); `{"from": 22, "to": 2}` runs past midnight."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    start: int = Field(alias="from", ge=0, le=23, strict=True)
+    end: int = Field(alias="to", ge=1, le=24, strict=True)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "HourRange":
+        if self.start == self.end:
+            raise ValueError("`from` and `to` are the same hour: an empty range (the whole day is from 0 to 24)")
+        return self
+
+    @property
+    def hours(self) -> tuple[int, ...]:
+        """The hours of the day in the range."""
+        if self.start < self.end:
+            return tuple(range(self.start, self.end))
+        return tuple(range(self.start, 24)) + tuple(range(0, self.end % 24))
+
+
+class ShareBounds(Contract):
+    """A share of all the user's sessions, between 0 and 1: `{"gte": 0.5}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gte: Annotated[Degrees, Field(ge=0, le=1)] | None = None
+    lte: Annotated[Degrees, Field(ge=0, le=1)] | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "ShareBounds":
+        if self.gte is None and self.lte is None:
+            raise ValueError("give `gte`, `lte` or both")
+        if self.gte is not None and self.lte is not None and self.gte > self.lte:
+            raise ValueError("no share satisfies these bounds")
+        return self
+
+
+class ActiveTimes(Contract):
+    """When the user starts sessions: weekdays and hours in their own time zone, and how often."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7)
+    hours: HourRange = HourRange(start=0, end=24)
+    sessions: CountBounds | None = None
+    share: ShareBounds | None = None
+
+    @model_validator(mode="after")
+    def _one_measure(self) -> "ActiveTimes":
+        if self.sessions is not None and self.share is not None:
+            raise ValueError("give `sessions` or `share`, not both")
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("a day is listed twice")
+        return self
+
+    @property
+    def cells(self) -> tuple[int, ...]:
+        """The hours of the week chosen (0 is Monday 00:00-00:59 local time, 167 Sunday 23:00-23:59)."""
+        return tuple(sorted(WEEKDAYS.index(day) * 24 + hour for day in self.days for hour in self.hours.hours))
+
+
+class ActiveCondition(Contract):
+    """`{"active": {"days": ["sat", "sun"], "hours": {"from": 18, "to": 23}, "sessions": {"gte": 2}}}`:
+    time of use, from the profile's hour-of-week histogram of session starts in the user's time zone.
+    Without `sessions` or `share`, at least one session started in those hours."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    active: ActiveTimes
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        _known_keys("active", data, cls.model_fields)
+        return data
+
+
+# The conditions of a segment filter, told apart by the key each has (`all` / `any` / `not` combine them).
+CONDITION_KINDS: dict[str, type[Contract]] = {
+    "trait": TraitCondition,
+    "attribute": AttributeCondition,
+    "computed": ComputedCondition,
+    "event": EventCondition,
+    "device": DeviceCondition,
+    "near": NearCondition,
+    "active": ActiveCondition,
+}
+
+
+def condition_kind(data: Any) -> str | None:
+    """Which condition an object is, by its discriminating key; None if it names none or several."""
+    if not isinstance(data, dict):
+        return None
+    kinds = [kind for kind in CONDITION_KINDS if kind in data]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+SegmentCondition = Annotated[
+    Annotated[TraitCondition, Tag("trait")]
+    | Annotated[AttributeCondition, Tag("attribute")]
+    | Annotated[ComputedCondition, Tag("computed")]
+    | Annotated[EventCondition, Tag("event")]
+    | Annotated[DeviceCondition, Tag("device")]
+    | Annotated[NearCondition, Tag("near")]
+    | Annotated[ActiveCondition, Tag("active")],
+    Discriminator(condition_kind),
+]
+SEGMENT_CONDITION: TypeAdapter[SegmentCondition] = TypeAdapter(SegmentCondition)
 
 
 # --- EVENTS ---------------------------------------------------------------------------------
@@ -313,6 +874,8 @@ class Rejection(Contract):
 
 # --- PROFILES -------------------------------------------------------------------------------
 
+ProfilePart = Literal["devices", "sessions", "purchases", "first_seen", "last_seen"]
+
 
 class ProfileChanged(Contract):
     """A profile's traits, identities or behaviour changed; consumers re-read what they need."""
@@ -322,6 +885,11 @@ class ProfileChanged(Contract):
     user_id: str | None = None
     cause_message_id: str
     changed_traits: list[str] = Field(default_factory=list)
+    # The standard attributes (language, time_zone, country, ...) whose value changed, as changed_traits.
+    changed_attributes: list[str] = Field(default_factory=list)
+    # The other parts of the profile the change wrote, for consumers that read them (the segmenter's
+    # device, session, purchase and first/last seen conditions). None: not reported, so any may have.
+    changed_parts: list[ProfilePart] | None = None
     merged_profile_ids: list[str] = Field(default_factory=list)
     # What the cause was, so that a consumer can skip what it cannot affect: the event's display name,
     # and whether it made the profile. None: not known (a re-announcement): assume it may affect anything.

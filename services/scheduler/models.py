@@ -24,7 +24,8 @@ class Campaign(Base):
     trigger: Mapped[dict[str, Any]] = mapped_column(JSONB)
     audience: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     delay_seconds: Mapped[int] = mapped_column(Integer, default=0)
-    cancel_on: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    # Exception events: names, or {"event", "where"} (schemas.ExceptionEvent).
+    cancel_on: Mapped[list[str | dict[str, Any]]] = mapped_column(JSONB, default=list)
     starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     message: Mapped[dict[str, Any]] = mapped_column(JSONB)

@@ -3,12 +3,13 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import ColumnElement, DateTime, and_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profiles.views import segment_events
 from services.scheduler.models import Campaign, ScheduledSend
+from services.segmenter.conditions import compile_comparison
 
 
 async def add_campaign(session: AsyncSession, campaign: Campaign) -> None:
@@ -72,22 +73,34 @@ async def claim_due(session: AsyncSession, limit: int) -> list[tuple[ScheduledSe
 
 
 async def exception_performed(
-    session: AsyncSession, send: ScheduledSend, events: list[str], until: datetime
+    session: AsyncSession, send: ScheduledSend, exceptions: list[str | dict[str, Any]], until: datetime
 ) -> str | None:
     """The first exception event the profile performed between the trigger and `until`, if any.
 
     Reads the profiles service's published `segment_events` view, so an exception that was
-    processed before its trigger (out-of-order delivery) still cancels the send.
+    processed before its trigger (out-of-order delivery) still cancels the send. An exception with
+    `where` conditions counts only an event whose properties satisfy them, compiled by the segments'
+    one SQL reading of the grammar (relative dates as of `until`).
     """
-    if not events:
+    if not exceptions:
         return None
     e = segment_events.c
+    now = literal(until, DateTime(timezone=True))
+    plain = [x for x in exceptions if isinstance(x, str)]
+    which: list[ColumnElement[bool]] = [e.name.in_(plain)] if plain else []
+    for exception in exceptions:
+        if isinstance(exception, dict):
+            conditions = [
+                compile_comparison(e.properties, w["property"], w["op"], w.get("value"), now)
+                for w in exception.get("where", [])
+            ]
+            which.append(and_(e.name == exception["event"], *conditions))
     return await session.scalar(
         select(e.name)
         .where(
             e.workspace_id == send.workspace_id,
             e.profile_id == send.profile_id,
-            e.name.in_(events),
+            or_(*which),
             and_(e.timestamp >= send.triggered_at, e.timestamp <= until),
         )
         .limit(1)

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     ModelWrapValidatorHandler,
     ValidationError,
@@ -53,7 +54,33 @@ def webhook_policy() -> dispatch_rules.WebhookPolicy:
 
 class Trigger(BaseModel):
     event: EventName = Field(description="the event that starts the campaign for a user")
+    where: list[PropertyCondition] = Field(
+        default_factory=list, max_length=MAX_CONDITIONS,
+        description="conditions on the event's properties, in the segments' grammar (docs/segments.md)",
+    )
+
+
+class ExceptionEvent(BaseModel):
+    """An exception event: a name (`"Order Completed"`: any such event cancels a pending send), or
+    `{"event": "Order Completed", "where": [...]}` (only one whose properties satisfy every condition)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: EventName
     where: list[PropertyCondition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_or_conditions(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"event": data}
+        if not isinstance(data, dict):
+            raise ValueError('an exception event is a name or {"event": name, "where": [conditions]}')
+        return data
+
+    def stored(self) -> str | dict[str, Any]:
+        """As the campaign keeps it: the plain name when it has no conditions (the shape campaigns always had)."""
+        return self.model_dump(mode="json") if self.where else self.event
 
 
 class Audience(BaseModel):
@@ -74,8 +101,9 @@ class CampaignIn(BaseModel):
     trigger: Trigger
     audience: Audience | None = None
     delay_seconds: int = Field(default=0, ge=0, le=90 * 24 * 3600)
-    cancel_on: list[EventName] = Field(
-        default_factory=list, max_length=MAX_CANCEL_ON, description="exception events that cancel a pending send"
+    cancel_on: list[ExceptionEvent] = Field(
+        default_factory=list, max_length=MAX_CANCEL_ON,
+        description="exception events that cancel a pending send: a name, or {event, where} to cancel only on some",
     )
     starts_at: datetime | None = None
     ends_at: datetime | None = None
@@ -205,7 +233,7 @@ class CampaignOut(BaseModel):
     trigger: dict[str, Any]
     audience: dict[str, Any] | None
     delay_seconds: int
-    cancel_on: list[str]
+    cancel_on: list[str | dict[str, Any]]
     starts_at: datetime | None
     ends_at: datetime | None
     message: dict[str, Any]

@@ -60,7 +60,7 @@ async def create_campaign(session: AsyncSession, nc: NATS, workspace_id: str, bo
         trigger=body.trigger.model_dump(mode="json"),
         audience=body.audience.model_dump(mode="json") if body.audience else None,
         delay_seconds=body.delay_seconds,
-        cancel_on=body.cancel_on,
+        cancel_on=[exception.stored() for exception in body.cancel_on],
         starts_at=body.starts_at,
         ends_at=body.ends_at,
         message=body.message,
@@ -117,12 +117,12 @@ async def _on_event(
     now = datetime.now(UTC)
     due_now = 0
     for campaign in campaigns:
-        if name in campaign.cancel_on:
+        if any(domain.matches_exception(exception, name, event.properties, now) for exception in campaign.cancel_on):
             await repository.cancel_pending(
                 session, resolved.workspace_id, campaign.id, resolved.profile_id, event.timestamp,
                 f"exception event {name!r} performed",
             )
-        if not domain.matches_trigger(campaign.trigger, name, event.properties):
+        if not domain.matches_trigger(campaign.trigger, name, event.properties, now):
             continue
         if not domain.in_window(campaign.starts_at, campaign.ends_at, now):
             continue

@@ -1,15 +1,21 @@
-"""Pure segment rules: parse a filter tree (with precise errors) and compile it to SQL.
+"""Pure segment rules: parse a filter tree (with precise errors), compile it to SQL, say what it reads.
 
-A filter is a tree of `all` / `any` / `not` over conditions:
+A filter is a tree of `all` / `any` / `not` over conditions, each told apart by its key (the grammar
+is kernel.contracts', docs/segments.md shows every shape):
 
-- trait conditions, `{"trait": "city", "op": "eq", "value": "Berlin"}`;
-- behaviour, `{"event": "Order Completed", "count": {"gte": 3}, "within_days": 30,
-  "where": [{"property": "total", "op": "gt", "value": 50}]}`.
+- `{"trait": "city", "op": "eq", "value": "Berlin"}`, on traits, nested paths included
+  (`address.city`, `products[].category`);
+- `{"attribute": "country", "op": "eq", "value": "DE"}`, on the standard attributes;
+- `{"computed": "last_seen", "op": "more_than_days_ago", "value": 30}`, on what the profile computes
+  (first and last seen, sessions, purchases);
+- `{"event": "Order Completed", "count": {"gte": 3}, "within_days": 30, "where": [...]}`, behaviour;
+- `{"device": "ios", "where": [{"property": "push_enabled", "op": "eq", "value": true}]}`, devices;
+- `{"near": {"lat": 52.52, "lon": 13.405, "km": 25}}`, the last known location;
+- `{"active": {"days": ["sat", "sun"], "hours": {"from": 18, "to": 23}}}`, time of use.
 
-Semantics, chosen to match what a marketer reads: a condition on a missing trait is false, so
-`neq` and `not` include users who lack the trait; `gt`/`gte`/`lt`/`lte` compare numbers with
-numbers and strings with strings (ISO dates compare correctly as strings); `contains` is a
-case-insensitive substring on strings and membership on arrays; `in` takes a list.
+Semantics, chosen to match what a marketer reads: a condition on a missing value is false, so `neq`
+and `not` include users who lack it; comparisons mean the same here as in campaign triggers
+(services/segmenter/conditions.py compiles and evaluates them both ways).
 """
 
 from dataclasses import dataclass
@@ -18,9 +24,14 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
+    Float,
+    Integer,
     Numeric,
     and_,
+    any_,
     case,
+    cast,
+    column,
     exists,
     false,
     func,
@@ -30,13 +41,33 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.sql.elements import KeyedColumnElement
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from kernel.contracts import CONDITION_MAX_NAME_LENGTH, CONDITION_OPS, ProfileChanged, PropertyCondition
-from services.profiles.views import segment_events, segment_profiles
+from kernel.contracts import (
+    COMPUTED_FIELDS,
+    CONDITION_KINDS,
+    CONDITION_MAX_COUNT,
+    CONDITION_MAX_WITHIN_DAYS,
+    CONDITION_OPS,
+    EARTH_RADIUS_KM,
+    NEGATED_OPS,
+    RELATIVE_DATE_OPS,
+    SEGMENT_CONDITION,
+    ActiveCondition,
+    AttributeCondition,
+    Comparison,
+    ComputedCondition,
+    DeviceCondition,
+    EventCondition,
+    NearCondition,
+    ProfileChanged,
+    TraitCondition,
+    split_path,
+)
+from services.profiles.views import segment_devices, segment_events, segment_profiles
+from services.segmenter.conditions import compile_comparison, json_text, leaf, now_param, time_sql
 
 OPS = CONDITION_OPS
-ORDERED = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
 MAX_DEPTH = 12
 MAX_CONDITIONS = 100  # nodes of the tree and `where` conditions
 # What a filter may cost, in comparisons: every profile change evaluates every segment of its
@@ -45,17 +76,12 @@ MAX_CONDITIONS = 100  # nodes of the tree and `where` conditions
 # evaluation); an event condition is a correlated subquery, about ten times one comparison. 500 keeps
 # a filter's evaluation near 15 ms and its compiled form near 1 MB (a 20,000-value list took 1 s and 37 MB).
 MAX_COST = 500
-EVENT_COST = 10
-MAX_EVENT_COUNT = 1_000_000_000
-MAX_WITHIN_DAYS = 3650
-KEYS = {
-    "all": {"all"},
-    "any": {"any"},
-    "not": {"not"},
-    "trait": {"trait", "op", "value"},
-    "event": {"event", "count", "within_days", "where"},
-    "property": {"property", "op", "value"},
-}
+EVENT_COST = 10  # a correlated subquery: events, devices, the hour-of-week histogram
+NEAR_COST = 2
+MAX_EVENT_COUNT = CONDITION_MAX_COUNT
+MAX_WITHIN_DAYS = CONDITION_MAX_WITHIN_DAYS
+TREE_KEYS = ("all", "any", "not")
+KINDS = (*TREE_KEYS, *CONDITION_KINDS)
 
 
 class FilterError(ValueError):
@@ -69,9 +95,12 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class Compare:
+    """A comparison on a document of the profile: `traits` or `attributes` (or an event's properties, in `where`)."""
+
     key: str
     op: str
     value: Any = None
+    doc: str = "traits"
 
 
 @dataclass(frozen=True)
@@ -98,7 +127,8 @@ class Not:
     child: "Node"
 
 
-Node = AllOf | AnyOf | Not | Compare | Performed
+# The other conditions are their contract models, which compile as they are.
+Node = AllOf | AnyOf | Not | Compare | Performed | ComputedCondition | DeviceCondition | NearCondition | ActiveCondition
 
 
 @dataclass
@@ -125,8 +155,8 @@ class Budget:
             )
 
 
-def cost_of(compare: Compare) -> int:
-    """How many comparisons a trait or property condition compiles to."""
+def cost_of(compare: Compare | Comparison | ComputedCondition) -> int:
+    """How many comparisons a comparison compiles to."""
     return len(compare.value) if compare.op == "in" else 1
 
 
@@ -144,11 +174,14 @@ def parse(obj: Any, path: str = "filter", depth: int = 0, budget: Budget | None 
     if not isinstance(obj, dict):
         raise FilterError(path, "must be an object")
     budget.take_condition(path)
-    kinds = [k for k in ("all", "any", "not", "trait", "event") if k in obj]
+    kinds = [k for k in KINDS if k in obj]
     if len(kinds) != 1:
-        raise FilterError(path, "needs exactly one of `all`, `any`, `not`, `trait`, `event`")
+        raise FilterError(path, f"needs exactly one of {', '.join(f'`{k}`' for k in KINDS)}")
     kind = kinds[0]
-    _known_keys(obj, kind, path)
+    if kind in TREE_KEYS:
+        unknown = [k for k in obj if k != kind]
+        if unknown:
+            raise FilterError(path, f"unknown key {_brief(unknown[0])}; an `{kind}` node takes only `{kind}`")
     if kind in ("all", "any"):
         items = obj[kind]
         if not isinstance(items, list) or not items:
@@ -157,141 +190,81 @@ def parse(obj: Any, path: str = "filter", depth: int = 0, budget: Budget | None 
         return AllOf(children) if kind == "all" else AnyOf(children)
     if kind == "not":
         return Not(parse(obj["not"], f"{path}.not", depth + 1, budget))
-    if kind == "trait":
-        compare = _parse_compare(obj, "trait", path)
-        budget.spend(path, cost_of(compare))
-        return compare
-    return _parse_performed(obj, path, budget)
+    where = obj.get("where")
+    if isinstance(where, list):  # counted before they are validated: a list of thousands stops at the limit
+        for i in range(len(where)):
+            budget.take_condition(f"{path}.where[{i}]")
+        budget.conditions += len(where)
+    condition = _validated(obj, path)
+    return _node(condition, path, budget)
 
 
-def _known_keys(obj: dict[str, Any], kind: str, path: str) -> None:
-    """Refuse keys a condition does not take (a typo such as `within_day` would otherwise mean "ever")."""
-    unknown = [k for k in obj if k not in KEYS[kind]]
-    if unknown:
-        raise FilterError(
-            path, f"unknown key {_brief(unknown[0])}; a `{kind}` condition takes {', '.join(sorted(KEYS[kind]))}"
-        )
-
-
-def _parse_compare(obj: dict[str, Any], key_name: str, path: str) -> Compare:
-    """A trait or property comparison, checked by the one condition grammar in the contracts."""
-    key = obj.get(key_name)
-    if not isinstance(key, str) or not key:
-        raise FilterError(f"{path}.{key_name}", "must be a non-empty string")
-    op = obj.get("op")
-    if op not in OPS:
-        raise FilterError(f"{path}.op", f"unknown operator {_brief(op)}; one of {', '.join(OPS)}")
-    given = {"property": key, "op": op, **({"value": obj["value"]} if "value" in obj else {})}
+def _validated(obj: dict[str, Any], path: str) -> Any:
+    """The condition as its contract model; FilterError at the first field it refuses."""
     try:
-        condition = PropertyCondition.model_validate(given)
+        return SEGMENT_CONDITION.validate_python(obj)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        where = key_name if error["loc"] == ("property",) else "value"
-        raise FilterError(f"{path}.{where}", error["msg"].removeprefix("Value error, ")) from exc
-    return Compare(key, condition.op, condition.value)
+        loc = error["loc"][1:]  # the first is the condition's kind
+        where = path + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+        raise FilterError(where, error["msg"].removeprefix("Value error, ")) from None
 
 
-def _count_bound(count: dict[str, Any], path: str) -> tuple[int | None, int | None]:
-    allowed = {"gte", "gt", "lte", "lt", "eq"}
-    unknown = set(count) - allowed
-    if unknown or not count:
-        shown = _brief(sorted(unknown)) if unknown else "nothing"
-        raise FilterError(path, f"use gte, gt, lte, lt or eq (got {shown})")
-    for k, v in count.items():
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_EVENT_COUNT:
-            raise FilterError(f"{path}.{k}", f"must be a whole number ≥ 0 and ≤ {MAX_EVENT_COUNT:,}")
-    lows = [count["gte"]] if "gte" in count else []
-    lows += [count["gt"] + 1] if "gt" in count else []
-    highs = [count["lte"]] if "lte" in count else []
-    highs += [count["lt"] - 1] if "lt" in count else []
-    if "eq" in count:
-        lows.append(count["eq"])
-        highs.append(count["eq"])
-    low, high = (max(lows) if lows else None), (min(highs) if highs else None)
-    if low is not None and high is not None and low > high:
-        raise FilterError(path, "no count satisfies these bounds")
-    return low, high
-
-
-def _parse_performed(obj: dict[str, Any], path: str, budget: Budget) -> Performed:
-    event = obj.get("event")
-    if not isinstance(event, str) or not event:
-        raise FilterError(f"{path}.event", "must be a non-empty event name")
-    if len(event) > CONDITION_MAX_NAME_LENGTH or "\x00" in event:
-        raise FilterError(f"{path}.event", f"must be at most {CONDITION_MAX_NAME_LENGTH} characters, without NUL")
+def _node(condition: Any, path: str, budget: Budget) -> Node:
+    """The compiled form of a validated condition, its cost counted."""
+    if isinstance(condition, (TraitCondition, AttributeCondition)):
+        doc = "traits" if isinstance(condition, TraitCondition) else "attributes"
+        compare = Compare(condition.name, condition.op, condition.value, doc)
+        budget.spend(path, cost_of(compare))
+        return compare
+    if isinstance(condition, ComputedCondition):
+        budget.spend(path, cost_of(condition))
+        return condition
+    if isinstance(condition, EventCondition):
+        budget.spend(path, EVENT_COST)
+        where = []
+        for i, w in enumerate(condition.where):
+            budget.take_condition(f"{path}.where[{i}]")
+            compare = Compare(w.name, w.op, w.value)
+            budget.spend(f"{path}.where[{i}]", cost_of(compare))
+            where.append(compare)
+        return Performed(condition.event, condition.count.low, condition.count.high, condition.within_days, tuple(where))
+    if isinstance(condition, DeviceCondition):
+        budget.spend(path, EVENT_COST)
+        for i, w in enumerate(condition.where):
+            budget.take_condition(f"{path}.where[{i}]")
+            budget.spend(f"{path}.where[{i}]", cost_of(w))
+        return condition
+    if isinstance(condition, NearCondition):
+        budget.spend(path, NEAR_COST)
+        return condition
+    assert isinstance(condition, ActiveCondition)
     budget.spend(path, EVENT_COST)
-    count = obj.get("count", {"gte": 1})
-    if not isinstance(count, dict):
-        raise FilterError(f"{path}.count", "must be an object such as {\"gte\": 3}")
-    low, high = _count_bound(count, f"{path}.count")
-    within = obj.get("within_days")
-    if within is not None and (
-        isinstance(within, bool) or not isinstance(within, int) or not 1 <= within <= MAX_WITHIN_DAYS
-    ):
-        raise FilterError(
-            f"{path}.within_days",
-            f"must be a whole number of days ≥ 1 and ≤ {MAX_WITHIN_DAYS} (ten years); leave it out for all time",
-        )
-    where = obj.get("where", [])
-    if not isinstance(where, list):
-        raise FilterError(f"{path}.where", "must be a list of property conditions")
-    parsed = []
-    for i, w in enumerate(where):
-        item = f"{path}.where[{i}]"
-        budget.take_condition(item)
-        if not isinstance(w, dict):
-            raise FilterError(item, "must be an object")
-        _known_keys(w, "property", item)
-        compare = _parse_compare(w, "property", item)
-        budget.spend(item, cost_of(compare))
-        parsed.append(compare)
-    return Performed(event, low, high, within, tuple(parsed))
+    return condition
 
 
 # --- compilation ----------------------------------------------------------------------------
 
-
-def _leaf(expr: ColumnElement[Any]) -> ColumnElement[bool]:
-    # Two-valued logic: a missing or mistyped value makes a condition false, never NULL.
-    return func.coalesce(expr, false())
-
-
-def compare(doc: KeyedColumnElement[Any], c: Compare) -> ColumnElement[bool]:
-    """One comparison on a JSONB document (traits or event properties)."""
-    field = doc[c.key]
-    kind = func.jsonb_typeof(field)
-    if c.op == "exists":
-        return _leaf(kind != "null")
-    if c.op == "not_exists":
-        return not_(_leaf(kind != "null"))
-    if c.op == "eq":
-        return _leaf(doc.contains({c.key: c.value}))
-    if c.op == "neq":
-        return not_(_leaf(doc.contains({c.key: c.value})))
-    if c.op == "in":
-        return or_(*(_leaf(doc.contains({c.key: v})) for v in c.value))
-    if c.op == "contains":
-        text_match = case(
-            (kind == "string", field.astext.ilike(f"%{_escape_like(str(c.value))}%", escape="\\")),
-            else_=None,
-        )
-        array_match = case((kind == "array", field.contains([c.value])), else_=None)
-        return or_(_leaf(text_match), _leaf(array_match))
-    method = ORDERED[c.op]
-    if isinstance(c.value, str):
-        typed = case((kind == "string", field.astext), else_=None)
-        return _leaf(getattr(typed, method)(literal(c.value)))
-    number = case((kind == "number", field.astext.cast(Numeric)), else_=None)
-    return _leaf(getattr(number, method)(literal(c.value, Numeric)))
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+COMPUTED_COLUMNS = {
+    "first_seen": segment_profiles.c.first_seen,
+    "last_seen": segment_profiles.c.last_seen,
+    "sessions.count": segment_profiles.c.session_count,
+    "sessions.first": segment_profiles.c.first_session,
+    "sessions.last": segment_profiles.c.last_session,
+    "purchases.count": segment_profiles.c.purchase_count,
+    "purchases.revenue": segment_profiles.c.revenue,
+    "purchases.first": segment_profiles.c.first_purchase,
+    "purchases.last": segment_profiles.c.last_purchase,
+}
 
 
 def compile_filter(node: Node, now: ColumnElement[Any] | None = None) -> ColumnElement[bool]:
-    """The filter as a boolean SQL expression over `profiles.segment_profiles`."""
-    now = now if now is not None else func.now()
+    """The filter as a boolean SQL expression over `profiles.segment_profiles`.
+
+    "Now" is `conditions.now_param()` unless given: the clock when the statement runs, or the time
+    passed with it as `conditions.NOW_PARAM`.
+    """
+    now = now if now is not None else now_param()
     p = segment_profiles.c
     if isinstance(node, AllOf):
         return and_(true(), *(compile_filter(c, now) for c in node.children))
@@ -300,64 +273,200 @@ def compile_filter(node: Node, now: ColumnElement[Any] | None = None) -> ColumnE
     if isinstance(node, Not):
         return not_(compile_filter(node.child, now))
     if isinstance(node, Compare):
-        return compare(p.traits, node)
+        return compile_comparison(p.traits if node.doc == "traits" else p.attributes, node.key, node.op, node.value, now)
+    if isinstance(node, ComputedCondition):
+        return _computed(node, now)
+    if isinstance(node, DeviceCondition):
+        return _device(node, now)
+    if isinstance(node, NearCondition):
+        return _near(node)
+    if isinstance(node, ActiveCondition):
+        return _active(node)
     e = segment_events.alias("e")
-    conditions = [
+    where = [
         e.c.workspace_id == p.workspace_id,
         e.c.profile_id == p.profile_id,
         e.c.name == node.event,
-        *(compare(e.c.properties, w) for w in node.where),
+        *(compile_comparison(e.c.properties, w.key, w.op, w.value, now) for w in node.where),
     ]
     if node.within_days:
-        conditions.append(e.c.timestamp >= now - func.make_interval(0, 0, 0, node.within_days))
-    matching = select(1).where(*conditions).correlate(segment_profiles)
-    if node.gte in (None, 0, 1) and node.lte is None:
-        return exists(matching) if node.gte == 1 else true()
-    if node.lte == 0 and node.gte in (None, 0):
+        where.append(e.c.timestamp >= now - func.make_interval(0, 0, 0, node.within_days))
+    return _counted(where, node.gte, node.lte)
+
+
+def _counted(where: list[ColumnElement[bool]], low: int | None, high: int | None) -> ColumnElement[bool]:
+    """How many rows of a correlated subquery match, within [low, high] (EXISTS where that is all it asks)."""
+    matching = select(1).where(*where).correlate(segment_profiles)
+    if low in (None, 0, 1) and high is None:
+        return exists(matching) if low == 1 else true()
+    if high == 0 and low in (None, 0):
         return not_(exists(matching))
-    counted = (
-        select(func.count()).where(*conditions).correlate(segment_profiles).scalar_subquery()
-    )
+    counted = select(func.count()).where(*where).correlate(segment_profiles).scalar_subquery()
     bounds = []
-    if node.gte is not None:
-        bounds.append(counted >= node.gte)
-    if node.lte is not None:
-        bounds.append(counted <= node.lte)
+    if low is not None:
+        bounds.append(counted >= low)
+    if high is not None:
+        bounds.append(counted <= high)
     return and_(*bounds)
+
+
+def _computed(node: ComputedCondition, now: ColumnElement[Any]) -> ColumnElement[bool]:
+    """A comparison on a typed column of the profile: a time or a number."""
+    positive = NEGATED_OPS.get(node.op)
+    if positive is not None:
+        return not_(_computed_holds(node.computed, positive, node.value, now))
+    return _computed_holds(node.computed, node.op, node.value, now)
+
+
+def _computed_holds(name: str, op: str, value: Any, now: ColumnElement[Any]) -> ColumnElement[bool]:
+    column_: ColumnElement[Any] = COMPUTED_COLUMNS[name]
+    if op == "exists":
+        return column_.is_not(None)
+    if COMPUTED_FIELDS[name] == "time":
+        return leaf(time_sql(column_, op, value, now))
+    number = cast(column_, Numeric)
+    if op == "in":
+        return leaf(or_(false(), *(number == literal(v, Numeric) for v in value if v is not None)))
+    method = {"eq": "__eq__", "gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}[op]
+    return leaf(getattr(number, method)(literal(value, Numeric)))
+
+
+def _device(node: DeviceCondition, now: ColumnElement[Any]) -> ColumnElement[bool]:
+    """How many of the profile's devices are of the platform, seen in the window, with the fields asked."""
+    p = segment_profiles.c
+    d = segment_devices.alias("d")
+    where = [d.c.workspace_id == p.workspace_id, d.c.profile_id == p.profile_id]
+    if node.device != "any":
+        where.append(d.c.platform == node.device)
+    if node.within_days:
+        where.append(d.c.last_seen >= now - func.make_interval(0, 0, 0, node.within_days))
+    for w in node.where:
+        # The field as a one-key document, so that a device's fields compare as every other value does.
+        doc = func.jsonb_build_object(w.name, d.c[w.name], type_=JSONB)
+        where.append(compile_comparison(doc, w.name, w.op, w.value, now))
+    return _counted(where, node.count.low, node.count.high)
+
+
+def _degrees(doc: ColumnElement[Any], key: str) -> ColumnElement[Any]:
+    field = doc[key]
+    return case((func.jsonb_typeof(field) == "number", cast(field.astext, Float)), else_=None)
+
+
+def _near(node: NearCondition) -> ColumnElement[bool]:
+    """The great-circle (haversine) distance from the `location` attribute to the point, within the radius."""
+    location = segment_profiles.c.attributes["location"]
+    lat_degrees, lon_degrees = _degrees(location, "lat"), _degrees(location, "lon")
+    lat, lon = func.radians(lat_degrees), func.radians(lon_degrees)
+    lat0, lon0 = func.radians(literal(node.near.lat, Float)), func.radians(literal(node.near.lon, Float))
+    half = func.power(func.sin((lat - lat0) / 2), 2) + func.cos(lat) * func.cos(lat0) * func.power(func.sin((lon - lon0) / 2), 2)
+    # least() keeps asin's argument in its domain against rounding (and would skip a NULL: hence the case).
+    distance = 2 * EARTH_RADIUS_KM * func.asin(func.least(1.0, func.sqrt(half)))
+    known = and_(lat_degrees.is_not(None), lon_degrees.is_not(None))
+    return leaf(case((known, distance <= node.near.km), else_=None))
+
+
+def _active(node: ActiveCondition) -> ColumnElement[bool]:
+    """Session starts in the chosen hours of the week (of the profile's histogram, in their own time zone)."""
+    hours = segment_profiles.c.session_hours
+    when = node.active
+
+    def started(cells: tuple[int, ...] | None) -> ColumnElement[Any]:
+        array = case((func.jsonb_typeof(hours) == "array", hours), else_=None)
+        cell = func.jsonb_array_elements(array).table_valued(column("value", JSONB), with_ordinality="i").render_derived()
+        count = case((func.jsonb_typeof(cell.c.value) == "number", cast(json_text(cell.c.value), Numeric)), else_=None)
+        query = select(func.coalesce(func.sum(count), 0)).select_from(cell)
+        if cells is not None:
+            query = query.where((cell.c.i - 1) == any_(literal(list(cells), ARRAY(Integer))))
+        return query.correlate(segment_profiles).scalar_subquery()
+
+    chosen = started(when.cells)
+    if when.share is not None:
+        share = chosen / func.nullif(started(None), 0)
+        bounds = []
+        if when.share.gte is not None:
+            bounds.append(share >= when.share.gte)
+        if when.share.lte is not None:
+            bounds.append(share <= when.share.lte)
+        return leaf(and_(*bounds))
+    sessions = when.sessions
+    low = 1 if sessions is None else sessions.low
+    high = None if sessions is None else sessions.high
+    bounds = []
+    if low is not None:
+        bounds.append(chosen >= low)
+    if high is not None:
+        bounds.append(chosen <= high)
+    return leaf(and_(true(), *bounds))
 
 
 @dataclass(frozen=True)
 class Reads:
-    """What a filter's verdict depends on: the traits it reads and the events it counts."""
+    """What a filter's verdict depends on: the traits and standard attributes it reads, the events it
+    counts, the other parts of the profile it reads (`devices`, `sessions`, `purchases`, `first_seen`,
+    `last_seen`), and whether it reads the clock (then time passing alone changes it: see the sweep)."""
 
     traits: frozenset[str]
     events: frozenset[str]
+    attributes: frozenset[str] = frozenset()
+    parts: frozenset[str] = frozenset()
+    time: bool = False
+
+
+def _names(key: str) -> set[str]:
+    """The keys of a document a name reads: itself (as one key) and, for a path, its first step."""
+    return {key, split_path(key)[0].key}
 
 
 def reads(node: Node) -> Reads:
     traits: set[str] = set()
     events: set[str] = set()
+    attributes: set[str] = set()
+    parts: set[str] = set()
+    time = False
     stack: list[Node] = [node]
     while stack:
         n = stack.pop()
         if isinstance(n, Compare):
-            traits.add(n.key)
+            if n.doc == "traits":
+                traits.update(_names(n.key))
+            else:
+                attributes.add(split_path(n.key)[0].key)
+            time = time or n.op in RELATIVE_DATE_OPS
         elif isinstance(n, Performed):
             events.add(n.event)
+            time = time or bool(n.within_days) or any(w.op in RELATIVE_DATE_OPS for w in n.where)
+        elif isinstance(n, ComputedCondition):
+            parts.add(n.computed.split(".")[0])
+            time = time or n.op in RELATIVE_DATE_OPS
+        elif isinstance(n, DeviceCondition):
+            parts.add("devices")
+            time = time or bool(n.within_days) or any(w.op in RELATIVE_DATE_OPS for w in n.where)
+        elif isinstance(n, NearCondition):
+            attributes.add("location")
+        elif isinstance(n, ActiveCondition):
+            parts.add("sessions")
         elif isinstance(n, Not):
             stack.append(n.child)
         else:
             stack.extend(n.children)
-    return Reads(frozenset(traits), frozenset(events))
+    return Reads(frozenset(traits), frozenset(events), frozenset(attributes), frozenset(parts), time)
 
 
 def may_affect(filter_reads: Reads, change: ProfileChanged) -> bool:
     """Whether a profile change can change a filter's verdict for that profile.
 
     A new profile, a merge, or a change whose cause is not known may change anything; otherwise only a
-    trait the filter reads, or an event it counts. (A count within a window also changes as time
-    passes, with no change to the profile; that is not a change, and is not looked for here.)
+    trait or standard attribute the filter reads, an event it counts, or another part of the profile
+    it reads (when the change does not say which parts it wrote, any may have changed). Time passing
+    changes verdicts with no change to the profile: that is the sweep's, not looked for here.
     """
     if change.created or change.merged_profile_ids or change.event_name is None:
         return True
-    return change.event_name in filter_reads.events or not filter_reads.traits.isdisjoint(change.changed_traits)
+    if change.event_name in filter_reads.events or not filter_reads.traits.isdisjoint(change.changed_traits):
+        return True
+    if not filter_reads.attributes.isdisjoint(change.changed_attributes):
+        return True
+    if filter_reads.parts:
+        return change.changed_parts is None or not filter_reads.parts.isdisjoint(change.changed_parts)
+    return False
+

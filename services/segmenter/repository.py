@@ -1,5 +1,6 @@
 """Segmenter queries."""
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, literal, select, text, tuple_
@@ -7,6 +8,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profiles.views import segment_profiles
+from services.segmenter.conditions import NOW_PARAM
 from services.segmenter.models import Membership, Segment
 
 
@@ -28,10 +30,12 @@ async def list_segments(session: AsyncSession, workspace_id: str) -> list[Segmen
     return list(rows)
 
 
-async def count_matching(session: AsyncSession, workspace_id: str, condition: ColumnElement[bool]) -> int:
+async def count_matching(
+    session: AsyncSession, workspace_id: str, condition: ColumnElement[bool], now: datetime | None = None
+) -> int:
     p = segment_profiles.c
     total = await session.scalar(
-        select(func.count()).select_from(segment_profiles).where(p.workspace_id == workspace_id, condition)
+        select(func.count()).select_from(segment_profiles).where(p.workspace_id == workspace_id, condition), _at(now)
     )
     return int(total or 0)
 
@@ -91,23 +95,31 @@ async def claim_computing(session: AsyncSession) -> Segment | None:
     )
 
 
+def _at(now: datetime | None) -> dict[str, Any]:
+    """The parameters that set "now" for compiled conditions (none: the clock when the statement runs)."""
+    return {NOW_PARAM: now} if now is not None else {}
+
+
 async def evaluate_for_profile(
-    session: AsyncSession, workspace_id: str, profile_id: str, conditions: dict[str, ColumnElement[bool]]
+    session: AsyncSession, workspace_id: str, profile_id: str, conditions: dict[str, ColumnElement[bool]],
+    now: datetime | None = None,
 ) -> dict[str, bool] | None:
     """Every segment's verdict for one profile in one query; None if the profile is gone."""
-    return (await evaluate_for_profiles(session, workspace_id, [profile_id], conditions)).get(profile_id)
+    return (await evaluate_for_profiles(session, workspace_id, [profile_id], conditions, now)).get(profile_id)
 
 
 async def evaluate_for_profiles(
-    session: AsyncSession, workspace_id: str, profile_ids: list[str], conditions: dict[str, ColumnElement[bool]]
+    session: AsyncSession, workspace_id: str, profile_ids: list[str], conditions: dict[str, ColumnElement[bool]],
+    now: datetime | None = None,
 ) -> dict[str, dict[str, bool]]:
-    """Every segment's verdict for each of these profiles, in one query; a profile that is gone is left out."""
+    """Every segment's verdict for each of these profiles, in one query, as of `now` (default: the clock);
+    a profile that is gone is left out."""
     if not profile_ids:
         return {}
     p = segment_profiles.c
     labelled = [cond.label(f"s{i}") for i, cond in enumerate(conditions.values())]
     rows = await session.execute(
-        select(p.profile_id, *labelled).where(p.workspace_id == workspace_id, p.profile_id.in_(profile_ids))
+        select(p.profile_id, *labelled).where(p.workspace_id == workspace_id, p.profile_id.in_(profile_ids)), _at(now)
     )
     return {row[0]: {segment_id: bool(row[i + 1]) for i, segment_id in enumerate(conditions)} for row in rows}
 
