@@ -1,5 +1,7 @@
 """Segmenter routes: define segments and read their live size."""
 
+from datetime import timedelta
+
 from fastapi import APIRouter, BackgroundTasks, Request
 
 from kernel.web import Session, WorkspaceId
@@ -32,8 +34,11 @@ async def create_segment(
     HERALD_SEGMENT_BACKFILL_CHUNK profiles), else `computing` until the background backfill is done;
     its entered / exited events begin when it is ready. The size is live either way.
     """
-    chunk = get_settings().segment_backfill_chunk
-    segment = await service.create_segment(session, workspace_id, body.name, body.filter, chunk)
+    settings = get_settings()
+    segment = await service.create_segment(
+        session, workspace_id, body.name, body.filter, settings.segment_backfill_chunk,
+        timedelta(seconds=settings.segment_sweep_seconds),
+    )
     await session.refresh(segment)
     if segment.ready_at is None:
         after.add_task(request.app.state.backfill_wake.set)  # after the commit: the backfill finds it

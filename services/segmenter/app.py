@@ -1,8 +1,10 @@
-"""Segmenter app factory and lifespan: the API, the PROFILES consumer, the audience responder, the outbox drain."""
+"""Segmenter app factory and lifespan: the API, the PROFILES consumer, the audience responder, the outbox drain,
+the background backfill of new segments and the sweep of segments that read the clock."""
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 
 from fastapi import FastAPI
@@ -39,6 +41,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             service.run_backfills(res.db, stop, wake, settings.segment_backfill_chunk, settings.segment_backfill_poll_seconds),
             name="segmenter:backfills",
         )
+        every = timedelta(seconds=settings.segment_sweep_seconds)
+        sweeps = asyncio.create_task(
+            service.run_sweeps(
+                res.db, res.jetstream, outbox, stop, every, settings.segment_backfill_chunk,
+                min(settings.segment_sweep_seconds, settings.segment_backfill_poll_seconds),
+            ),
+            name="segmenter:sweeps",
+        )
         try:
             async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
                 yield
@@ -46,7 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stop.set()
             wake.set()  # the backfill loop stops now, not at its next poll
             await responder.stop()  # answers in flight go out before the connection drains
-            await asyncio.gather(drain, backfills)
+            await asyncio.gather(drain, backfills, sweeps)
 
 
 def build() -> FastAPI:

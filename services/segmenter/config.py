@@ -17,6 +17,11 @@ class SegmenterSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerS
     segment_backfill_poll_seconds: float = Field(
         2.0, gt=0, description="how often a replica looks for segments still computing (one created here wakes it at once)"
     )
+    segment_sweep_seconds: float = Field(
+        300.0, gt=0,
+        description="how often segments whose conditions read the clock (a window, \"more than N days ago\") are"
+        " re-evaluated for every profile, so that members exit and enter as time passes",
+    )
 
 
 @lru_cache

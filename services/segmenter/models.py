@@ -26,6 +26,12 @@ class Segment(Base):
     # being stored in chunks, in profile id order, and `backfilled_through` is the last id done.
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     backfilled_through: Mapped[str | None] = mapped_column(Text)
+    # A segment whose filter reads the clock ("within 7 days", "more than 30 days ago") is swept: every
+    # profile re-evaluated, from time to time, so that members leave and enter as time passes.
+    # `sweep_due_at` is when the next sweep is due (NULL: never), `swept_through` the last profile id
+    # of the sweep in progress.
+    sweep_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    swept_through: Mapped[str | None] = mapped_column(Text)
 
     @property
     def status(self) -> Literal["computing", "ready"]:

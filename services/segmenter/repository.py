@@ -169,3 +169,46 @@ async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: l
     )
 
 
+
+
+async def claim_due_sweep(session: AsyncSession, now: datetime) -> Segment | None:
+    """The ready segment whose sweep is most overdue, locked for this transaction (other replicas skip it)."""
+    return await session.scalar(
+        select(Segment)
+        .where(Segment.sweep_due_at <= now, Segment.ready_at.is_not(None))
+        .order_by(Segment.sweep_due_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def profiles_after(session: AsyncSession, workspace_id: str, after: str | None, size: int) -> list[str]:
+    """The next `size` profile ids of the workspace after `after`, in id order."""
+    p = segment_profiles.c
+    query = select(p.profile_id).where(p.workspace_id == workspace_id).order_by(p.profile_id).limit(size)
+    return list(await session.scalars(query.where(p.profile_id > after) if after is not None else query))
+
+
+async def matching_among(
+    session: AsyncSession, workspace_id: str, profile_ids: list[str], condition: ColumnElement[bool], now: datetime
+) -> dict[str, str | None]:
+    """Which of these profiles match the condition as of `now`, each with its user id."""
+    p = segment_profiles.c
+    rows = await session.execute(
+        select(p.profile_id, p.user_id).where(p.workspace_id == workspace_id, p.profile_id.in_(profile_ids), condition),
+        _at(now),
+    )
+    return {profile_id: user_id for profile_id, user_id in rows}
+
+
+async def members_among(
+    session: AsyncSession, workspace_id: str, segment_id: str, profile_ids: list[str]
+) -> dict[str, str | None]:
+    """Which of these profiles are stored members of the segment, each with its user id (rows locked for this transaction)."""
+    rows = await session.execute(
+        select(Membership.profile_id, Membership.user_id)
+        .where(Membership.workspace_id == workspace_id, Membership.segment_id == segment_id,
+               Membership.profile_id.in_(profile_ids))
+        .with_for_update()
+    )
+    return {profile_id: user_id for profile_id, user_id in rows}

@@ -4,23 +4,26 @@ import asyncio
 import secrets
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 import orjson
 import structlog
+from nats.js import JetStreamContext
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel.contracts import AudienceAnswer, AudienceQuery, MembershipChanged, ProfileChanged
 from kernel.db import unit_of_work
 from kernel.errors import NotFound, Unprocessable, is_dependency_outage
+from kernel.outbox import Outbox
 from services.segmenter import domain, repository
 from services.segmenter.models import Segment
 
 log = structlog.get_logger(__name__)
-BACKFILL_CHUNK = 2000  # profiles per transaction when storing a new segment's members
+BACKFILL_CHUNK = 2000  # profiles per transaction when storing a new segment's members (and when sweeping)
+SWEEP_EVERY = timedelta(minutes=5)  # the default of HERALD_SEGMENT_SWEEP_SECONDS
 # Stored segments whose filter today's limits refuse, already logged by this process.
 _refused_logged: set[str] = set()
 
@@ -83,19 +86,24 @@ def stored_condition(segment: Segment) -> ColumnElement[bool] | None:
 
 
 async def create_segment(
-    session: AsyncSession, workspace_id: str, name: str, filter_tree: dict[str, Any], chunk: int = BACKFILL_CHUNK
+    session: AsyncSession, workspace_id: str, name: str, filter_tree: dict[str, Any], chunk: int = BACKFILL_CHUNK,
+    sweep_every: timedelta = SWEEP_EVERY,
 ) -> Segment:
     """Validate and store a segment, and record who is in it today.
 
     The filter is parsed before anything else touches it (serializing, compiling, storing), so every
-    problem with it is a 422 naming where, never a database error.
+    problem with it is a 422 naming where, never a database error. A filter that reads the clock is
+    swept every `sweep_every`, the first time one period after it was made.
     """
     try:
         domain.parse(filter_tree)
-        condition = compiled(filter_tree)
+        found = prepared(filter_tree)
     except domain.FilterError as exc:
         raise Unprocessable([{"loc": exc.path.split("."), "msg": exc.message}], error="invalid_filter") from exc
+    condition = found.condition
     segment = Segment(id=f"seg_{secrets.token_hex(8)}", workspace_id=workspace_id, name=name, filter=filter_tree)
+    if found.reads.time:
+        segment.sweep_due_at = datetime.now(UTC) + sweep_every
     await repository.add_segment(session, segment)
     # A workspace of up to one chunk of profiles is done now; a larger one is `computing` until the
     # background backfill (`run_backfills`) has stored the rest, and the answer does not wait for it.
@@ -153,6 +161,90 @@ async def run_backfills(
             break
         with suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), poll_seconds)
+
+
+# --- time passing ---------------------------------------------------------------------------------
+
+
+async def sweep_step(session: AsyncSession, segment: Segment, condition: ColumnElement[bool], now: datetime, chunk: int) -> tuple[list[MembershipChanged], bool]:
+    """Re-evaluate the next chunk of the workspace's profiles (after `swept_through`) as of `now`: who
+    matches now and is not stored enters, who is stored and no longer matches exits. Returns the
+    membership changes and whether the sweep reached the last profile.
+
+    Each profile of the chunk is locked first, as a re-evaluation locks it, so a change applied at the
+    same time is either seen here or re-evaluated after: a verdict is never taken from a stale read.
+    """
+    ws = segment.workspace_id
+    ids = await repository.profiles_after(session, ws, segment.swept_through, chunk)
+    if not ids:
+        return [], True
+    await repository.lock_profiles(session, ws, ids)
+    matching = await repository.matching_among(session, ws, ids, condition, now)
+    stored = await repository.members_among(session, ws, segment.id, ids)
+    entered = [(p, segment.id, matching[p]) for p in sorted(matching.keys() - stored)]
+    exited = [(p, segment.id) for p in sorted(stored.keys() - matching.keys())]
+    await repository.enter_many(session, ws, entered)
+    await repository.leave_many(session, ws, exited)
+    cause = f"sweep:{now.isoformat()}"  # with the segment and profile, a de-duplication id per change
+    changes = [
+        MembershipChanged(workspace_id=ws, segment_id=segment.id, profile_id=p, user_id=u, change="entered", at=now,
+                          cause_message_id=cause)
+        for p, _, u in entered
+    ] + [
+        MembershipChanged(workspace_id=ws, segment_id=segment.id, profile_id=p, user_id=stored[p], change="exited", at=now,
+                          cause_message_id=cause)
+        for p, _ in exited
+    ]
+    segment.swept_through = ids[-1]
+    return changes, len(ids) < chunk
+
+
+async def sweep_next(
+    sessions: async_sessionmaker[AsyncSession], js: JetStreamContext, outbox: Outbox, every: timedelta, chunk: int,
+    now: datetime | None = None,
+) -> bool:
+    """One chunk of the most overdue sweep, in its own transaction, its membership changes staged in the
+    outbox with it and published after commit; False when no sweep is due.
+
+    Replicas skip a segment another is sweeping (`FOR UPDATE SKIP LOCKED`), and the position is in the
+    segment's row, so a sweep resumes on any replica after a restart. `now` is the clock unless given
+    (the sweep's tests pass a later one rather than wait for days).
+    """
+    now = now if now is not None else datetime.now(UTC)
+    async with unit_of_work(sessions) as session:
+        segment = await repository.claim_due_sweep(session, now)
+        if segment is None:
+            return False
+        found = stored_filter(segment)
+        if found is None or not found.reads.time:  # refused by today's limits, or it does not read the clock
+            segment.sweep_due_at = segment.swept_through = None
+            return True
+        changes, done = await sweep_step(session, segment, found.condition, now, chunk)
+        if done:
+            segment.swept_through, segment.sweep_due_at = None, now + every
+            log.info("segment_swept", workspace_id=segment.workspace_id, segment_id=segment.id)
+        staged = await outbox.stage(session, changes)
+    await outbox.publish_after_commit(sessions, js, staged)
+    return True
+
+
+async def run_sweeps(
+    sessions: async_sessionmaker[AsyncSession], js: JetStreamContext, outbox: Outbox, stop: asyncio.Event,
+    every: timedelta, chunk: int, poll_seconds: float,
+) -> None:
+    """Sweep due segments until stopped: chunk after chunk while any is due, else look again after
+    `poll_seconds`. No state lives here: what is due and how far each sweep got are rows."""
+    while not stop.is_set():
+        try:
+            busy = await sweep_next(sessions, js, outbox, every, chunk)
+        except Exception as exc:  # the database is down, or a deadlock: the chunk is retried
+            busy = False
+            log.warning("segment_sweep_failed", error_type=type(exc).__name__, exc_info=not is_dependency_outage(exc))
+        if busy:
+            await asyncio.sleep(0)  # let requests and the consumer in between chunks
+            continue
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll_seconds)
 
 
 async def get_segment(session: AsyncSession, workspace_id: str, segment_id: str) -> Segment:
