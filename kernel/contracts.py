@@ -1024,10 +1024,75 @@ class ProfileQuery(Contract):
     profile_id: str
 
 
+class Location(Contract):
+    lat: float
+    lon: float
+    at: datetime | None = None
+
+
+class StandardAttributes(Contract):
+    """The standard attributes a profile holds (each only when known), as `GET /api/v1/users/{id}` shows them."""
+
+    language: str | None = None
+    time_zone: str | None = None
+    country: str | None = None
+    city: str | None = None
+    location: Location | None = None
+    app_name: str | None = None
+    app_version: str | None = None
+    os_name: str | None = None
+    os_version: str | None = None
+    device_model: str | None = None
+
+
+class DeviceSnapshot(Contract):
+    """One of a profile's devices. Its push token stays with the profiles service: no template needs it."""
+
+    device_id: str
+    platform: str | None = None
+    app: str | None = None
+    app_version: str | None = None
+    os_version: str | None = None
+    model: str | None = None
+    locale: str | None = None
+    time_zone: str | None = None
+    push_enabled: bool = False
+    last_seen: datetime | None = None
+
+
+class SessionsSnapshot(Contract):
+    count: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    hour_of_week: list[list[int]] = Field(default_factory=list)  # 7 rows (Monday first) of 24 hours
+
+
+class PurchasesSnapshot(Contract):
+    count: int = 0
+    revenue: float = 0.0
+    currency: str | None = None
+    first: datetime | None = None
+    last: datetime | None = None
+
+
+class ComputedSnapshot(Contract):
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    event_counts: dict[str, int] = Field(default_factory=dict)
+    sessions: SessionsSnapshot = Field(default_factory=SessionsSnapshot)
+    purchases: PurchasesSnapshot = Field(default_factory=PurchasesSnapshot)
+
+
 class ProfileSnapshot(Contract):
+    """What the dispatcher renders a message with: the profile as `GET /api/v1/users/{id}` shows it (its
+    `describe` shape validates as this), less what no template needs. Templates read it as `user`."""
+
     profile_id: str
     user_id: str | None = None
     traits: dict[str, Any] = Field(default_factory=dict)
+    attributes: StandardAttributes = Field(default_factory=StandardAttributes)
+    devices: list[DeviceSnapshot] = Field(default_factory=list)
+    computed: ComputedSnapshot = Field(default_factory=ComputedSnapshot)
     found: bool = True
 
 

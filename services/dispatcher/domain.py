@@ -66,10 +66,17 @@ def render_text(source: str, context: dict[str, Any], where: str, budget: templa
 
 
 def template_context(send: SendRequested, profile: ProfileSnapshot) -> dict[str, Any]:
-    """What `{{ … }}` can reach: the user's traits, the triggering event, the campaign."""
+    """What `{{ … }}` can reach: the user (traits, standard attributes, devices, computed values: times as
+    ISO 8601 text), the triggering event, the campaign."""
     trigger = send.trigger
     return {
-        "user": {"user_id": profile.user_id, "traits": profile.traits},
+        "user": {
+            "user_id": profile.user_id,
+            "traits": profile.traits,
+            "attributes": profile.attributes.model_dump(mode="json", exclude_none=True),
+            "devices": [device.model_dump(mode="json") for device in profile.devices],
+            "computed": profile.computed.model_dump(mode="json"),
+        },
         "event": {
             "name": trigger.name if trigger else None,
             "properties": trigger.properties if trigger else {},
