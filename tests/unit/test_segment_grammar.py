@@ -155,3 +155,34 @@ def test_filters_stored_before_the_grammar_grew_mean_what_they_meant() -> None:
     assert parse({"trait": "a..b", "op": "exists"}) == domain.Compare("a..b", "exists")
     with pytest.raises(FilterError, match="unknown key 'within_day'"):
         parse({"event": "x", "within_day": 3})
+
+
+def _documented_examples() -> list[dict[str, Any]]:
+    """Every JSON document in docs/segments.md's json blocks (a block may hold several)."""
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "segments.md").read_text()
+    found: list[dict[str, Any]] = []
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        decoder, at = json.JSONDecoder(), 0
+        while at < len(block := block.strip()):
+            document, end = decoder.raw_decode(block, at)
+            found.append(document)
+            at = end + len(block[end:]) - len(block[end:].lstrip())
+    return found
+
+
+def test_every_example_in_the_segments_guide_is_accepted_as_it_is_written() -> None:
+    from services.scheduler.schemas import CampaignIn
+
+    examples = _documented_examples()
+    assert len(examples) >= 30
+    for example in examples:
+        if "error" in example:
+            continue
+        if "channel" in example:
+            CampaignIn.model_validate(example)
+        else:
+            domain.compile_filter(parse(example.get("filter", example)))
