@@ -379,12 +379,20 @@ def condition_values() -> st.SearchStrategy[Any]:
     )
 
 
+# Paths into nested documents: objects (`nested.a.b`), arrays (`items[].sku`), and names that are no path.
+PATHS = ("nested.a.b", "items[]", "items[].sku", "nested.k[]", "a..b", ".a", "tags[][]", "a[].b[].c[].d[]", "x." * 17)
 CONDITION_KEYS = mostly(
-    st.one_of(st.sampled_from(KEYS), st.sampled_from(KEYS), texts(12, min_size=1)),
+    st.one_of(st.sampled_from(KEYS), st.sampled_from(KEYS), st.sampled_from(PATHS), texts(12, min_size=1)),
     st.one_of(st.text(min_size=510, max_size=515), st.sampled_from(["", "a\x00"]), SURROGATES, INTEGERS),
     odds=15,
 )
-CONDITION_VALUES = condition_values()
+# Values the date and version operators take, and ones they refuse.
+DATES_AND_VERSIONS = st.one_of(
+    st.integers(-1, 36_501),
+    st.sampled_from(["2024-01-01", "2024-01-01T00:00:00Z", "2026-02-30", "2024-01-01T24:00:00", "yesterday",
+                     "3.10", "3.2.0-beta", "v3", "1" * 30, "0.0"]),
+)
+CONDITION_VALUES = mostly(condition_values(), DATES_AND_VERSIONS, odds=4)
 
 
 @st.composite
@@ -435,9 +443,62 @@ def event_conditions(draw: st.DrawFn) -> dict[str, Any]:
     return condition
 
 
+ATTRIBUTES = mostly(
+    st.sampled_from(["country", "city", "language", "location.lat", "app_version", "os_version", "location"]),
+    st.one_of(texts(12), INTEGERS),
+    odds=6,
+)
+COMPUTED = mostly(
+    st.sampled_from(["first_seen", "last_seen", "sessions.count", "sessions.last", "purchases.revenue", "purchases.count"]),
+    st.one_of(texts(12), INTEGERS),
+    odds=6,
+)
+DEGREES = mostly(st.floats(-180, 180), st.one_of(FLOATS, INTEGERS, st.booleans(), texts(4), st.none()), odds=6)
+
+
+@st.composite
+def profile_conditions(draw: st.DrawFn) -> dict[str, Any]:
+    """A condition on what apps send: an attribute, a computed value, a device, a place, a time of use."""
+    kind = draw(st.sampled_from(["attribute", "computed", "device", "near", "active"]))
+    if kind in ("attribute", "computed"):
+        condition = draw(comparisons(kind))
+        if condition.get(kind) is not None and not draw(chance(5)):
+            condition[kind] = draw(ATTRIBUTES if kind == "attribute" else COMPUTED)
+        return condition
+    if kind == "device":
+        device: dict[str, Any] = {"device": draw(mostly(st.sampled_from(["any", "ios", "android", "web"]), texts(6), odds=8))}
+        if (count := draw(COUNTS)) is not None:
+            device["count"] = count
+        if draw(st.booleans()):
+            device["within_days"] = draw(WITHIN_DAYS)
+        if draw(st.booleans()):
+            fields = st.sampled_from(["push_enabled", "platform", "app_version", "last_seen", "model", "token"])
+            where = st.lists(st.tuples(comparisons("property"), fields), max_size=3).map(
+                lambda pairs: [{**c, "property": f} if "property" in c else c for c, f in pairs]
+            )
+            device["where"] = draw(mostly(where, WRONG_OBJECTS, odds=15))
+        return device
+    if kind == "near":
+        circle = {"lat": draw(DEGREES), "lon": draw(DEGREES), "km": draw(mostly(st.floats(0.1, 500), DEGREES, odds=6))}
+        return {"near": draw(mostly(st.just(circle), WRONG_OBJECTS, odds=15))}
+    active: dict[str, Any] = {}
+    if draw(st.booleans()):
+        active["days"] = draw(st.lists(mostly(st.sampled_from(["mon", "tue", "sat", "sun"]), texts(4), odds=10), max_size=4))
+    if draw(st.booleans()):
+        active["hours"] = {"from": draw(st.integers(-1, 25)), "to": draw(st.integers(-1, 25))}
+    if draw(st.booleans()):
+        active[draw(st.sampled_from(["sessions", "share"]))] = draw(
+            mostly(st.dictionaries(st.sampled_from(["gte", "lte"]), st.one_of(st.integers(0, 5), st.floats(0, 1)), max_size=2),
+                   WRONG_OBJECTS, odds=10)
+        )
+    return {"active": active}
+
+
 def filters() -> st.SearchStrategy[Any]:
-    """A filter tree of all / any / not over trait and event conditions; now and then past a limit, or no tree."""
-    leaves = mostly(st.one_of(comparisons("trait"), comparisons("trait"), event_conditions()), WRONG_OBJECTS, odds=20)
+    """A filter tree of all / any / not over every kind of condition; now and then past a limit, or no tree."""
+    leaves = mostly(
+        st.one_of(comparisons("trait"), comparisons("trait"), event_conditions(), profile_conditions()), WRONG_OBJECTS, odds=20
+    )
 
     def branches(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         lists = mostly(st.lists(children, min_size=1, max_size=4), st.just([]), odds=20)
