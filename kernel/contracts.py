@@ -236,7 +236,6 @@ ISO_TIME_PATTERN = (
     r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)?)?"
 )
-ISO_ZONED_PATTERN = r"[T ].*[Z+-]"  # within an ISO_TIME_PATTERN match: it carries an offset
 # What a version is: its leading numeric parts ("3.10.2-beta.1" is 3.10.2), each of at most 20 digits.
 VERSION_PATTERN = r"[0-9]{1,20}(?:\.[0-9]{1,20})*"
 _ISO_TIME = re.compile(ISO_TIME_PATTERN)

