@@ -191,7 +191,7 @@ async def sdk_settings(write_key: str, request: Request, res: Res) -> Response:
 
 # --- the internal API: an explicit table of what the services serve -------------------------
 
-Upstream = Literal["ingest", "profiles", "segmenter", "scheduler", "messages"]
+Upstream = Literal["ingest", "profiles", "segmenter", "scheduler", "dispatcher", "messages"]
 # Every method a client may try; the table decides which of them a route takes (405 otherwise).
 API_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 API_PREFIX = b"/api/v1/"
@@ -229,6 +229,9 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("campaigns/{campaign_id}/launch", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/pause", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/stats", ("GET",), "scheduler", "campaigns"),
+    ApiRoute("channels", ("GET",), "dispatcher", "channels"),
+    ApiRoute("channels/apns", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
+    ApiRoute("channels/fcm", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
 )
 
 
@@ -283,7 +286,7 @@ def resolve_api_route(raw_path: bytes, method: str) -> tuple[ApiRoute, str]:
         if method not in route.methods:
             raise StarletteHTTPException(405, headers={"Allow": ", ".join(route.methods)})
         return route, upstream_path
-    raise NotFound("no API route at this path; the API serves users, devices, segments, campaigns and ingest rejections (see /docs)")
+    raise NotFound("no API route at this path; the API serves users, devices, segments, campaigns, channels and ingest rejections (see /docs)")
 
 
 def _raw_path(request: Request) -> bytes:
@@ -309,6 +312,7 @@ def _service_for(route: ApiRoute) -> str:
         "profiles": settings.profiles_url,
         "segmenter": settings.segmenter_url,
         "scheduler": settings.scheduler_url,
+        "dispatcher": settings.dispatcher_url,
     }
     return services[route.upstream]
 

@@ -4,8 +4,8 @@ from collections.abc import Iterable
 from typing import Literal
 
 # The resource families of the management API; a key holds read or write on each (write includes read).
-Family = Literal["users", "segments", "campaigns", "ingest", "api_keys"]
-FAMILIES: tuple[Family, ...] = ("users", "segments", "campaigns", "ingest", "api_keys")
+Family = Literal["users", "segments", "campaigns", "ingest", "api_keys", "channels"]
+FAMILIES: tuple[Family, ...] = ("users", "segments", "campaigns", "ingest", "api_keys", "channels")
 Access = Literal["read", "write"]
 ADMIN = "admin"  # everything, the families added later included
 SCOPES: tuple[str, ...] = (ADMIN, *(f"{family}:{access}" for family in FAMILIES for access in ("read", "write")))

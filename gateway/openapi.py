@@ -50,12 +50,13 @@ def _public(route: ApiRoute) -> str:
 
 def _service_specs() -> list[dict[str, Any]]:
     """Each service's own document (built from its app; nothing is started)."""
+    from services.dispatcher.app import build as dispatcher
     from services.ingest.app import build as ingest
     from services.profiles.app import build as profiles
     from services.scheduler.app import build as scheduler
     from services.segmenter.app import build as segmenter
 
-    return [build().openapi() for build in (ingest, profiles, segmenter, scheduler)]
+    return [build().openapi() for build in (ingest, profiles, segmenter, scheduler, dispatcher)]
 
 
 def _merge_schemas(into: dict[str, Any], schemas: dict[str, Any], source: str) -> None:

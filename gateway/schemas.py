@@ -22,6 +22,7 @@ Scope = Literal[
     "campaigns:read", "campaigns:write",
     "ingest:read", "ingest:write",
     "api_keys:read", "api_keys:write",
+    "channels:read", "channels:write",
 ]
 
 

@@ -81,6 +81,7 @@ def up() -> None:
         save_state,
         workspace_exists,
     )
+    from services.dispatcher.credentials import new_secrets_key
 
     signals = _StopSignals()
     signals.install()
@@ -120,6 +121,7 @@ def up() -> None:
         say("applying migrations and creating streams")
         migrate(database_url, nats_url)
         state.setdefault("gateway_signing_key", new_signing_key())
+        state.setdefault("secrets_key", new_secrets_key())
         state.pop("internal_token", None)  # the shared secret of earlier versions; signatures replaced it
         state["database_url"], state["nats_url"] = database_url, nats_url
         demo = state.get("workspace")
@@ -130,6 +132,7 @@ def up() -> None:
 
         config = StackConfig(
             data_dir=data, database_url=database_url, nats_url=nats_url, gateway_signing_key=state["gateway_signing_key"],
+            secrets_key=state["secrets_key"],
             gateway_port=settings.gateway_port, smtp_port=settings.smtp_port,
             sink_http_port=settings.sink_http_port, host=settings.host, log_format=settings.log_format,
         )
@@ -387,8 +390,11 @@ def keys_command(
         str | None, typer.Option("--public-of", help="print the public key that goes with this signing key instead")
     ] = None,
     env: Annotated[bool, typer.Option("--env", help="print as HERALD_*=… lines, for an env file or a Secret")] = False,
+    secrets: Annotated[
+        bool, typer.Option("--secrets", help="make a key for HERALD_SECRETS_KEY (channel credentials at rest) instead")
+    ] = False,
 ) -> None:
-    """Make a new Ed25519 key pair for the gateway's request signatures.
+    """Make a new Ed25519 key pair for the gateway's request signatures (or, with --secrets, a Fernet key).
 
     The signing key goes to the gateway alone (HERALD_GATEWAY_SIGNING_KEY); the public key to every
     service (HERALD_GATEWAY_PUBLIC_KEYS). To rotate, add the new public key beside the old one
@@ -396,6 +402,12 @@ def keys_command(
     """
     from kernel import signing
 
+    if secrets:
+        from services.dispatcher.credentials import new_secrets_key
+
+        key = new_secrets_key()
+        typer.echo(f"HERALD_SECRETS_KEY={key}" if env else key)
+        return
     if public_of is not None:
         try:
             typer.echo(signing.public_key_text(public_of))
@@ -410,3 +422,37 @@ def keys_command(
         f"signing key  {private}   [dim](HERALD_GATEWAY_SIGNING_KEY: the gateway's alone; keep it secret)[/]\n"
         f"public key   {public}   [dim](HERALD_GATEWAY_PUBLIC_KEYS: every service)[/]"
     )
+
+
+@app.command("rotate-secrets")
+def rotate_secrets_command() -> None:
+    """Re-encrypt every stored channel credential under the first key of HERALD_SECRETS_KEY.
+
+    To rotate: put a new key first (`herald keys --secrets`), keeping the old one after it, roll the
+    dispatchers, run this, then drop the old key.
+    """
+    import os
+
+    from kernel.db import make_engine, make_sessionmaker
+    from services.dispatcher.credentials import SecretBox
+    from services.dispatcher.service import rotate_secrets
+
+    text = os.environ.get("HERALD_SECRETS_KEY", "")
+    if not text.strip():
+        raise _fail("set HERALD_SECRETS_KEY: the new key first, then the old one(s)")
+    try:
+        box = SecretBox.from_setting(text)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+    async def run() -> dict[str, int]:
+        engine = make_engine(_database_url(DevSettings()), pool_size=1)
+        try:
+            return await rotate_secrets(make_sessionmaker(engine), box)
+        finally:
+            await engine.dispose()
+
+    counts = asyncio.run(run())
+    console.print(f"rotated {counts['rotated']}, already current {counts['current']}, unreadable {counts['unreadable']}")
+    if counts["unreadable"]:
+        raise _fail("some secrets are sealed under a key HERALD_SECRETS_KEY no longer holds: put it back after the first", code=1)

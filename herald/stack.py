@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from herald.infra import die_with_parent, free_port
 from kernel import signing
 from kernel.migrate import upgrade_all
+from services.dispatcher.credentials import new_secrets_key
 
 SERVICES = ("ingest", "profiles", "segmenter", "scheduler", "dispatcher", "gateway")
 PROCESSES = (*SERVICES, "sinks")
@@ -37,6 +38,7 @@ class StackConfig:
     database_url: str
     nats_url: str
     gateway_signing_key: str  # the gateway's alone; the services get its public key
+    secrets_key: str = ""  # the dispatcher's alone: seals channel credentials at rest
     gateway_port: int = 8000
     smtp_port: int = 1025
     sink_http_port: int = 8025
@@ -53,6 +55,7 @@ class StackConfig:
         """A stack for the tests and the bench: every port a free one, test settings, JSON logs."""
         return cls(
             data_dir=data_dir, database_url=database_url, nats_url=nats_url, gateway_signing_key=gateway_signing_key,
+            secrets_key=new_secrets_key(),
             gateway_port=free_port(), smtp_port=free_port(), sink_http_port=free_port(), env="test", log_format="json",
             service_ports={s: free_port() for s in SERVICES if s != "gateway"}, extra_env=extra_env,
         )
@@ -92,6 +95,8 @@ class StackConfig:
         )
         if service == "gateway":
             env["HERALD_GATEWAY_SIGNING_KEY"] = self.gateway_signing_key
+        if service == "dispatcher" and self.secrets_key:
+            env.setdefault("HERALD_SECRETS_KEY", self.secrets_key)
         return env
 
 

@@ -1,12 +1,29 @@
-"""Dispatcher routes: the delivery log, looked up by send for the gateway's list of a user's messages."""
+"""Dispatcher routes: the delivery log, looked up by send for the gateway's list of a user's messages, and
+each workspace's channel credentials (write-only secrets)."""
 
-from fastapi import APIRouter
+from typing import Annotated
 
+from fastapi import APIRouter, Query
+
+from kernel.errors import NotFound
 from kernel.web import Session, WorkspaceId
 from services.dispatcher import repository, service
-from services.dispatcher.schemas import DeliveryList, DeliveryLookup, DeliveryOut
+from services.dispatcher.config import get_settings
+from services.dispatcher.schemas import (
+    ApnsChannelIn,
+    ApnsChannelOut,
+    AppId,
+    ChannelList,
+    DeliveryList,
+    DeliveryLookup,
+    DeliveryOut,
+    FcmChannelIn,
+    FcmChannelOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["messages"])
+channels_router = APIRouter(prefix="/api/v1/channels", tags=["channels"])
+AppQuery = Annotated[AppId | None, Query()]
 
 
 @router.post("/deliveries/lookup")
@@ -14,3 +31,60 @@ async def lookup_deliveries(body: DeliveryLookup, workspace_id: WorkspaceId, ses
     """The deliveries of these sends (those the dispatcher has seen), for joining with the scheduler's page."""
     rows = await repository.deliveries_of_sends(session, workspace_id, body.send_ids)
     return DeliveryList(messages=[DeliveryOut.model_validate(service.describe(d)) for d in rows])
+
+
+@channels_router.get("")
+async def list_channels(workspace_id: WorkspaceId, session: Session) -> ChannelList:
+    """The workspace's channel configurations, per app; secrets are never shown."""
+    rows = await repository.channels_of(session, workspace_id)
+    return ChannelList.model_validate({"channels": [service.describe_channel(row) for row in rows]})
+
+
+@channels_router.put("/apns")
+async def put_apns(body: ApnsChannelIn, workspace_id: WorkspaceId, session: Session) -> ApnsChannelOut:
+    """Set the APNs key (token authentication) for an app, or for every app without one of its own."""
+    row = await service.save_apns(session, get_settings(), workspace_id, body)
+    return ApnsChannelOut.model_validate(service.describe_channel(row))
+
+
+@channels_router.get("/apns")
+async def get_apns(workspace_id: WorkspaceId, session: Session, app_id: AppQuery = None) -> ApnsChannelOut:
+    """The APNs configuration of an app (or the workspace's default), without its key."""
+    row = await repository.channel(session, workspace_id, "apns", app_id or "")
+    if row is None:
+        raise NotFound(f"no APNs configuration for {_whom(app_id)}")
+    return ApnsChannelOut.model_validate(service.describe_channel(row))
+
+
+@channels_router.delete("/apns", status_code=204)
+async def delete_apns(workspace_id: WorkspaceId, session: Session, app_id: AppQuery = None) -> None:
+    """Remove the APNs configuration of an app (or the workspace's default)."""
+    if not await repository.delete_channel(session, workspace_id, "apns", app_id or ""):
+        raise NotFound(f"no APNs configuration for {_whom(app_id)}")
+
+
+@channels_router.put("/fcm")
+async def put_fcm(body: FcmChannelIn, workspace_id: WorkspaceId, session: Session) -> FcmChannelOut:
+    """Set the FCM service account for an app, or for every app without one of its own."""
+    row = await service.save_fcm(session, get_settings(), workspace_id, body)
+    return FcmChannelOut.model_validate(service.describe_channel(row))
+
+
+@channels_router.get("/fcm")
+async def get_fcm(workspace_id: WorkspaceId, session: Session, app_id: AppQuery = None) -> FcmChannelOut:
+    """The FCM configuration of an app (or the workspace's default), without its service account key."""
+    row = await repository.channel(session, workspace_id, "fcm", app_id or "")
+    if row is None:
+        raise NotFound(f"no FCM configuration for {_whom(app_id)}")
+    return FcmChannelOut.model_validate(service.describe_channel(row))
+
+
+@channels_router.delete("/fcm", status_code=204)
+async def delete_fcm(workspace_id: WorkspaceId, session: Session, app_id: AppQuery = None) -> None:
+    """Remove the FCM configuration of an app (or the workspace's default)."""
+    if not await repository.delete_channel(session, workspace_id, "fcm", app_id or ""):
+        raise NotFound(f"no FCM configuration for {_whom(app_id)}")
+
+
+def _whom(app_id: str | None) -> str:
+    return f"app {app_id!r}" if app_id else "the workspace (no app_id)"

@@ -12,7 +12,7 @@ from kernel.contracts import SendRequested
 from kernel.outbox import Outbox
 from kernel.web import create_app, open_resources
 from services.dispatcher import handlers, models, service
-from services.dispatcher.api import router
+from services.dispatcher.api import channels_router, router
 from services.dispatcher.config import get_settings
 from services.dispatcher.domain import WebhookPolicy
 from services.dispatcher.providers import SmtpProvider, WebhookProvider
@@ -65,4 +65,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build() -> FastAPI:
     """The dispatcher ASGI app."""
-    return create_app("Herald dispatcher", lifespan, [router])
+    return create_app("Herald dispatcher", lifespan, [router, channels_router])

@@ -2,10 +2,11 @@
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from kernel.contracts import Channel
 from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings, WebhookSettings
+from services.dispatcher.credentials import SecretBox, origin_of
 
 
 class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings, WebhookSettings):
@@ -34,9 +35,49 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
         20.0, gt=0, description="longest one delivery attempt may take (profile lookup, render, provider) before it counts as a transient failure"
     )
 
+    secrets_key: SecretStr | None = Field(
+        None,
+        description="Fernet keys, comma-separated, newest first, that encrypt channel credentials (APNs keys, FCM "
+        "service accounts) at rest: the first encrypts, every one decrypts, so a new key goes first while the old "
+        "still reads (`herald keys --secrets` makes one; `herald rotate-secrets` re-encrypts under the first). "
+        "Unset: channel credentials cannot be saved or used",
+    )
+    apns_url: str = Field("https://api.push.apple.com", description="APNs provider API for apps configured `production`")
+    apns_sandbox_url: str = Field(
+        "https://api.sandbox.push.apple.com", description="APNs provider API for apps configured `sandbox` (development builds)"
+    )
+    fcm_url: str = Field("https://fcm.googleapis.com", description="FCM HTTP v1 API")
+    fcm_token_origins: str = Field(
+        "https://oauth2.googleapis.com",
+        description="comma-separated origins a service account's `token_uri` may point at; the dispatcher sends its "
+        "signed assertions nowhere else",
+    )
+    push_timeout_seconds: float = Field(10.0, gt=0, description="per-request timeout of APNs, FCM and token requests")
+    push_retry_hours: float = Field(
+        24.0, gt=0, description="how long a push whose provider keeps failing (network, 429, 5xx) is retried"
+    )
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _readable_secrets_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            SecretBox.from_setting(value.get_secret_value())  # UnreadableSecretsKey (a ValueError) says which entry
+            return value
+        return None
+
+    def secret_box(self) -> SecretBox | None:
+        """The box that seals channel secrets, or None when no key is configured."""
+        return SecretBox.from_setting(self.secrets_key.get_secret_value()) if self.secrets_key else None
+
+    def token_origins(self) -> frozenset[str]:
+        """The origins a service account's token_uri may name."""
+        return frozenset(origin_of(o.strip()) for o in self.fcm_token_origins.split(",") if o.strip())
+
     def retry_hours(self, channel: Channel) -> float:
         """How long sends of this channel are retried."""
-        return self.email_retry_hours if channel == "email" else self.webhook_retry_hours
+        if channel == "email":
+            return self.email_retry_hours
+        return self.push_retry_hours if channel == "push" else self.webhook_retry_hours
 
 
 @lru_cache

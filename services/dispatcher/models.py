@@ -1,9 +1,10 @@
-"""Dispatcher tables: the delivery log (one row per send_id, so nothing is sent twice) and its outbox."""
+"""Dispatcher tables: the delivery log (one row per send_id, so nothing is sent twice), each push device's
+attempts, channel credentials, and the outbox."""
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, func, text
+from sqlalchemy import DateTime, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,6 +49,24 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ChannelConfig(Base):
+    """A workspace's credentials for one channel provider (`apns`, `fcm`), for one app or (`app_id` "") all.
+
+    `settings` holds what may be shown; `secret` the sealed secret part (credentials.SecretBox), never shown.
+    """
+
+    __tablename__ = "channels"
+    __table_args__ = {"schema": SCHEMA}
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 outbox = outbox_table(SCHEMA)

@@ -1,13 +1,14 @@
 """Dispatcher queries; they flush, the edge commits."""
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import SendRequested
-from services.dispatcher.models import Delivery
+from services.dispatcher.models import ChannelConfig, Delivery
 
 
 async def lock_deliveries(
@@ -73,4 +74,61 @@ async def deliveries_of_sends(session: AsyncSession, workspace_id: str, send_ids
     rows = await session.scalars(
         select(Delivery).where(Delivery.workspace_id == workspace_id, Delivery.send_id.in_(send_ids))
     )
+    return list(rows)
+
+
+async def save_channel(
+    session: AsyncSession, workspace_id: str, kind: str, app_id: str, settings: dict[str, Any], secret: str
+) -> ChannelConfig:
+    """Create or replace one channel configuration; returns it as stored."""
+    now = datetime.now(UTC)
+    values = {"settings": settings, "secret": secret, "updated_at": now}
+    row = await session.scalar(
+        insert(ChannelConfig)
+        .values(workspace_id=workspace_id, kind=kind, app_id=app_id, created_at=now, **values)
+        .on_conflict_do_update(index_elements=["workspace_id", "kind", "app_id"], set_=values)
+        .returning(ChannelConfig),
+        execution_options={"populate_existing": True},
+    )
+    assert row is not None
+    return row
+
+
+async def channel(session: AsyncSession, workspace_id: str, kind: str, app_id: str) -> ChannelConfig | None:
+    return await session.get(ChannelConfig, (workspace_id, kind, app_id))
+
+
+async def channels_of(session: AsyncSession, workspace_id: str) -> list[ChannelConfig]:
+    rows = await session.scalars(
+        select(ChannelConfig).where(ChannelConfig.workspace_id == workspace_id).order_by(ChannelConfig.kind, ChannelConfig.app_id)
+    )
+    return list(rows)
+
+
+async def channels_for(session: AsyncSession, keys: set[tuple[str, str]]) -> list[ChannelConfig]:
+    """The configurations of these (workspace, app) pairs and of their workspaces' defaults (app "")."""
+    if not keys:
+        return []
+    wanted = keys | {(workspace_id, "") for workspace_id, _ in keys}
+    rows = await session.scalars(
+        select(ChannelConfig).where(tuple_(ChannelConfig.workspace_id, ChannelConfig.app_id).in_(sorted(wanted)))
+    )
+    return list(rows)
+
+
+async def delete_channel(session: AsyncSession, workspace_id: str, kind: str, app_id: str) -> bool:
+    result = await session.execute(
+        delete(ChannelConfig).where(
+            ChannelConfig.workspace_id == workspace_id, ChannelConfig.kind == kind, ChannelConfig.app_id == app_id
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def lock_channels(session: AsyncSession, limit: int, after: tuple[str, str, str] | None) -> list[ChannelConfig]:
+    """A page of every workspace's channel configurations, locked, in key order (for re-encrypting secrets)."""
+    query = select(ChannelConfig).order_by(ChannelConfig.workspace_id, ChannelConfig.kind, ChannelConfig.app_id)
+    if after is not None:
+        query = query.where(tuple_(ChannelConfig.workspace_id, ChannelConfig.kind, ChannelConfig.app_id) > after)
+    rows = await session.scalars(query.limit(limit).with_for_update())
     return list(rows)

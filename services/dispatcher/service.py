@@ -29,12 +29,15 @@ from kernel.contracts import (
     SendRequested,
 )
 from kernel.db import unit_of_work
+from kernel.errors import Conflict, Unprocessable
 from kernel.logging import bind_correlation_id
 from kernel.outbox import Outbox
-from services.dispatcher import domain, repository
+from services.dispatcher import credentials, domain, repository
 from services.dispatcher.config import DispatcherSettings
-from services.dispatcher.models import Delivery
+from services.dispatcher.credentials import SecretBox
+from services.dispatcher.models import ChannelConfig, Delivery
 from services.dispatcher.providers import DeliveryError, SmtpProvider, WebhookProvider
+from services.dispatcher.schemas import ApnsChannelIn, FcmChannelIn
 
 log = structlog.get_logger(__name__)
 
@@ -388,3 +391,71 @@ def describe(delivery: Delivery) -> dict[str, object]:
         "created_at": delivery.created_at,
         "updated_at": delivery.updated_at,
     }
+
+
+# --- channel credentials ------------------------------------------------------------------
+
+ChannelKind = Literal["apns", "fcm"]
+APNS_SHOWN = ("device_app", "team_id", "key_id", "topic", "environment")
+FCM_SHOWN = ("device_app", "project_id", "client_email", "private_key_id", "token_uri")
+
+
+def _box(settings: DispatcherSettings) -> SecretBox:
+    box = settings.secret_box()
+    if box is None:
+        raise Conflict(
+            "channel credentials are encrypted at rest with HERALD_SECRETS_KEY, which this dispatcher is not given",
+            error="secrets_key_missing",
+        )
+    return box
+
+
+async def save_apns(session: AsyncSession, settings: DispatcherSettings, workspace_id: str, body: ApnsChannelIn) -> ChannelConfig:
+    """Store (or replace) a workspace's APNs key for one app or all, the key sealed."""
+    shown = body.model_dump(include=set(APNS_SHOWN))
+    sealed = _box(settings).seal({"private_key": body.private_key})
+    return await repository.save_channel(session, workspace_id, "apns", body.app_id or "", shown, sealed)
+
+
+async def save_fcm(session: AsyncSession, settings: DispatcherSettings, workspace_id: str, body: FcmChannelIn) -> ChannelConfig:
+    """Store (or replace) a workspace's FCM service account for one app or all, the account sealed."""
+    account = body.service_account
+    if credentials.origin_of(account["token_uri"]) not in settings.token_origins():
+        raise Unprocessable([{
+            "loc": ["body", "service_account", "token_uri"],
+            "msg": f"Herald sends service-account assertions only to {', '.join(sorted(settings.token_origins()))} "
+            "(HERALD_FCM_TOKEN_ORIGINS)",
+            "type": "value_error",
+        }])
+    shown = {"device_app": body.device_app, **{k: account.get(k) for k in FCM_SHOWN if k != "device_app"}}
+    sealed = _box(settings).seal({"service_account": account})
+    return await repository.save_channel(session, workspace_id, "fcm", body.app_id or "", shown, sealed)
+
+
+def describe_channel(row: ChannelConfig) -> dict[str, Any]:
+    """A configuration as the API shows it: what was set, never the secret."""
+    return {"kind": row.kind, "app_id": row.app_id or None, **row.settings, "updated_at": row.updated_at}
+
+
+async def rotate_secrets(sessions: async_sessionmaker[AsyncSession], box: SecretBox, page: int = 100) -> dict[str, int]:
+    """Re-encrypt every stored channel secret under the first key: how many were rotated, already
+    current, and unreadable (sealed under a key no longer given; left as they are, and logged)."""
+    counts = {"rotated": 0, "current": 0, "unreadable": 0}
+    after: tuple[str, str, str] | None = None
+    while True:
+        async with unit_of_work(sessions) as session:
+            rows = await repository.lock_channels(session, page, after)
+            for row in rows:
+                if box.is_current(row.secret):
+                    counts["current"] += 1
+                    continue
+                try:
+                    row.secret = box.rotate(row.secret)
+                    counts["rotated"] += 1
+                except credentials.SecretUnreadable:
+                    counts["unreadable"] += 1
+                    log.warning("channel_secret_unreadable", workspace_id=row.workspace_id, kind=row.kind, app_id=row.app_id)
+            await session.flush()
+        if len(rows) < page:
+            return counts
+        after = (rows[-1].workspace_id, rows[-1].kind, rows[-1].app_id)
