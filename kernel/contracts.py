@@ -629,9 +629,42 @@ def _listed(what: str) -> Callable[[Any], Any]:
     return check
 
 
+Amount = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-CONDITION_MAX_NUMBER, le=CONDITION_MAX_NUMBER)]
+
+
+class SumBounds(Contract):
+    """A property added up over the matching events, and its bounds: `{"property": "revenue", "gte": 100}`.
+
+    Numbers only (a missing or non-numeric value adds nothing; no event is a sum of 0), in whatever unit
+    the events carry it: the profiles service converts lifetime revenue to the workspace currency
+    (`{"computed": "purchases.revenue"}`), a sum of a property does not."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    property: ConditionName
+    gte: Amount | None = None
+    gt: Amount | None = None
+    lte: Amount | None = None
+    lt: Amount | None = None
+
+    @field_validator("property")
+    @classmethod
+    def _no_arrays(cls, name: str) -> str:
+        if any(step.each for step in split_path(name)):
+            raise ValueError("a sum reads one number per event: a path through arrays (`[]`) is not summed")
+        return name
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "SumBounds":
+        if (self.gte, self.gt, self.lte, self.lt) == (None, None, None, None):
+            raise ValueError("give at least one of gte, gt, lte, lt")
+        return self
+
+
 class EventCondition(Contract):
     """`{"event": "Order Completed", "count": {"gte": 3}, "within_days": 30, "where": [...]}`: did the
-    user do it, how often, how recently, with which properties (at least once, ever, by default)."""
+    user do it, how often, how recently, with which properties (at least once, ever, by default), and
+    what a property of those events adds up to (`sum`; with a sum and no `count`, any number of events)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -639,6 +672,7 @@ class EventCondition(Contract):
     count: CountBounds = AT_LEAST_ONCE
     within_days: WithinDays = None
     where: Annotated[list[PropertyCondition], BeforeValidator(_listed("property conditions"))] = Field(default_factory=list)
+    sum: SumBounds | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -59,11 +59,12 @@ from kernel.contracts import (
     EventCondition,
     NearCondition,
     ProfileChanged,
+    SumBounds,
     TraitCondition,
     split_path,
 )
 from services.profiles.views import segment_devices, segment_events, segment_profiles
-from services.segmenter.conditions import compile_comparison, leaf, now_param, time_sql
+from services.segmenter.conditions import compile_comparison, json_text, key_of, leaf, now_param, time_sql
 
 OPS = CONDITION_OPS
 MAX_DEPTH = 12
@@ -108,6 +109,7 @@ class Performed:
     lte: int | None
     within_days: int | None
     where: tuple[Compare, ...]
+    total: SumBounds | None = None
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,11 @@ def _node(condition: Any, path: str, budget: Budget) -> Node:
             compare = Compare(w.name, w.op, w.value)
             budget.spend(f"{path}.where[{i}]", cost_of(compare))
             where.append(compare)
-        return Performed(condition.event, condition.count.low, condition.count.high, condition.within_days, tuple(where))
+        counted = condition.sum is None or "count" in condition.model_fields_set
+        low, high = (condition.count.low, condition.count.high) if counted else (None, None)
+        if condition.sum is not None:
+            budget.spend(path, EVENT_COST)
+        return Performed(condition.event, low, high, condition.within_days, tuple(where), condition.sum)
     if isinstance(condition, DeviceCondition):
         budget.spend(path, EVENT_COST)
         for i, w in enumerate(condition.where):
@@ -289,7 +295,29 @@ def compile_filter(node: Node, now: ColumnElement[Any] | None = None) -> ColumnE
     ]
     if node.within_days:
         where.append(e.c.timestamp >= now - func.make_interval(0, 0, 0, node.within_days))
-    return _counted(where, node.gte, node.lte)
+    counted = _counted(where, node.gte, node.lte)
+    if node.total is None:
+        return counted
+    return and_(counted, _summed(e, where, node.total))
+
+
+def _summed(e: Any, where: list[ColumnElement[bool]], bounds: SumBounds) -> ColumnElement[bool]:
+    """A property added up over the matching events (numbers only; none is 0), within its bounds."""
+    field = e.c.properties
+    for step in split_path(bounds.property):
+        field = key_of(field, step.key)
+    if len(split_path(bounds.property)) > 1:  # a key of exactly that name first, as comparisons read it
+        field = case(
+            (e.c.properties.has_key(bounds.property), key_of(e.c.properties, bounds.property)), else_=field
+        )
+    number = case((func.jsonb_typeof(field) == "number", cast(json_text(field), Numeric)), else_=None)
+    total = select(func.coalesce(func.sum(number), 0)).where(*where).correlate(segment_profiles).scalar_subquery()
+    checks = [
+        getattr(total, method)(literal(bound, Numeric))
+        for method, bound in (("__ge__", bounds.gte), ("__gt__", bounds.gt), ("__le__", bounds.lte), ("__lt__", bounds.lt))
+        if bound is not None
+    ]
+    return and_(*checks)
 
 
 def _counted(where: list[ColumnElement[bool]], low: int | None, high: int | None) -> ColumnElement[bool]:

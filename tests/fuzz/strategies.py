@@ -440,6 +440,10 @@ def event_conditions(draw: st.DrawFn) -> dict[str, Any]:
         condition["within_days"] = draw(WITHIN_DAYS)
     if draw(st.booleans()):
         condition["where"] = draw(mostly(st.lists(comparisons("property"), max_size=3), WRONG_OBJECTS, odds=15))
+    if draw(chance(4)):
+        bounds = st.dictionaries(st.sampled_from(["gte", "gt", "lte", "lt"]), mostly(INTEGERS, FLOATS, odds=3), max_size=2)
+        total = st.tuples(CONDITION_KEYS, bounds).map(lambda pair: {"property": pair[0], **pair[1]})
+        condition["sum"] = draw(mostly(total, WRONG_OBJECTS, odds=10))
     return condition
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel.db import unit_of_work
-from services.profiles.models import Device, Profile
+from services.profiles.models import Device, Profile, StoredEvent
 from services.segmenter import domain, repository
 
 NOW = datetime(2026, 6, 13, 12, 0, tzinfo=UTC)  # a Saturday
@@ -65,6 +65,15 @@ DEVICES = [
 ]
 
 
+# (person, days ago, properties) of their Order Completed events
+ORDERS = [
+    ("ana", 5, {"revenue": 120}),
+    ("ana", 40, {"revenue": 80}),
+    ("ben", 3, {"revenue": "20"}),  # text: not added
+    ("ben", 10, {"revenue": 30, "order": {"total": 7}}),
+]
+
+
 @pytest.fixture
 async def population(sessions: async_sessionmaker[AsyncSession], workspace_id: str) -> str:
     async with unit_of_work(sessions) as s:
@@ -76,6 +85,12 @@ async def population(sessions: async_sessionmaker[AsyncSession], workspace_id: s
             {"workspace_id": workspace_id, "profile_id": p, "device_id": f"{workspace_id}-{d}", "platform": platform,
              "app_version": version, "push_enabled": push, "last_seen": seen, "times": {}}
             for p, d, platform, version, push, seen in DEVICES
+        ])
+        await s.execute(insert(StoredEvent), [
+            {"workspace_id": workspace_id, "message_id": f"order-{i}", "profile_id": p, "type": "track",
+             "name": "Order Completed", "properties": props, "traits": {}, "context": {},
+             "timestamp": NOW - days * DAY, "received_at": NOW}
+            for i, (p, days, props) in enumerate(ORDERS)
         ])
     return workspace_id
 
@@ -111,6 +126,14 @@ CASES: list[tuple[dict[str, Any], set[str]]] = [
     ({"computed": "purchases.revenue", "op": "gt", "value": 250.4}, {"ana"}),
     ({"computed": "purchases.count", "op": "in", "value": [0, 1]}, {"ben", "cat", "dan"}),
     ({"computed": "purchases.last", "op": "within_last_days", "value": 14}, {"ana"}),
+    # a property added up over events: spend in a window
+    ({"event": "Order Completed", "within_days": 30, "sum": {"property": "revenue", "gte": 100}}, {"ana"}),
+    ({"event": "Order Completed", "within_days": 30, "sum": {"property": "revenue", "lt": 50}}, {"ben", "cat", "dan"}),
+    ({"event": "Order Completed", "within_days": 30, "count": {"gte": 1}, "sum": {"property": "revenue", "lt": 50}}, {"ben"}),
+    ({"event": "Order Completed", "sum": {"property": "revenue", "gte": 200, "lte": 200}}, {"ana"}),
+    ({"event": "Order Completed", "sum": {"property": "order.total", "gt": 5}}, {"ben"}),
+    ({"event": "Order Completed", "where": [{"property": "revenue", "op": "gt", "value": 100}],
+      "sum": {"property": "revenue", "gt": 0}}, {"ana"}),
     # devices
     ({"device": "ios", "where": [{"property": "push_enabled", "op": "eq", "value": True}]}, {"ana", "ben"}),
     ({"device": "ios", "within_days": 30, "where": [{"property": "push_enabled", "op": "eq", "value": True}]}, {"ana"}),

@@ -81,6 +81,11 @@ def test_every_documented_condition_parses_and_compiles(tree: dict[str, Any]) ->
         ({"active": {"sessions": {"gte": 1}, "share": {"gte": 0.1}}}, "filter.active", "not both"),
         ({"trait": "a", "attribute": "city", "op": "exists"}, "filter", "exactly one"),
         ({"event": "x", "where": [{"property": "d", "op": "before", "value": "soon"}]}, "filter.where[0].value", "ISO 8601"),
+        ({"event": "x", "sum": {"property": "revenue"}}, "filter.sum", "at least one of"),
+        ({"event": "x", "sum": {"property": "products[].price", "gte": 1}}, "filter.sum.property", "through arrays"),
+        ({"event": "x", "sum": {"property": "revenue", "gte": "100"}}, "filter.sum.gte", "valid number"),
+        ({"event": "x", "sum": {"property": "revenue", "gte": 2**60}}, "filter.sum.gte", "less than or equal"),
+        ({"event": "x", "sum": {"property": "revenue", "over": 1}}, "filter.sum.over", "Extra inputs"),
     ],
 )
 def test_bad_conditions_say_where_and_why(tree: dict[str, Any], path: str, words: str) -> None:
