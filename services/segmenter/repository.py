@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select, text, tuple_
+from sqlalchemy import ColumnElement, delete, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -180,6 +180,11 @@ async def claim_due_sweep(session: AsyncSession, now: datetime) -> Segment | Non
         .limit(1)
         .with_for_update(skip_locked=True)
     )
+
+
+async def postpone_sweep(session: AsyncSession, segment_id: str, due_at: datetime) -> None:
+    """Make a segment's next sweep (or the rest of this one) due at `due_at`."""
+    await session.execute(update(Segment).where(Segment.id == segment_id).values(sweep_due_at=due_at))
 
 
 async def profiles_after(session: AsyncSession, workspace_id: str, after: str | None, size: int) -> list[str]:

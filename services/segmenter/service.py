@@ -211,19 +211,33 @@ async def sweep_next(
     (the sweep's tests pass a later one rather than wait for days).
     """
     now = now if now is not None else datetime.now(UTC)
-    async with unit_of_work(sessions) as session:
-        segment = await repository.claim_due_sweep(session, now)
-        if segment is None:
-            return False
-        found = stored_filter(segment)
-        if found is None or not found.reads.time:  # refused by today's limits, or it does not read the clock
-            segment.sweep_due_at = segment.swept_through = None
-            return True
-        changes, done = await sweep_step(session, segment, found.condition, now, chunk)
-        if done:
-            segment.swept_through, segment.sweep_due_at = None, now + every
-            log.info("segment_swept", workspace_id=segment.workspace_id, segment_id=segment.id)
-        staged = await outbox.stage(session, changes)
+    failing: tuple[str, str] | None = None  # (workspace, segment) while its chunk runs
+    try:
+        async with unit_of_work(sessions) as session:
+            segment = await repository.claim_due_sweep(session, now)
+            if segment is None:
+                return False
+            found = stored_filter(segment)
+            if found is None or not found.reads.time:  # refused by today's limits, or it does not read the clock
+                segment.sweep_due_at = segment.swept_through = None
+                return True
+            failing = (segment.workspace_id, segment.id)
+            changes, done = await sweep_step(session, segment, found.condition, now, chunk)
+            failing = None
+            if done:
+                segment.swept_through, segment.sweep_due_at = None, now + every
+                log.info("segment_swept", workspace_id=segment.workspace_id, segment_id=segment.id)
+            staged = await outbox.stage(session, changes)
+    except Exception as exc:
+        if failing is None or is_dependency_outage(exc):
+            raise
+        # One segment's failure (a statement timeout over a huge workspace, a bug) must not hold back
+        # every other sweep behind it: it waits one period and resumes where it stopped.
+        log.error("segment_sweep_failed", workspace_id=failing[0], segment_id=failing[1],
+                  error_type=type(exc).__name__, exc_info=True)
+        async with unit_of_work(sessions) as session:
+            await repository.postpone_sweep(session, failing[1], now + every)
+        return True
     await outbox.publish_after_commit(sessions, js, staged)
     return True
 

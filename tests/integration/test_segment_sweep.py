@@ -141,3 +141,30 @@ async def test_only_segments_that_read_the_clock_are_swept(sessions: async_sessi
     async with unit_of_work(sessions) as s:
         made = [await service.create_segment(s, workspace_id, "s", tree) for tree in timeless + timely]
     assert [m.sweep_due_at is not None for m in made] == [False] * len(timeless) + [True] * len(timely)
+
+
+async def test_a_segment_whose_sweep_fails_waits_a_period_and_holds_back_no_other(
+    sessions: async_sessionmaker[AsyncSession], nc: NATS, workspace_id: str, announced: Announced,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = datetime.now(UTC)
+    ada = await person(sessions, workspace_id, {})
+    await opened(sessions, workspace_id, ada, now - 6 * DAY)
+    async with unit_of_work(sessions) as s:
+        broken = await service.create_segment(s, workspace_id, "first made", {"event": "App Opened", "within_days": 7})
+        fine = await service.create_segment(s, workspace_id, "made next", {"event": "App Opened", "within_days": 7})
+    real_step = service.sweep_step
+
+    async def step(session: AsyncSession, segment: Segment, *args: Any) -> Any:
+        if segment.id == broken.id:
+            raise RuntimeError("a bug in this one segment")
+        return await real_step(session, segment, *args)
+
+    monkeypatch.setattr(service, "sweep_step", step)
+    later = now + 2 * DAY
+    await sweep(sessions, nc, later)  # ends: the broken one is put off, not retried in a loop
+    assert await announced.next() == [(ada, "exited", ada)]
+    assert await members(sessions, fine) == set() and await members(sessions, broken) == {ada}
+    async with unit_of_work(sessions) as s:
+        postponed = await s.get(Segment, broken.id)
+        assert postponed is not None and postponed.sweep_due_at == later + EVERY
