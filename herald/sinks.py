@@ -1,22 +1,33 @@
-"""Local sinks for development: a real SMTP server and an HTTP webhook catcher.
+"""Local sinks for development: a real SMTP server, an HTTP webhook catcher, and APNs- and
+FCM-compatible push endpoints that check requests as the providers do.
 
 Everything they receive is listed as JSON at `GET /messages` on the sink's HTTP port (8025 by
-default) and appended to `<data dir>/sinks.jsonl`, so a restart keeps the history.
+default) and appended to `<data dir>/sinks.jsonl`, so a restart keeps the history. The HTTP port
+speaks HTTP/1.1 and HTTP/2 (cleartext, prior knowledge, as the APNs client does); see
+`herald.push_sinks` for the push side.
 """
 
 import asyncio
 import email
 import email.policy
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-import uvicorn
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import FastAPI, Request
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
 
+from herald.push_sinks import PushSink, push_routes
 from kernel.web import JSON
+
+# What the JSON-lines file holds, by kind; the push sink's issued keys come back to it on a restart.
+LISTS = {"email": "emails", "webhook": "webhooks", "push": "pushes"}
 
 
 class Catcher:
@@ -26,22 +37,32 @@ class Catcher:
         self.path = path
         self.emails: list[dict[str, Any]] = []
         self.webhooks: list[dict[str, Any]] = []
+        self.pushes: list[dict[str, Any]] = []
+        self.push = PushSink(self.keep)
         if path and path.exists():
             for line in path.read_bytes().splitlines():
                 item = orjson.loads(line)
-                (self.emails if item.get("kind") == "email" else self.webhooks).append(item)
+                if item.get("kind") in LISTS:
+                    getattr(self, LISTS[item["kind"]]).append(item)
+                else:
+                    self.push.restore(item)
 
     def keep(self, item: dict[str, Any]) -> None:
-        (self.emails if item["kind"] == "email" else self.webhooks).append(item)
+        if item["kind"] in LISTS:
+            getattr(self, LISTS[item["kind"]]).append(item)
         if self.path:
             with self.path.open("ab") as f:
                 f.write(orjson.dumps(item) + b"\n")
 
     def clear(self) -> None:
+        """Forget what was caught (issued push credentials stay valid)."""
         self.emails.clear()
         self.webhooks.clear()
+        self.pushes.clear()
         if self.path and self.path.exists():
             self.path.unlink()
+            for item in self.push.issued():
+                self.keep(item)
 
     # aiosmtpd handler hook
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -70,8 +91,8 @@ def build_http(catcher: Catcher) -> FastAPI:
 
     @app.get("/messages")
     async def messages() -> dict[str, Any]:
-        """Every email and webhook caught, oldest first."""
-        return {"emails": catcher.emails, "webhooks": catcher.webhooks}
+        """Every email, webhook and push caught, oldest first."""
+        return {"emails": catcher.emails, "webhooks": catcher.webhooks, "pushes": catcher.pushes}
 
     @app.delete("/messages", status_code=204)
     async def clear() -> None:
@@ -103,21 +124,47 @@ def build_http(catcher: Catcher) -> FastAPI:
         """Liveness."""
         return {"status": "ok"}
 
+    app.include_router(push_routes(catcher.push))
     return app
 
 
+@asynccontextmanager
+async def serving_http(app: FastAPI, host: str, port: int) -> AsyncIterator[None]:
+    """Serve an ASGI app over HTTP/1.1 and cleartext HTTP/2 (hypercorn) while the block runs."""
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 2.0
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    try:
+        while not server.done():  # hypercorn has no "started" flag: wait for the port to answer
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        yield
+    finally:
+        stop.set()
+        with suppress(asyncio.CancelledError):
+            await server
+
+
 async def run_sinks(host: str, smtp_port: int, http_port: int, store: Path | None) -> None:
-    """Serve the SMTP and HTTP sinks until cancelled."""
+    """Serve the SMTP and HTTP sinks until SIGTERM or SIGINT."""
     catcher = Catcher(store)
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     smtp = await loop.create_server(
         lambda: SMTP(catcher, hostname="herald-sink", enable_SMTPUTF8=True), host=host, port=smtp_port
     )
-    server = uvicorn.Server(
-        uvicorn.Config(build_http(catcher), host=host, port=http_port, log_config=None, access_log=False)
-    )
     try:
-        await server.serve()
+        async with serving_http(build_http(catcher), host, http_port):
+            await stop.wait()
     finally:
         smtp.close()
         await smtp.wait_closed()

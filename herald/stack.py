@@ -85,6 +85,11 @@ class StackConfig:
                 "HERALD_SMTP_HOST": self.host,
                 "HERALD_SMTP_PORT": str(self.smtp_port),
                 "HERALD_SINK_HTTP_PORT": str(self.sink_http_port),
+                # Push goes to the sinks' APNs- and FCM-compatible endpoints, which issue the credentials to use.
+                "HERALD_APNS_URL": f"{self.url('sinks')}/apns",
+                "HERALD_APNS_SANDBOX_URL": f"{self.url('sinks')}/apns",
+                "HERALD_FCM_URL": f"{self.url('sinks')}/fcm",
+                "HERALD_FCM_TOKEN_ORIGINS": f"https://oauth2.googleapis.com,{self.url('sinks')}",
                 "HERALD_DATA_DIR": str(self.data_dir),
                 **{f"HERALD_{s.upper()}_URL": self.url(s) for s in SERVICES if s != "gateway"},
                 # The local stack's webhook sink, and whatever a developer runs beside it, are on this

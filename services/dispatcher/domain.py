@@ -284,3 +284,172 @@ def retry_at(
     if retry_after is not None:
         delay = max(delay, min(retry_after, max_interval_seconds))
     return now + timedelta(seconds=delay)
+
+
+# --- push ---------------------------------------------------------------------------------
+
+APNS_MAX_PAYLOAD = 4096  # bytes of the JSON body, for every push type but VoIP
+FCM_MAX_PAYLOAD = 4096  # bytes of a message's notification and data
+APNS_MAX_COLLAPSE_ID = 64  # bytes
+# A token APNs issued is the hex of its bytes (32 today); anything else is an FCM registration token.
+_APNS_TOKEN = re.compile(r"(?:[0-9A-Fa-f]{2}){32,100}")
+# Keys FCM keeps for itself in a message's data (it refuses the message otherwise).
+_FCM_RESERVED_DATA = re.compile(r"^(from|notification|message_type)$|^(google|gcm)", re.IGNORECASE)
+
+
+class PayloadTooLarge(Undeliverable):
+    """The rendered push is larger than the provider takes; it is not sent."""
+
+    code = "payload_too_large"
+
+
+@dataclass(frozen=True)
+class RenderedPush:
+    """A push rendered for one user, ready to be shaped for APNs or FCM.
+
+    `ios` and `android` hold the per-platform overrides that were set (sound, badge, subtitle,
+    thread_id, category, interruption_level, content_available; channel_id, icon, color, tag,
+    click_action, sound, notification_priority); `data` is custom key-values for the app, text only.
+    """
+
+    title: str | None = None
+    body: str | None = None
+    image_url: str | None = None
+    deep_link: str | None = None
+    sound: str | None = None
+    badge: int | None = None
+    data: dict[str, str] | None = None
+    ttl_seconds: int | None = None
+    collapse_key: str | None = None
+    priority: str = "high"  # or "normal"
+    ios: dict[str, Any] | None = None
+    android: dict[str, Any] | None = None
+
+    @property
+    def alert(self) -> bool:
+        """Whether it shows something (else it is a silent, background push)."""
+        return bool(self.title or self.body)
+
+
+@dataclass(frozen=True)
+class ApnsRequest:
+    """One APNs request, less the device token and the provider token."""
+
+    headers: dict[str, str]
+    body: bytes
+
+
+def push_service_of(token: str) -> str:
+    """Which provider a device token belongs to: `apns` for APNs' hex tokens, `fcm` otherwise."""
+    return "apns" if _APNS_TOKEN.fullmatch(token) else "fcm"
+
+
+def _custom_data(push: RenderedPush) -> dict[str, str]:
+    data = dict(push.data or {})
+    for name, value in (("deep_link", push.deep_link), ("image_url", push.image_url)):
+        if value:
+            data.setdefault(name, value)
+    return data
+
+
+def apns_request(push: RenderedPush, topic: str, apns_id: str, now: datetime) -> ApnsRequest:
+    """The APNs request for this push: headers (topic, push type, priority, expiration, collapse id) and the
+    `aps` payload with the custom data beside it; PayloadTooLarge past APNs' 4 KB."""
+    ios = push.ios or {}
+    aps: dict[str, Any] = {}
+    if push.alert:
+        alert = {k: v for k, v in (("title", push.title), ("subtitle", ios.get("subtitle")), ("body", push.body)) if v}
+        aps["alert"] = alert
+        if sound := ios.get("sound", push.sound):
+            aps["sound"] = sound
+        if push.image_url:
+            aps["mutable-content"] = 1  # the app's notification service extension downloads the image
+    badge = ios.get("badge", push.badge)
+    if badge is not None:
+        aps["badge"] = badge
+    for name, key in (("thread_id", "thread-id"), ("category", "category"), ("interruption_level", "interruption-level")):
+        if ios.get(name):
+            aps[key] = ios[name]
+    if ios.get("content_available") or not push.alert:
+        aps["content-available"] = 1
+    payload: dict[str, Any] = {**_custom_data(push), "aps": aps}
+    body = orjson.dumps(payload)
+    if len(body) > APNS_MAX_PAYLOAD:
+        raise PayloadTooLarge(f"the APNs payload is {len(body)} bytes; APNs takes at most {APNS_MAX_PAYLOAD}")
+    background = not push.alert
+    headers = {
+        "apns-topic": topic,
+        "apns-push-type": "background" if background else "alert",
+        # APNs refuses priority 10 for a background push; `normal` saves the device's battery.
+        "apns-priority": "5" if background or push.priority == "normal" else "10",
+        "apns-id": apns_id,
+    }
+    if push.ttl_seconds is not None:
+        headers["apns-expiration"] = "0" if push.ttl_seconds == 0 else str(int(now.timestamp()) + push.ttl_seconds)
+    if push.collapse_key:
+        if len(push.collapse_key.encode()) > APNS_MAX_COLLAPSE_ID:
+            raise RenderError(f"collapse_key is {len(push.collapse_key.encode())} bytes; APNs takes at most {APNS_MAX_COLLAPSE_ID}")
+        headers["apns-collapse-id"] = push.collapse_key
+    return ApnsRequest(headers, body)
+
+
+def fcm_message(push: RenderedPush, token: str, now: datetime) -> dict[str, Any]:
+    """The FCM HTTP v1 `message` for this push to one registration token, with its android, apns and
+    webpush blocks; PayloadTooLarge past FCM's 4 KB of notification and data."""
+    android_overrides, ios = push.android or {}, push.ios or {}
+    data = _custom_data(push)
+    for key in data:
+        if _FCM_RESERVED_DATA.search(key):
+            raise RenderError(f"data key {key!r} is reserved by FCM (from, notification, message_type, google*, gcm*)")
+    message: dict[str, Any] = {"token": token}
+    notification = {k: v for k, v in (("title", push.title), ("body", push.body), ("image", push.image_url)) if v}
+    if notification:
+        message["notification"] = notification
+    if data:
+        message["data"] = data
+    if len(orjson.dumps({"notification": notification, "data": data})) > FCM_MAX_PAYLOAD:
+        raise PayloadTooLarge(f"the FCM notification and data exceed {FCM_MAX_PAYLOAD} bytes")
+
+    android: dict[str, Any] = {"priority": "HIGH" if push.priority == "high" else "NORMAL"}
+    if push.ttl_seconds is not None:
+        android["ttl"] = f"{push.ttl_seconds}s"
+    if push.collapse_key:
+        android["collapse_key"] = push.collapse_key
+    android_notification = {
+        k: v for k, v in (
+            ("channel_id", android_overrides.get("channel_id")), ("icon", android_overrides.get("icon")),
+            ("color", android_overrides.get("color")), ("tag", android_overrides.get("tag")),
+            ("click_action", android_overrides.get("click_action")),
+            ("sound", android_overrides.get("sound", push.sound)),
+            ("notification_priority", android_overrides.get("notification_priority")),
+        ) if v is not None
+    }
+    if push.alert and android_notification:
+        android["notification"] = android_notification
+    message["android"] = android
+
+    apns_headers = {"apns-priority": "5" if not push.alert or push.priority == "normal" else "10"}
+    if not push.alert:
+        apns_headers["apns-push-type"] = "background"
+    if push.collapse_key:
+        apns_headers["apns-collapse-id"] = push.collapse_key[:APNS_MAX_COLLAPSE_ID]
+    if push.ttl_seconds is not None:
+        apns_headers["apns-expiration"] = "0" if push.ttl_seconds == 0 else str(int(now.timestamp()) + push.ttl_seconds)
+    aps: dict[str, Any] = {}
+    if push.alert and (sound := ios.get("sound", push.sound)):
+        aps["sound"] = sound
+    if (badge := ios.get("badge", push.badge)) is not None:
+        aps["badge"] = badge
+    if push.image_url and push.alert:
+        aps["mutable-content"] = 1
+    if not push.alert or ios.get("content_available"):
+        aps["content-available"] = 1
+    message["apns"] = {"headers": apns_headers, "payload": {"aps": aps}}
+
+    webpush: dict[str, Any] = {"headers": {"Urgency": "high" if push.priority == "high" else "normal"}}
+    if push.ttl_seconds is not None:
+        webpush["headers"]["TTL"] = str(push.ttl_seconds)
+    if push.deep_link and push.deep_link.startswith("https://"):
+        webpush["fcm_options"] = {"link": push.deep_link}  # FCM takes only an https link here
+    message["webpush"] = webpush
+    return {"message": message}

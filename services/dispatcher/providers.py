@@ -1,4 +1,4 @@
-"""Channel providers: SMTP email and HTTP webhooks. They deliver; they decide nothing.
+"""Channel providers: SMTP email, HTTP webhooks, APNs and FCM push. They deliver; they decide nothing.
 
 The webhook provider connects only where `domain.WebhookPolicy` permits. Its connection pool resolves
 each host itself, checks every address the name resolves to, and connects to a checked address: the
@@ -8,20 +8,37 @@ left as it is, so the Host header, TLS SNI and certificate checks name the host,
 """
 
 import asyncio
+import hashlib
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
 
 import aiosmtplib
+import google.auth.exceptions
+import google.auth.transport
+import google.oauth2.service_account
 import httpcore
 import httpx
+import jwt
 import orjson
 
 from kernel import http
-from services.dispatcher.domain import IPAddress, RenderedEmail, RenderedWebhook, WebhookPolicy, header_problem
+from services.dispatcher.credentials import origin_of
+from services.dispatcher.domain import (
+    ApnsRequest,
+    IPAddress,
+    RenderedEmail,
+    RenderedWebhook,
+    WebhookPolicy,
+    header_problem,
+)
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 WEBHOOK_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=64)
@@ -40,6 +57,13 @@ class DeliveryError(Exception):
         self.transient = transient
         self.code = code
         self.retry_after = retry_after
+
+
+class DeadToken(DeliveryError):
+    """The provider says this device token will never take a push again (uninstalled, expired, malformed)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message, transient=False, code=code)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -236,3 +260,242 @@ class WebhookProvider:
             code=f"http_{response.status_code}",
             retry_after=retry_after_seconds(response.headers.get("retry-after")),
         )
+
+
+# --- push -----------------------------------------------------------------------------------
+
+APNS_TOKEN_REFRESH_SECONDS = 45 * 60  # APNs refuses a provider token older than an hour, and a new one more often than every 20 minutes
+APNS_CLIENTS = 64  # HTTP/2 connections kept open, one per team and environment (APNs takes one team's tokens per connection)
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+FCM_TOKEN_MARGIN_SECONDS = 300  # an access token is renewed this long before Google says it expires
+PUSH_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+@dataclass(frozen=True)
+class ApnsCredentials:
+    """A team's APNs signing key and the app it pushes to."""
+
+    team_id: str
+    key_id: str
+    private_key: str
+    topic: str
+    environment: str = "production"
+
+
+def _status_error(service: str, status: int, reason: str, retry_after: float | None) -> DeliveryError:
+    """The delivery error for a provider's refusal that is not about the device token."""
+    if status == 429:
+        return DeliveryError(f"{service} is rate limiting ({reason})", transient=True, code="rate_limited", retry_after=retry_after)
+    if status >= 500:
+        return DeliveryError(f"{service} answered HTTP {status} ({reason})", transient=True, code="provider_unavailable",
+                             retry_after=retry_after)
+    if status == 413:
+        return DeliveryError(f"{service} refused the payload as too large ({reason})", transient=False, code="payload_too_large")
+    if status in (401, 403):
+        return DeliveryError(f"{service} refused the credentials: {reason}", transient=False, code="provider_auth")
+    return DeliveryError(f"{service} refused the push: HTTP {status} {reason}", transient=False, code="provider_rejected")
+
+
+def _reason_text(value: Any, limit: int = 200) -> str:
+    """A provider's reason, as printable text of bounded length (it is stored and shown)."""
+    return "".join(c if c.isprintable() else " " for c in str(value))[:limit] if value else "no reason given"
+
+
+class ApnsProvider:
+    """APNs over HTTP/2 with token authentication: an ES256 provider token per team key, reused for
+    `APNS_TOKEN_REFRESH_SECONDS`, and a connection per team and environment."""
+
+    def __init__(self, production_url: str, sandbox_url: str, timeout: float) -> None:
+        self.urls = {"production": production_url.rstrip("/"), "sandbox": sandbox_url.rstrip("/")}
+        self.timeout = timeout
+        self._clients: OrderedDict[tuple[str, str], httpx.AsyncClient] = OrderedDict()
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+
+    def _client(self, credentials: ApnsCredentials) -> httpx.AsyncClient:
+        key = (credentials.environment, credentials.team_id)
+        client = self._clients.get(key)
+        if client is None:
+            # HTTP/2 only: over https it is negotiated (ALPN offers only h2), over http (a local sink) it is spoken at once.
+            client = httpx.AsyncClient(http1=False, http2=True, timeout=self.timeout, limits=PUSH_LIMITS, trust_env=False)
+            self._clients[key] = client
+            while len(self._clients) > APNS_CLIENTS:
+                _, oldest = self._clients.popitem(last=False)
+                asyncio.get_running_loop().create_task(oldest.aclose())
+        self._clients.move_to_end(key)
+        return client
+
+    def provider_token(self, credentials: ApnsCredentials, now: float | None = None) -> str:
+        """The team's provider token (a JWT signed with its .p8 key), made anew once it is `APNS_TOKEN_REFRESH_SECONDS` old."""
+        now = time.time() if now is None else now
+        cache_key = (credentials.team_id, credentials.key_id, hashlib.sha256(credentials.private_key.encode()).hexdigest())
+        cached = self._tokens.get(cache_key)
+        if cached is not None and now - cached[1] < APNS_TOKEN_REFRESH_SECONDS:
+            return cached[0]
+        issued = int(now)
+        token = jwt.encode({"iss": credentials.team_id, "iat": issued}, credentials.private_key, algorithm="ES256",
+                           headers={"kid": credentials.key_id})
+        self._tokens[cache_key] = (token, issued)
+        return token
+
+    def forget_token(self, credentials: ApnsCredentials) -> None:
+        """Drop the cached provider token (APNs called it expired), so the next request makes a new one."""
+        self._tokens = {k: v for k, v in self._tokens.items() if k[:2] != (credentials.team_id, credentials.key_id)}
+
+    async def send(self, credentials: ApnsCredentials, device_token: str, request: ApnsRequest) -> str:
+        """Push to one device; returns the apns-id APNs confirmed. DeadToken for a token APNs will never take again."""
+        url = f"{self.urls[credentials.environment]}/3/device/{device_token}"
+        headers = {**request.headers, "authorization": f"bearer {self.provider_token(credentials)}",
+                   "content-type": "application/json"}
+        try:
+            response = await self._client(credentials).post(url, content=request.body, headers=headers)
+        except httpx.TransportError as exc:
+            raise DeliveryError(f"APNs unreachable: {type(exc).__name__}", transient=True, code="provider_unreachable") from exc
+        if response.status_code == 200:
+            return response.headers.get("apns-id") or request.headers.get("apns-id", "")
+        try:
+            reason = _reason_text(orjson.loads(response.content).get("reason"))
+        except (orjson.JSONDecodeError, AttributeError):
+            reason = "no reason given"
+        if response.status_code == 410 or (response.status_code == 400 and reason in ("BadDeviceToken", "DeviceTokenNotForTopic")):
+            code = "unregistered" if response.status_code == 410 else "bad_device_token"
+            raise DeadToken(f"APNs: the device token is no longer valid ({reason})", code)
+        if response.status_code == 403 and reason == "ExpiredProviderToken":
+            self.forget_token(credentials)
+            raise DeliveryError("APNs called the provider token expired; a new one is made", transient=True, code="provider_auth_expired")
+        raise _status_error("APNs", response.status_code, reason, retry_after_seconds(response.headers.get("retry-after")))
+
+
+class _BlockingRequest(google.auth.transport.Request):
+    """google-auth's HTTP transport over a blocking httpx client (used from a worker thread only)."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def __call__(
+        self, url: str, method: str = "GET", body: bytes | None = None, headers: Mapping[str, str] | None = None,
+        timeout: float | None = None, **kwargs: Any,
+    ) -> google.auth.transport.Response:
+        try:
+            response = self.client.request(method, url, content=body, headers=headers, timeout=timeout or self.client.timeout)
+        except httpx.HTTPError as exc:
+            raise google.auth.exceptions.TransportError(type(exc).__name__) from exc
+        return _GoogleResponse(response)
+
+
+class _GoogleResponse(google.auth.transport.Response):
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    @property
+    def data(self) -> bytes:
+        return self._response.content
+
+
+class FcmProvider:
+    """FCM HTTP v1: an OAuth2 access token minted from the service account (google-auth), reused until
+    shortly before it expires, then `POST projects/{project_id}/messages:send`."""
+
+    def __init__(self, base_url: str, timeout: float, token_origins: frozenset[str]) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token_origins = token_origins
+        self.client = httpx.AsyncClient(timeout=timeout, limits=PUSH_LIMITS, trust_env=False)
+        self._minting = httpx.Client(timeout=timeout, trust_env=False)
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        self._minting.close()
+
+    @staticmethod
+    def _account_key(account: Mapping[str, Any]) -> str:
+        return hashlib.sha256(orjson.dumps(dict(account), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    async def access_token(self, account: Mapping[str, Any]) -> str:
+        """A live access token for the service account, minted (once, however many sends wait) when there is none."""
+        key = self._account_key(account)
+        cached = self._tokens.get(key)
+        if cached is not None and cached[1] - FCM_TOKEN_MARGIN_SECONDS > time.time():
+            return cached[0]
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            cached = self._tokens.get(key)
+            if cached is not None and cached[1] - FCM_TOKEN_MARGIN_SECONDS > time.time():
+                return cached[0]
+            if origin_of(str(account.get("token_uri", ""))) not in self.token_origins:
+                raise DeliveryError("the service account's token_uri is not on HERALD_FCM_TOKEN_ORIGINS", transient=False,
+                                    code="provider_auth")
+            token, expires_at = await asyncio.to_thread(self._mint, dict(account))
+            self._tokens[key] = (token, expires_at)
+            return token
+
+    def _mint(self, account: dict[str, Any]) -> tuple[str, float]:
+        """Sign the service account's assertion and trade it for an access token (blocking: run in a thread)."""
+        try:
+            credentials = google.oauth2.service_account.Credentials.from_service_account_info(account, scopes=[FCM_SCOPE])
+            credentials.refresh(_BlockingRequest(self._minting))
+        except google.auth.exceptions.RefreshError as exc:
+            # The text is Google's (or the token endpoint's) error: invalid_grant, a disabled account, ...
+            transient = bool(getattr(exc, "retryable", False))
+            raise DeliveryError(f"FCM access token refused: {_reason_text(exc.args[0] if exc.args else exc)}",
+                                transient=transient, code="provider_unavailable" if transient else "provider_auth") from exc
+        except google.auth.exceptions.TransportError as exc:
+            raise DeliveryError(f"FCM token endpoint unreachable: {exc}", transient=True, code="provider_unreachable") from exc
+        except (ValueError, KeyError) as exc:
+            raise DeliveryError(f"the FCM service account cannot sign: {type(exc).__name__}", transient=False,
+                                code="provider_auth") from exc
+        expiry = credentials.expiry  # naive UTC, as google-auth keeps it
+        expires_at = expiry.replace(tzinfo=UTC).timestamp() if expiry else time.time() + 3000
+        return str(credentials.token), expires_at
+
+    def forget_token(self, account: Mapping[str, Any]) -> None:
+        self._tokens.pop(self._account_key(account), None)
+
+    async def send(self, account: Mapping[str, Any], message: dict[str, Any]) -> str:
+        """Send one message; returns the message name FCM gave it. DeadToken for an unregistered or invalid token."""
+        token = await self.access_token(account)
+        url = f"{self.base_url}/v1/projects/{account['project_id']}/messages:send"
+        try:
+            response = await self.client.post(url, content=orjson.dumps(message),
+                                              headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+        except httpx.TransportError as exc:
+            raise DeliveryError(f"FCM unreachable: {type(exc).__name__}", transient=True, code="provider_unreachable") from exc
+        if response.status_code == 200:
+            try:
+                return str(orjson.loads(response.content).get("name", ""))
+            except (orjson.JSONDecodeError, AttributeError):
+                return ""
+        status, error_code, text, field = _fcm_error(response.content)
+        if error_code == "UNREGISTERED" or status == "NOT_FOUND" and error_code is None:
+            raise DeadToken(f"FCM: the registration token is no longer valid ({text})", "unregistered")
+        if status == "INVALID_ARGUMENT" and (field == "message.token" or "registration token" in text.lower()):
+            raise DeadToken(f"FCM: the registration token is not valid ({text})", "bad_device_token")
+        if response.status_code == 401:
+            self.forget_token(account)  # revoked or expired early: the retry mints a new one
+            raise DeliveryError(f"FCM refused the access token ({text})", transient=True, code="provider_auth_expired")
+        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        raise _status_error("FCM", response.status_code, f"{error_code or status}: {text}", retry_after)
+
+
+def _fcm_error(content: bytes) -> tuple[str | None, str | None, str, str | None]:
+    """An FCM error body's status, FcmError code, message and first invalid field (each None when absent)."""
+    try:
+        error = orjson.loads(content).get("error") or {}
+        details = [d for d in error.get("details") or [] if isinstance(d, dict)]
+    except (orjson.JSONDecodeError, AttributeError):
+        return None, None, "no reason given", None
+    code = next((d.get("errorCode") for d in details if d.get("errorCode")), None)
+    field = next((v.get("field") for d in details for v in d.get("fieldViolations") or [] if isinstance(v, dict)), None)
+    return error.get("status"), code, _reason_text(error.get("message")), field
