@@ -59,7 +59,7 @@ CONSUMERS: dict[str, tuple[str, str, str]] = {
 }
 
 EventType = Literal["identify", "track", "page", "screen", "group", "alias"]
-Channel = Literal["email", "webhook"]
+Channel = Literal["email", "webhook", "push"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
 
 # A send decision in the scheduler: scheduled → requested (handed to the dispatcher), or stopped.
@@ -125,6 +125,7 @@ def workspace_subjects(stream: str, workspace_id: str) -> str:
 
 # Request/reply subjects (core NATS, outside every stream).
 PROFILE_QUERY_SUBJECT = "rpc.profiles.get"
+TOKEN_DEACTIVATION_SUBJECT = "rpc.profiles.deactivate_token"
 AUDIENCE_QUERY_SUBJECT = "rpc.segmenter.check"
 
 
@@ -1012,10 +1013,76 @@ class WebhookContent(Contract):
     body: dict[str, Any] | str | None = None
 
 
-MessageContent = EmailContent | WebhookContent
-CONTENT_BY_CHANNEL: dict[Channel, type[EmailContent] | type[WebhookContent]] = {
+PUSH_MAX_TTL_SECONDS = 28 * 24 * 3600  # FCM keeps a message at most four weeks
+PushText = Annotated[str, Field(max_length=4096)]
+
+
+class IosPush(Contract):
+    """What an iOS device gets instead of the push's own values, and what only iOS has (Liquid in text)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: PushText | None = None
+    body: PushText | None = None
+    subtitle: PushText | None = None
+    sound: PushText | None = None
+    badge: int | PushText | None = None
+    thread_id: PushText | None = None
+    category: PushText | None = None
+    interruption_level: Literal["passive", "active", "time-sensitive", "critical"] | None = None
+    content_available: bool = False
+
+
+class AndroidPush(Contract):
+    """What an Android device (and a browser through FCM) gets instead of the push's own values (Liquid in text)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: PushText | None = None
+    body: PushText | None = None
+    channel_id: PushText | None = None
+    icon: PushText | None = None
+    color: Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}$")] | None = None
+    tag: PushText | None = None
+    click_action: PushText | None = None
+    sound: PushText | None = None
+    notification_priority: Literal[
+        "PRIORITY_MIN", "PRIORITY_LOW", "PRIORITY_DEFAULT", "PRIORITY_HIGH", "PRIORITY_MAX"
+    ] | None = None
+
+
+class PushContent(Contract):
+    """A push campaign's message: every text a Liquid template; sent to each push-enabled device of the user
+    for `app_id` (its credentials and, when they name one, its devices), over APNs or FCM by the token."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    title: PushText | None = None
+    body: PushText | None = None
+    image_url: PushText | None = None
+    deep_link: PushText | None = None
+    sound: PushText | None = None
+    badge: int | PushText | None = None
+    data: dict[Annotated[str, Field(min_length=1, max_length=256)], PushText] = Field(default_factory=dict, max_length=100)
+    ttl: int | None = Field(default=None, ge=0, le=PUSH_MAX_TTL_SECONDS, description="seconds the provider keeps trying")
+    collapse_key: Annotated[str, Field(max_length=64)] | None = None
+    priority: Literal["high", "normal"] = "high"
+    ios: IosPush | None = None
+    android: AndroidPush | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "PushContent":
+        if not (self.title or self.body or self.data or (self.ios and self.ios.content_available)):
+            raise ValueError("a push needs a title, a body or data (or ios.content_available for a silent push)")
+        return self
+
+
+MessageContent = EmailContent | WebhookContent | PushContent
+CONTENT_BY_CHANNEL: dict[Channel, type[EmailContent] | type[WebhookContent] | type[PushContent]] = {
     "email": EmailContent,
     "webhook": WebhookContent,
+    "push": PushContent,
 }
 
 
@@ -1127,6 +1194,19 @@ class ProfileSnapshot(Contract):
     devices: list[DeviceSnapshot] = Field(default_factory=list)
     computed: ComputedSnapshot = Field(default_factory=ComputedSnapshot)
     found: bool = True
+
+
+class TokenDeactivation(Contract):
+    """A provider called this push token dead: the profiles service stops pushing to it (until it is registered again)."""
+
+    workspace_id: str
+    token: str
+    reason: str | None = None
+
+
+class TokenDeactivated(Contract):
+    deactivated: bool
+    device_id: str | None = None
 
 
 class AudienceQuery(Contract):
