@@ -739,7 +739,20 @@ TRIGGER_EVENT = "Fuzz Trigger"
 NAME_VALUES = names()
 CAMPAIGN_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "delay_seconds": mostly(st.just(0), st.one_of(st.integers(-1, 90 * 24 * 3600 + 1), FLOATS, texts(4)), odds=5),
-    "cancel_on": mostly(st.lists(NAME_VALUES, max_size=3), WRONG_OBJECTS, odds=10),
+    # Exception events: names, or {event, where} with the segments' conditions.
+    "cancel_on": mostly(
+        st.lists(
+            st.one_of(
+                NAME_VALUES,
+                st.fixed_dictionaries(
+                    {"event": NAME_VALUES}, optional={"where": st.lists(comparisons("property"), max_size=2)}
+                ),
+            ),
+            max_size=3,
+        ),
+        WRONG_OBJECTS,
+        odds=10,
+    ),
     "audience": mostly(
         st.fixed_dictionaries({"segment_id": texts(12)}),
         st.one_of(st.fixed_dictionaries({"segment_id": st.text(min_size=64, max_size=66)}), WRONG_OBJECTS),
