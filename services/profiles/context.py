@@ -131,7 +131,7 @@ def _coordinate(value: Any, bound: float) -> float | None:
     return float(value) if -bound <= value <= bound else None
 
 
-def observe(context: dict[str, Any], traits: dict[str, Any], at: datetime) -> Observation:
+def observe(context: dict[str, Any], traits: dict[str, Any]) -> Observation:
     """The standard attributes an event implies: traits (an identify's) first, then context, then the IP."""
     seen = Observation(platform=platform_of(context))
     attrs, ignored = seen.attributes, seen.ignored
@@ -188,7 +188,8 @@ def observe(context: dict[str, Any], traits: dict[str, Any], at: datetime) -> Ob
             if la is None or lo is None:
                 ignored.append(COORDINATES_OUT_OF_RANGE)
             else:
-                put("location", DEVICE, {"lat": la, "lon": lo, "at": at.astimezone(UTC).isoformat()})
+                # Its time is the attribute's write time (shown as `at`): the same place again is no change.
+                put("location", DEVICE, {"lat": la, "lon": lo})
     for part, fields in (("app", (("app_name", "name"), ("app_version", "version"))),
                          ("os", (("os_name", "name"), ("os_version", "version"))),
                          ("device", (("device_model", "model"),))):

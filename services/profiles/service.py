@@ -49,7 +49,7 @@ def _read(event: Event) -> _Read:
     if is_herald_event(event):
         return _Read(context.Observation(), [])  # its context is the dispatcher's, not the user's device
     traits = event.traits if event.type == "identify" else {}
-    seen = context.observe(event.context, traits, event.timestamp)
+    seen = context.observe(event.context, traits)
     found: list[devices.DeviceReport] = []
     if "device" in event.context or "push_tokens" in traits:
         found, ignored = devices.reports(event.context, traits, seen.platform)
@@ -104,8 +104,8 @@ class _WorkspaceBatch:
         self.owner: dict[domain.Identity, str] = {}  # identity -> profile id, as of the event in hand
         self.profiles: dict[str, domain.ProfileState] = {}  # locked or created in this transaction
         self.new: dict[str, domain.ProfileState] = {}  # created, not yet written
-        self.seen: set[str] = set()  # changed first/last seen only, not yet written
-        self.whole: set[str] = set()  # changed more (traits, user id), not yet written
+        # Changed, not yet written: profile id -> the column groups that changed besides first/last seen.
+        self.changed: dict[str, set[repository.Group]] = {}
         self.links: dict[domain.Identity, str] = {}
         self.rows: list[dict[str, Any]] = []
         self.counts: Counter[tuple[str, str, date]] = Counter()
@@ -181,10 +181,12 @@ class _WorkspaceBatch:
 
         traits, times = profile.traits, profile.trait_times
         changed: list[str] = []
+        attributes: list[str] = []
         for other_id in plan.merge:
             other = self.profiles.pop(other_id)
             changed += domain.merge_traits(traits, times, other.traits, other.trait_times)
-            domain.merge_traits(profile.attributes, profile.attribute_times, other.attributes, other.attribute_times)
+            attributes += domain.merge_traits(profile.attributes, profile.attribute_times, other.attributes,
+                                              other.attribute_times)
             activity.merge_sessions(profile.sessions, other.sessions, self.rules.session_gap)
             activity.merge_purchases(profile.purchases, other.purchases)
             domain.merge_seen(profile, other)
@@ -196,15 +198,17 @@ class _WorkspaceBatch:
 
         self.rows.append(_event_row(event, pid, plan.merge))
         self.counts[(pid, event.display_name, event.timestamp.date())] += 1
-        whole = bool(plan.merge)
+        groups: set[repository.Group] = set(repository.GROUPS) if plan.merge else set()
         if event.type == "identify" and event.traits:
             changed += domain.apply_traits(traits, times, event.traits, event.timestamp)
-            whole = True  # a trait's time may move even when its value does not
+            groups.add("traits")  # a trait's time may move even when its value does not
         seen = read.seen
         if seen.attributes:
-            _, written = domain.apply_attributes(profile.attributes, profile.attribute_times, seen.attributes,
-                                                 event.timestamp)
-            whole = whole or written
+            moved, written = domain.apply_attributes(profile.attributes, profile.attribute_times, seen.attributes,
+                                                     event.timestamp)
+            attributes += moved
+            if written:
+                groups.add("attributes")
         if seen.ignored:
             self.ignored.update(seen.ignored)
             self.ignored_example = self.ignored_example or event.message_id
@@ -214,21 +218,21 @@ class _WorkspaceBatch:
             tz = event.context.get("timezone")
             tz = tz if isinstance(tz, str) and context.zone(tz) is not None else profile.attributes.get("time_zone")
             if activity.add_session(profile.sessions, event.timestamp, tz, browser, self.rules.session_gap):
-                whole = True
+                groups.add("activity")
         if event.type == "track" and event.event == activity.ORDER_COMPLETED:
             amount, ignored = activity.order_amount(event.properties, self.rules)
             activity.add_purchase(profile.purchases, event.timestamp, amount)
-            whole = True
+            groups.add("activity")
             if ignored:
                 self.ignored[ignored] += 1
                 self.ignored_example = self.ignored_example or event.message_id
         if profile.user_id is None and plan.user_id:
             profile.user_id = plan.user_id
-            whole = True
+            groups.add("traits")
         if domain.see(profile, event.timestamp, by_user=not is_herald_event(event)):
-            whole = True
+            groups.add("activity")
         if pid not in self.new:
-            (self.whole if whole else self.seen).add(pid)
+            self.changed.setdefault(pid, set()).update(groups)
 
         return Applied(
             ResolvedEvent(workspace_id=self.ws, profile_id=pid, user_id=profile.user_id, event=event),
@@ -238,6 +242,7 @@ class _WorkspaceBatch:
                 user_id=profile.user_id,
                 cause_message_id=event.message_id,
                 changed_traits=sorted(set(changed)),
+                changed_attributes=sorted(set(attributes)),
                 merged_profile_ids=plan.merge,
                 event_name=event.display_name,
                 created=created,
@@ -246,18 +251,16 @@ class _WorkspaceBatch:
 
     async def _write(self) -> None:
         """Write what is buffered: profiles (new and changed), identity links, events, counts."""
-        whole = sorted(self.whole)
-        seen = sorted(self.seen - self.whole)
         await repository.insert_profiles(self.session, self.ws, list(self.new.values()))
         await repository.update_profiles(
-            self.session, self.ws, [self.profiles[p] for p in seen], [self.profiles[p] for p in whole]
+            self.session, self.ws, [(self.profiles[p], frozenset(g)) for p, g in sorted(self.changed.items())]
         )
         await repository.link_identities(self.session, self.ws, self.links)
-        await repository.insert_events(self.session, self.rows)
+        await repository.insert_events(self.session, self.ws, self.rows)
         await repository.bump_counts(self.session, self.ws, self.counts)
         await repository.save_devices(self.session, self.ws, [self.devices.by_id[d] for d in self.devices.touched])
         self.devices.touched = set()
-        self.new, self.seen, self.whole = {}, set(), set()
+        self.new, self.changed = {}, {}
         self.links, self.rows, self.counts = {}, [], Counter()
 
 
@@ -299,6 +302,13 @@ async def find_profile(session: AsyncSession, workspace_id: str, user_id: str, b
     return profile
 
 
+def attributes_view(attributes: dict[str, Any], times: dict[str, str]) -> dict[str, Any]:
+    """The standard attributes as the profile JSON shows them: the location with the time it was reported."""
+    if "location" not in attributes or "location" not in times:
+        return attributes
+    return {**attributes, "location": {**attributes["location"], "at": datetime.fromisoformat(times["location"][1:]).isoformat()}}
+
+
 def device_view(device: devices.DeviceState | Any) -> dict[str, Any]:
     """A device as the profile JSON shows it."""
     return {
@@ -321,7 +331,7 @@ async def describe(session: AsyncSession, profile: Profile, currency: str = "USD
         "anonymous_ids": [v for k, v in ids if k == domain.ANONYMOUS],
         "aliases": [v for k, v in ids if k == domain.USER and v != profile.user_id],
         "traits": profile.traits,
-        "attributes": profile.attributes,
+        "attributes": attributes_view(profile.attributes, profile.attribute_times),
         "devices": [device_view(d) for d in owned],
         "computed": {
             "first_seen": profile.first_seen,

@@ -100,3 +100,19 @@ async def test_bad_values_are_counted_and_the_event_still_lands_once(sessions, n
     assert {r: _ignored(r) - n for r, n in before.items()} == {
         "invalid_time_zone": 1, "unknown_locale": 1, "coordinates_out_of_range": 1,
     }
+
+
+async def test_the_change_names_the_attributes_whose_value_changed(sessions, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
+    from kernel.db import unit_of_work
+    from services.profiles import service
+
+    first = event(workspace_id, user_id="di", context=PHONE, timestamp=T0)
+    same = event(workspace_id, user_id="di", context=PHONE, timestamp=T0 + timedelta(hours=1))
+    moved = event(workspace_id, user_id="di", context={**PHONE, "timezone": "Europe/Vienna"}, timestamp=T0 + timedelta(hours=2))
+    async with unit_of_work(sessions) as s:
+        applied = await service.apply_events(s, [first, same, moved])
+    assert applied[0].changed.changed_attributes == sorted(
+        ["language", "time_zone", "country", "location", "app_name", "app_version", "os_name", "os_version", "device_model"]
+    )
+    assert applied[1].changed.changed_attributes == []  # the same values again (their times moved)
+    assert applied[2].changed.changed_attributes == ["time_zone"]

@@ -31,7 +31,7 @@ IPHONE = {
 
 
 def values(context: dict[str, Any], traits: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {name: value for name, (_, value) in observe(context, traits or {}, T0).attributes.items()}
+    return {name: value for name, (_, value) in observe(context, traits or {}).attributes.items()}
 
 
 def test_a_phone_event_says_language_zone_country_app_os_and_model() -> None:
@@ -52,30 +52,30 @@ def test_a_locale_gives_its_language_or_nothing(locale: str, language: str | Non
 
 
 def test_unusable_values_are_left_out_and_named() -> None:
-    seen = observe({"locale": "klingon", "timezone": "Mars/Olympus_Mons", "location": {"latitude": 91, "longitude": 10}}, {}, T0)
+    seen = observe({"locale": "klingon", "timezone": "Mars/Olympus_Mons", "location": {"latitude": 91, "longitude": 10}}, {})
     assert seen.attributes == {}
     assert sorted(seen.ignored) == sorted([UNKNOWN_LOCALE, INVALID_TIME_ZONE, COORDINATES_OUT_OF_RANGE])
     for bad in ("localtime", "../../etc/passwd", "europe/berlin", 7):
-        assert observe({"timezone": bad}, {}, T0).ignored == [INVALID_TIME_ZONE]
-    assert observe({"location": {"latitude": "52.5", "longitude": 13.4}}, {}, T0).ignored == [COORDINATES_OUT_OF_RANGE]
-    assert observe({"location": {"latitude": float("nan"), "longitude": 13.4}}, {}, T0).ignored == [COORDINATES_OUT_OF_RANGE]
+        assert observe({"timezone": bad}, {}).ignored == [INVALID_TIME_ZONE]
+    assert observe({"location": {"latitude": "52.5", "longitude": 13.4}}, {}).ignored == [COORDINATES_OUT_OF_RANGE]
+    assert observe({"location": {"latitude": float("nan"), "longitude": 13.4}}, {}).ignored == [COORDINATES_OUT_OF_RANGE]
 
 
-def test_location_is_the_last_coordinates_with_their_time() -> None:
+def test_location_is_the_reported_coordinates() -> None:
     assert values({"location": {"latitude": 52.52, "longitude": 13.405, "city": "Berlin", "country": "de"}}) == {
-        "location": {"lat": 52.52, "lon": 13.405, "at": T0.isoformat()}, "city": "Berlin", "country": "DE",
+        "location": {"lat": 52.52, "lon": 13.405}, "city": "Berlin", "country": "DE",
     }
 
 
 def test_explicit_traits_beat_what_the_device_says() -> None:
-    seen = observe(IPHONE, {"language": "fr", "time_zone": "Europe/Paris", "address": {"city": "Lyon", "country": "fr"}}, T0)
+    seen = observe(IPHONE, {"language": "fr", "time_zone": "Europe/Paris", "address": {"city": "Lyon", "country": "fr"}})
     assert {k: v for k, v in seen.attributes.items() if k in ("language", "time_zone", "city", "country")} == {
         "language": (TRAIT, "fr"), "time_zone": (TRAIT, "Europe/Paris"), "city": (TRAIT, "Lyon"), "country": (TRAIT, "FR"),
     }
 
 
 def test_the_ip_says_the_country_only_for_a_phone_or_a_browser() -> None:
-    assert observe({"ip": "85.214.132.117", "library": {"name": "analytics.js"}}, {}, T0).attributes["country"] == (IP, "DE")
+    assert observe({"ip": "85.214.132.117", "library": {"name": "analytics.js"}}, {}).attributes["country"] == (IP, "DE")
     # A server library's IP is the customer's backend, not where its user is.
     assert "country" not in values({"ip": "85.214.132.117", "library": {"name": "analytics-python"}})
     assert "country" not in values({"ip": "10.1.2.3", "os": {"name": "Android"}})  # private: no country
@@ -96,7 +96,7 @@ def _apply_all(order: list[tuple[dict[str, Any], dict[str, Any], datetime]]) -> 
     attributes: dict[str, Any] = {}
     times: dict[str, str] = {}
     for ctx, traits, at in order:
-        apply_attributes(attributes, times, observe(ctx, traits, at).attributes, at)
+        apply_attributes(attributes, times, observe(ctx, traits).attributes, at)
     return attributes, times
 
 
@@ -128,5 +128,5 @@ def test_merging_two_profiles_folds_attributes_by_rank_and_time() -> None:
 
 def test_the_same_event_twice_writes_nothing_new() -> None:
     attributes, times = _apply_all(HISTORY)
-    changed, written = apply_attributes(attributes, times, observe(*HISTORY[1]).attributes, HISTORY[1][2])
+    changed, written = apply_attributes(attributes, times, observe(*HISTORY[1][:2]).attributes, HISTORY[1][2])
     assert changed == [] and not written
