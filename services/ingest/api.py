@@ -17,7 +17,7 @@ router = APIRouter(tags=["ingest"])
 CALLS = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
 
 
-@router.post("/v1/{call}")
+@router.post("/v1/{call}", response_model_exclude_none=True)
 async def ingest_call(call: str, request: Request, workspace_id: WorkspaceId, res: Res) -> Accepted:
     """Validate one call (or a batch), store it in JetStream, and only then answer 200 (503 if it cannot).
 
@@ -36,7 +36,7 @@ async def ingest_call(call: str, request: Request, workspace_id: WorkspaceId, re
         raise
     await service.store_events(res.nats, res.jetstream, workspace_id, received.events, settings.publish_timeout_seconds)
     await service.list_rejections_of(res.nats, res.jetstream, received.rejections)
-    return Accepted(rejected=len(received.rejections))
+    return Accepted(rejected=len(received.rejections) or None)
 
 
 @router.get("/api/v1/ingest/rejections")

@@ -64,6 +64,8 @@ class Batch(BaseModel):
 
 
 class Accepted(BaseModel):
+    """Segment's answer, `{"success": true}`, with how many calls of a batch were dropped when any were."""
+
     success: bool = True
-    # Calls of the batch that were dropped (listed with why at GET /api/v1/ingest/rejections).
-    rejected: int = 0
+    # Calls of the batch that were dropped (listed with why at GET /api/v1/ingest/rejections); absent when none.
+    rejected: int | None = None
