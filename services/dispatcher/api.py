@@ -30,7 +30,10 @@ AppQuery = Annotated[AppId | None, Query()]
 async def lookup_deliveries(body: DeliveryLookup, workspace_id: WorkspaceId, session: Session) -> DeliveryList:
     """The deliveries of these sends (those the dispatcher has seen), for joining with the scheduler's page."""
     rows = await repository.deliveries_of_sends(session, workspace_id, body.send_ids)
-    return DeliveryList(messages=[DeliveryOut.model_validate(service.describe(d)) for d in rows])
+    devices = await repository.push_attempts(session, [d.send_id for d in rows if d.channel == "push"])
+    return DeliveryList(messages=[
+        DeliveryOut.model_validate({**service.describe(d), "devices": devices.get(d.send_id)}) for d in rows
+    ])
 
 
 @channels_router.get("")

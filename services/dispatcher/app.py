@@ -15,7 +15,7 @@ from services.dispatcher import handlers, models, service
 from services.dispatcher.api import channels_router, router
 from services.dispatcher.config import get_settings
 from services.dispatcher.domain import WebhookPolicy
-from services.dispatcher.providers import SmtpProvider, WebhookProvider
+from services.dispatcher.providers import ApnsProvider, FcmProvider, SmtpProvider, WebhookProvider
 
 
 @asynccontextmanager
@@ -35,6 +35,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings.smtp_starttls,
             ),
             webhook=webhook,
+            apns=ApnsProvider(settings.apns_url, settings.apns_sandbox_url, settings.push_timeout_seconds),
+            fcm=FcmProvider(settings.fcm_url, settings.push_timeout_seconds, settings.token_origins()),
         )
         dispatcher = service.Dispatcher(res.db, res.nats, res.jetstream, providers, Outbox(models.outbox), settings)
         consumer = bus.ConsumerSpec.for_service(
@@ -61,6 +63,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         finally:
             stop.set()
             await asyncio.gather(*loops, return_exceptions=True)
+            for push in (providers.apns, providers.fcm):
+                if push is not None:
+                    await push.aclose()
 
 
 def build() -> FastAPI:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from kernel.contracts import EmailContent, ProfileSnapshot, SendRequested, WebhookContent
+from kernel.contracts import EmailContent, IosPush, ProfileSnapshot, PushContent, SendRequested, WebhookContent
 from services import templates
 
 
@@ -453,3 +453,63 @@ def fcm_message(push: RenderedPush, token: str, now: datetime) -> dict[str, Any]
         webpush["fcm_options"] = {"link": push.deep_link}  # FCM takes only an https link here
     message["webpush"] = webpush
     return {"message": message}
+
+
+def _render_optional(source: str | None, context: dict[str, Any], where: str, budget: templates.Budget) -> str | None:
+    """A rendered optional text; empty after rendering counts as not given."""
+    if source is None:
+        return None
+    text = render_text(source, context, where, budget).strip()
+    return text or None
+
+
+def _badge(value: int | str | None, context: dict[str, Any], where: str, budget: templates.Budget) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    text = _render_optional(value, context, where, budget)
+    if text is None:
+        return None
+    try:
+        return max(0, int(text))
+    except ValueError:
+        raise RenderError(f"{where} rendered to {text[:40]!r}, not a whole number") from None
+
+
+def render_push(send: SendRequested, profile: ProfileSnapshot, platform: str) -> RenderedPush:
+    """The push for this user on `platform` (`ios` takes the ios overrides, anything else the android ones)."""
+    assert isinstance(send.message, PushContent)
+    message, context, budget = send.message, template_context(send, profile), templates.Budget()
+    overrides = message.ios if platform == "ios" else message.android
+    side = "ios" if platform == "ios" else "android"
+
+    def text(name: str) -> str | None:
+        own = getattr(overrides, name, None) if overrides is not None else None
+        if own is not None:
+            return _render_optional(own, context, f"message.{side}.{name}", budget)
+        return _render_optional(getattr(message, name, None), context, f"message.{name}", budget)
+
+    extra: dict[str, Any] = {}
+    if overrides is not None:
+        for name, value in overrides.model_dump(exclude_none=True, exclude={"title", "body", "sound", "badge"}).items():
+            extra[name] = (_render_optional(value, context, f"message.{side}.{name}", budget)
+                           if isinstance(value, str) and name not in ("interruption_level", "notification_priority", "color")
+                           else value)
+        if isinstance(overrides, IosPush) and overrides.badge is not None:
+            extra["badge"] = _badge(overrides.badge, context, "message.ios.badge", budget)
+        if overrides.sound is not None:
+            extra["sound"] = _render_optional(overrides.sound, context, f"message.{side}.sound", budget)
+    data = {key: render_text(value, context, f"message.data.{key}", budget) for key, value in message.data.items()}
+    return RenderedPush(
+        title=text("title"),
+        body=text("body"),
+        image_url=_render_optional(message.image_url, context, "message.image_url", budget),
+        deep_link=_render_optional(message.deep_link, context, "message.deep_link", budget),
+        sound=_render_optional(message.sound, context, "message.sound", budget),
+        badge=_badge(message.badge, context, "message.badge", budget),
+        data=data or None,
+        ttl_seconds=message.ttl,
+        collapse_key=_render_optional(message.collapse_key, context, "message.collapse_key", budget),
+        priority=message.priority,
+        ios=extra if side == "ios" else None,
+        android=extra if side == "android" else None,
+    )

@@ -51,6 +51,28 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class PushAttempt(Base):
+    """One device's part of a push send: it is attempted with its send and, once final, never again.
+
+    Status: sent | failed | skipped (final), or retrying while its send is retried.
+    """
+
+    __tablename__ = "push_attempts"
+    __table_args__ = {"schema": SCHEMA}
+
+    send_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    service: Mapped[str | None] = mapped_column(String(8))  # apns | fcm
+    platform: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    reason_code: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider_response: Mapped[str | None] = mapped_column(String(1000))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class ChannelConfig(Base):
     """A workspace's credentials for one channel provider (`apns`, `fcm`), for one app or (`app_id` "") all.
 

@@ -8,7 +8,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import SendRequested
-from services.dispatcher.models import ChannelConfig, Delivery
+from services.dispatcher.models import ChannelConfig, Delivery, PushAttempt
+from services.profiles.views import segment_devices
 
 
 async def lock_deliveries(
@@ -132,3 +133,48 @@ async def lock_channels(session: AsyncSession, limit: int, after: tuple[str, str
         query = query.where(tuple_(ChannelConfig.workspace_id, ChannelConfig.kind, ChannelConfig.app_id) > after)
     rows = await session.scalars(query.limit(limit).with_for_update())
     return list(rows)
+
+
+async def push_devices(session: AsyncSession, keys: set[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Each profile's push-enabled devices with their tokens, from the profiles service's published view."""
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in keys}
+    if not keys:
+        return found
+    d = segment_devices
+    rows = await session.execute(
+        select(d.c.workspace_id, d.c.profile_id, d.c.device_id, d.c.platform, d.c.app, d.c.push_token)
+        .where(tuple_(d.c.workspace_id, d.c.profile_id).in_(sorted(keys)), d.c.push_enabled.is_(True),
+               d.c.push_token.is_not(None))
+        .order_by(d.c.device_id)
+    )
+    for row in rows.mappings():
+        found[(row["workspace_id"], row["profile_id"])].append(dict(row))
+    return found
+
+
+async def push_attempts(session: AsyncSession, send_ids: list[str]) -> dict[str, list[PushAttempt]]:
+    """The device attempts of these sends so far."""
+    found: dict[str, list[PushAttempt]] = {send_id: [] for send_id in send_ids}
+    if send_ids:
+        rows = await session.scalars(
+            select(PushAttempt).where(PushAttempt.send_id.in_(send_ids)).order_by(PushAttempt.send_id, PushAttempt.device_id)
+        )
+        for row in rows:
+            found[row.send_id].append(row)
+    return found
+
+
+async def save_push_attempts(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert or update device attempts (one row per send and device)."""
+    if not rows:
+        return
+    statement = insert(PushAttempt)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["send_id", "device_id"],
+            set_={c: statement.excluded[c] for c in ("service", "platform", "status", "reason_code", "reason",
+                                                     "provider_response", "updated_at", "sent_at")}
+            | {"attempts": PushAttempt.attempts + 1},
+        ),
+        sorted(rows, key=lambda r: (r["send_id"], r["device_id"])),
+    )

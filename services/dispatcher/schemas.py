@@ -10,6 +10,21 @@ from kernel.contracts import DeliveryStatus
 from services.dispatcher import credentials
 
 
+class PushAttemptOut(BaseModel):
+    """One device's part of a push send."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    device_id: str
+    platform: str | None
+    service: str | None = Field(description="apns or fcm")
+    status: Literal["sent", "failed", "skipped", "retrying"]
+    reason_code: str | None
+    reason: str | None
+    attempts: int
+    sent_at: datetime | None
+
+
 class DeliveryOut(BaseModel):
     send_id: str
     campaign_id: str
@@ -24,6 +39,7 @@ class DeliveryOut(BaseModel):
     sent_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    devices: list[PushAttemptOut] | None = Field(None, description="a push send's devices, each attempted on its own")
 
 
 class DeliveryList(BaseModel):

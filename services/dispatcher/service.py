@@ -9,8 +9,10 @@ never recorded (its worker died) is judged `unknown`, never resent: the provider
 """
 
 import asyncio
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 import structlog
@@ -23,10 +25,13 @@ from kernel import bus
 from kernel.contracts import (
     FINAL_DELIVERY_STATUSES,
     PROFILE_QUERY_SUBJECT,
+    TOKEN_DEACTIVATION_SUBJECT,
     Event,
     ProfileQuery,
     ProfileSnapshot,
     SendRequested,
+    TokenDeactivated,
+    TokenDeactivation,
 )
 from kernel.db import unit_of_work
 from kernel.errors import Conflict, Unprocessable
@@ -36,7 +41,15 @@ from services.dispatcher import credentials, domain, repository
 from services.dispatcher.config import DispatcherSettings
 from services.dispatcher.credentials import SecretBox
 from services.dispatcher.models import ChannelConfig, Delivery
-from services.dispatcher.providers import DeliveryError, SmtpProvider, WebhookProvider
+from services.dispatcher.providers import (
+    ApnsCredentials,
+    ApnsProvider,
+    DeadToken,
+    DeliveryError,
+    FcmProvider,
+    SmtpProvider,
+    WebhookProvider,
+)
 from services.dispatcher.schemas import ApnsChannelIn, FcmChannelIn
 
 log = structlog.get_logger(__name__)
@@ -62,6 +75,22 @@ RECORD_TRIES = 3  # a database blip while recording must not turn delivered send
 class Providers:
     email: SmtpProvider
     webhook: WebhookProvider
+    apns: ApnsProvider | None = None
+    fcm: FcmProvider | None = None
+
+
+@dataclass
+class DeviceResult:
+    """What one device's part of a push attempt came to."""
+
+    device_id: str
+    platform: str | None
+    service: str | None
+    status: Literal["sent", "failed", "skipped", "retry"]
+    code: str = "ok"
+    reason: str | None = None
+    response: str | None = None
+    retry_after: float | None = None
 
 
 @dataclass
@@ -75,6 +104,16 @@ class Result:
     subject: str | None = None
     provider_response: str | None = None
     retry_after: float | None = None
+    devices: list[DeviceResult] = field(default_factory=list)
+
+
+@dataclass
+class PushContext:
+    """What push sends of one batch need, read once: devices (with tokens), credentials, and devices already done."""
+
+    devices: dict[tuple[str, str], list[dict[str, Any]]]
+    configs: dict[tuple[str, str, str], ChannelConfig]
+    done: dict[str, dict[str, str]]  # send id -> device id -> final status
 
 
 @dataclass(frozen=True)
@@ -135,7 +174,9 @@ async def deliver(d: Dispatcher, claimed: list[Claimed]) -> list[Delivery]:
     if not claimed:
         return []
     profiles = await _profiles(d.nc, {(c.send.workspace_id, c.send.profile_id) for c in claimed})
-    results = await asyncio.gather(*(_attempt_safely(d, c, profiles) for c in claimed))
+    pushes = [c.send for c in claimed if c.send.channel == "push"]
+    push_context = await _push_context(d, pushes) if pushes else None
+    results = await asyncio.gather(*(_attempt_safely(d, c, profiles, push_context) for c in claimed))
     for tries in range(1, RECORD_TRIES + 1):
         try:
             async with unit_of_work(d.sessions) as session:
@@ -166,8 +207,31 @@ async def _profiles(nc: NATS, keys: set[tuple[str, str]]) -> dict[tuple[str, str
     return dict(zip(ordered, await asyncio.gather(*(one(*key) for key in ordered)), strict=True))
 
 
+async def _push_context(d: Dispatcher, sends: list[SendRequested]) -> PushContext | Exception:
+    """The devices, credentials and earlier device outcomes these push sends need, or why they could not be read."""
+    try:
+        async with unit_of_work(d.sessions) as session:
+            devices = await repository.push_devices(session, {(s.workspace_id, s.profile_id) for s in sends})
+            configs = await repository.channels_for(
+                session, {(s.workspace_id, getattr(s.message, "app_id", None) or "") for s in sends}
+            )
+            earlier = await repository.push_attempts(session, [s.send_id for s in sends])
+    except Exception as exc:
+        log.warning("push_context_unavailable", sends=len(sends), error=repr(exc))
+        return exc
+    return PushContext(
+        devices=devices,
+        configs={(c.workspace_id, c.app_id, c.kind): c for c in configs},
+        done={send_id: {a.device_id: a.status for a in rows if a.status in ("sent", "failed", "skipped")}
+              for send_id, rows in earlier.items()},
+    )
+
+
 async def _attempt_safely(
-    d: Dispatcher, claimed: Claimed, profiles: dict[tuple[str, str], ProfileSnapshot | Exception]
+    d: Dispatcher,
+    claimed: Claimed,
+    profiles: dict[tuple[str, str], ProfileSnapshot | Exception],
+    push_context: PushContext | Exception | None = None,
 ) -> Result:
     """One attempt, bounded in time; whatever goes wrong is this send's outcome and no other's."""
     bind_correlation_id(claimed.correlation_id)  # its own task: the binding stays with this send
@@ -177,6 +241,10 @@ async def _attempt_safely(
         return Result("retry", "profile_unavailable", f"profile lookup failed: {type(profile).__name__}")
     try:
         async with asyncio.timeout(d.settings.attempt_timeout_seconds):
+            if send.channel == "push":
+                if isinstance(push_context, Exception) or push_context is None:
+                    return Result("retry", "devices_unavailable", "the user's devices or the channel credentials could not be read")
+                return await attempt_push(d, send, profile, push_context)
             return await attempt(send, profile, d.providers)
     except TimeoutError:
         return Result("retry", "attempt_timeout", f"the attempt took longer than {d.settings.attempt_timeout_seconds:g}s")
@@ -206,6 +274,119 @@ async def attempt(send: SendRequested, profile: ProfileSnapshot, providers: Prov
         return Result("retry" if exc.transient else "failed", exc.code, str(exc), retry_after=exc.retry_after)
 
 
+PUSH_SERVICE_NAMES = {"apns": "APNs", "fcm": "FCM"}
+
+
+async def attempt_push(d: Dispatcher, send: SendRequested, profile: ProfileSnapshot, context: PushContext) -> Result:
+    """Push to each of the user's push-enabled devices for the campaign's app, each on its own; devices an
+    earlier attempt finished are left alone. The send is sent when any device took it."""
+    if not profile.found:
+        return Result("skipped", "profile_gone", "the user's profile no longer exists")
+    app_id = getattr(send.message, "app_id", None) or ""
+    done = context.done.get(send.send_id, {})
+    targets: list[tuple[dict[str, Any], str, ChannelConfig | None]] = []
+    for device in context.devices.get((send.workspace_id, send.profile_id), []):
+        kind = domain.push_service_of(device["push_token"])
+        config = context.configs.get((send.workspace_id, app_id, kind)) or context.configs.get((send.workspace_id, "", kind))
+        wanted_app = config.settings.get("device_app") if config is not None else None
+        if wanted_app and device["app"] != wanted_app:
+            continue  # a device of another app of the workspace
+        if device["device_id"] not in done:
+            targets.append((device, kind, config))
+    if not targets and not done:
+        return Result("skipped", "no_device", "the user has no push-enabled device for this app")
+    results = list(await asyncio.gather(*(_push_one(d, send, profile, device, kind, config) for device, kind, config in targets)))
+    return push_outcome(results, done)
+
+
+async def _push_one(
+    d: Dispatcher, send: SendRequested, profile: ProfileSnapshot, device: dict[str, Any], kind: str, config: ChannelConfig | None
+) -> DeviceResult:
+    """One device's push; whatever happens is this device's outcome."""
+    platform = device["platform"] or ("ios" if kind == "apns" else "android")
+    result = partial(DeviceResult, device["device_id"], platform, kind)
+    name = PUSH_SERVICE_NAMES[kind]
+    box = d.settings.secret_box()
+    provider = d.providers.apns if kind == "apns" else d.providers.fcm
+    if config is None or box is None or provider is None:
+        return result("skipped", "no_credentials", f"no {name} credentials for this app (PUT /api/v1/channels/{kind})")
+    try:
+        secret = box.open(config.secret)
+    except credentials.SecretUnreadable:
+        return result("failed", "credentials_unreadable", f"the stored {name} credentials are sealed under a key HERALD_SECRETS_KEY no longer holds")
+    now = datetime.now(UTC)
+    token = device["push_token"]
+    try:
+        push = domain.render_push(send, profile, platform)
+        if isinstance(provider, ApnsProvider):
+            shown = config.settings
+            apns = ApnsCredentials(shown["team_id"], shown["key_id"], secret["private_key"], shown["topic"], shown["environment"])
+            apns_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"herald:{send.send_id}:{device['device_id']}"))
+            response = await provider.send(apns, token, domain.apns_request(push, apns.topic, apns_id, now))
+        else:
+            response = await provider.send(secret["service_account"], domain.fcm_message(push, token, now))
+        return result("sent", "ok", None, response)
+    except domain.Undeliverable as exc:
+        return result("skipped", exc.code, str(exc))
+    except DeadToken as exc:
+        return result("failed", exc.code, f"{exc}; {await _deactivate(d, send.workspace_id, token, exc.code)}")
+    except DeliveryError as exc:
+        return result("retry" if exc.transient else "failed", exc.code, str(exc), retry_after=exc.retry_after)
+
+
+async def _deactivate(d: Dispatcher, workspace_id: str, token: str, code: str) -> str:
+    """Ask the profiles service to stop pushing to a dead token; says how that went, for the device's record.
+
+    Over request/reply, the one way services ask each other directly (DESIGN.md): the profiles HTTP route
+    takes only what the gateway signed, and the dispatcher holds no key to sign with. If profiles does not
+    answer, the next push to that token is refused again and asks again.
+    """
+    try:
+        answer = await bus.request(
+            d.nc, TOKEN_DEACTIVATION_SUBJECT, TokenDeactivation(workspace_id=workspace_id, token=token, reason=code),
+            TokenDeactivated, timeout=2.0,
+        )
+    except Exception as exc:
+        log.warning("token_deactivation_failed", workspace_id=workspace_id, reason_code=code, error=type(exc).__name__)
+        return "the token could not be deactivated now (the profiles service did not answer); the next push asks again"
+    return "the device's token is deactivated" if answer.deactivated else "no device holds the token any more"
+
+
+def push_outcome(results: list[DeviceResult], done: dict[str, str]) -> Result:
+    """A push send's outcome from its devices' (those done before included): any device retrying retries the
+    send; else any device sent makes it sent; else the first failure fails it; else it is skipped."""
+    statuses = [*done.values(), *(r.status for r in results)]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("sent", "retry", "failed", "skipped") if s in statuses)
+    recipient = f"{len(statuses)} device{'s' if len(statuses) != 1 else ''}"
+    retrying = [r for r in results if r.status == "retry"]
+    if retrying:
+        after = [r.retry_after for r in retrying if r.retry_after is not None]
+        return Result("retry", retrying[0].code, f"{counts}; {retrying[0].reason}", recipient,
+                      provider_response=counts, retry_after=max(after) if after else None, devices=results)
+    if "sent" in statuses:
+        problems = [r for r in results if r.status != "sent"]
+        reason = f"{counts}; {problems[0].reason}" if problems else None
+        return Result("sent", "ok", reason, recipient, provider_response=counts, devices=results)
+    worst = next((r for r in results if r.status == "failed"), None) or (results[0] if results else None)
+    if worst is None:  # every device was done before (an outcome recorded, its send interrupted): nothing to add
+        return Result("failed" if "failed" in statuses else "skipped", "no_device", counts, recipient, provider_response=counts)
+    return Result("failed" if worst.status == "failed" else "skipped", worst.code, f"{counts}; {worst.reason}", recipient,
+                  provider_response=counts, devices=results)
+
+
+def _device_row(delivery: Delivery, device: DeviceResult, now: datetime) -> dict[str, Any]:
+    """A device's attempt as stored: retrying while its send is, failed if its send gave up."""
+    status: str = device.status
+    if status == "retry":
+        status = "retrying" if delivery.status == "retrying" else "failed"
+    return {
+        "send_id": delivery.send_id, "device_id": device.device_id, "service": device.service, "platform": device.platform,
+        "status": status, "reason_code": device.code, "reason": _fit("reason", device.reason), "attempts": 1,
+        "provider_response": _fit("provider_response", device.response), "updated_at": now,
+        "sent_at": now if status == "sent" else None,
+    }
+
+
 async def record(
     session: AsyncSession, outbox: Outbox, results: list[tuple[Claimed, Result]], settings: DispatcherSettings
 ) -> tuple[list[Delivery], list[int]]:
@@ -217,6 +398,7 @@ async def record(
     rows = await repository.get_deliveries(session, sorted({c.send.send_id for c, _ in results}))
     now = datetime.now(UTC)
     recorded: list[Delivery] = []
+    device_rows: list[dict[str, Any]] = []
     for claimed, result in results:
         delivery = rows[claimed.send.send_id]
         if delivery.status != "sending" or delivery.attempts != claimed.attempt:
@@ -224,7 +406,9 @@ async def record(
             continue
         _apply(delivery, claimed.send, result, now, settings)
         recorded.append(delivery)
+        device_rows += [_device_row(delivery, device, now) for device in result.devices]
     await session.flush()
+    await repository.save_push_attempts(session, device_rows)
     return recorded, await _stage_outcomes(session, outbox, recorded)
 
 

@@ -1,4 +1,4 @@
-"""Profiles app factory and lifespan: the API, the EVENTS consumer and the profile responder."""
+"""Profiles app factory and lifespan: the API, the EVENTS consumer, the profile responder and the dead-token one."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,7 +7,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from kernel import bus
-from kernel.contracts import PROFILE_QUERY_SUBJECT, Event, ProfileQuery
+from kernel.contracts import PROFILE_QUERY_SUBJECT, TOKEN_DEACTIVATION_SUBJECT, Event, ProfileQuery, TokenDeactivation
 from kernel.web import create_app, open_resources
 from services.profiles import handlers
 from services.profiles.api import devices_router, router
@@ -29,10 +29,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         responder = await bus.serve_requests(
             res.nats, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(handlers.on_profile_query, sessions=res.db)
         )
+        deactivations = await bus.serve_requests(
+            res.nats, TOKEN_DEACTIVATION_SUBJECT, TokenDeactivation,
+            partial(handlers.on_token_deactivation, sessions=res.db),
+        )
         try:
             async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
                 yield
         finally:
+            await deactivations.stop()
             await responder.stop()  # answers in flight go out before the connection drains
 
 

@@ -4,7 +4,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
-from kernel.contracts import Event, ProfileQuery, ProfileSnapshot, Published
+from kernel.contracts import Event, ProfileQuery, ProfileSnapshot, Published, TokenDeactivated, TokenDeactivation
 from kernel.db import unit_of_work
 from services.profiles import service
 from services.profiles.activity import Rules
@@ -31,3 +31,12 @@ async def on_profile_query(query: ProfileQuery, sessions: async_sessionmaker[Asy
     """Answer a request for one profile's traits."""
     async with unit_of_work(sessions) as session:
         return await service.snapshot(session, query.workspace_id, query.profile_id)
+
+
+async def on_token_deactivation(
+    request: TokenDeactivation, sessions: async_sessionmaker[AsyncSession]
+) -> TokenDeactivated:
+    """A provider called a push token dead (the dispatcher asks): stop pushing to it until it is registered again."""
+    async with unit_of_work(sessions) as session:
+        device = await service.deactivate_token(session, request.workspace_id, request.token)
+    return TokenDeactivated(deactivated=device is not None, device_id=device["device_id"] if device else None)

@@ -2,7 +2,7 @@
 
 Created by the profiles migrations. Columns may be added, never renamed or removed. The
 segmenter compiles segment filters against them; the scheduler reads `segment_events` to find
-exception events.
+exception events; the dispatcher reads push-enabled devices and their tokens from `segment_devices`.
 """
 
 from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, Numeric, String, Table
@@ -61,4 +61,5 @@ segment_devices = Table(
     Column("time_zone", String),
     Column("push_enabled", Boolean),
     Column("last_seen", DateTime(timezone=True)),
+    Column("push_token", String),  # for the dispatcher alone: no segment condition reads it
 )
