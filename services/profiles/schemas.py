@@ -76,7 +76,12 @@ class Timeline(BaseModel):
     events: list[TimelineEvent]
 
 
-Text = Annotated[str, Field(min_length=1, max_length=256)]
+def _storable_text(text: str) -> str:
+    """Text PostgreSQL can store (no NUL, no lone surrogate), or a 422 naming the field."""
+    return limits.refuse_nul(text, "the value")
+
+
+Text = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_storable_text)]
 
 
 class DeviceRegistration(BaseModel):
@@ -84,9 +89,9 @@ class DeviceRegistration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    device_id: Annotated[str, Field(min_length=1, max_length=512)]
+    device_id: Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_storable_text)]
     platform: Literal["ios", "android", "web"]
-    push_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    push_token: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_storable_text)] | None = None
     app: Text | None = None
     app_version: Text | None = None
     os_version: Text | None = None
@@ -100,7 +105,7 @@ class TokenDeactivation(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    token: Annotated[str, Field(min_length=1, max_length=4096)]
+    token: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_storable_text)]
 
 
 class Deactivated(BaseModel):
