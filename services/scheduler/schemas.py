@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from kernel.contracts import Channel, EmailContent, PropertyCondition, SendStatus, WebhookContent
+from kernel.contracts import Channel, EmailContent, PropertyCondition, PushContent, SendStatus, WebhookContent
 from kernel.limits import MAX_DEPTH, MAX_SAFE_INTEGER
 from kernel.settings import WebhookSettings
 from services import templates
@@ -95,6 +95,15 @@ class WebhookMessage(WebhookContent):
     """The contract's webhook request; `CampaignIn` checks its URL, headers and body templates."""
 
 
+class PushMessage(PushContent):
+    """The contract's push; `CampaignIn` checks every template in it."""
+
+
+SHAPES: dict[str, type[EmailMessage] | type[WebhookMessage] | type[PushMessage]] = {
+    "email": EmailMessage, "webhook": WebhookMessage, "push": PushMessage,
+}
+
+
 class CampaignIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     channel: Channel
@@ -107,6 +116,10 @@ class CampaignIn(BaseModel):
     )
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    app_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="push: the app whose devices and channel credentials it uses (kept in the message as `app_id`)",
+    )
     message: dict[str, Any]
 
     @field_validator("starts_at", "ends_at")
@@ -129,9 +142,12 @@ class CampaignIn(BaseModel):
         if isinstance(data, dict) and (problems := list(storable_problems(data))):
             raise invalid(problems)
         campaign = handler(data)
-        shape = EmailMessage if campaign.channel == "email" else WebhookMessage
+        shape = SHAPES[campaign.channel]
+        message = campaign.message
+        if campaign.channel == "push" and campaign.app_id and isinstance(message, dict):
+            message = {**message, "app_id": message.get("app_id") or campaign.app_id}
         try:
-            content = shape.model_validate(campaign.message)
+            content = shape.model_validate(message)
         except ValidationError as exc:
             raise nested("message", exc) from None
         if problems := message_problems(content):
@@ -167,9 +183,11 @@ def storable_problems(value: Any, loc: Loc = (), depth: int = 0) -> Iterator[Pro
             yield from storable_problems(item, (*loc, key), depth + 1)
 
 
-def message_problems(content: EmailMessage | WebhookMessage) -> list[Problem]:
+def message_problems(content: EmailMessage | WebhookMessage | PushMessage) -> list[Problem]:
     """What would keep this message from going out, found before any user's data meets it."""
     found: list[Problem] = []
+    if isinstance(content, PushMessage):
+        return push_template_problems(content.model_dump(exclude={"app_id", "ttl", "priority"}, exclude_none=True), ("message",))
     if isinstance(content, EmailMessage):
         found += template_problems(content.subject, ("message", "subject"))
         found += template_problems(content.body, ("message", "body"))
@@ -199,6 +217,15 @@ def body_template_problems(body: Any, loc: Loc) -> list[Problem]:
         return template_problems(body, loc)
     items = body.items() if isinstance(body, dict) else enumerate(body) if isinstance(body, list) else ()
     return [problem for key, item in items for problem in body_template_problems(item, (*loc, key))]
+
+
+def push_template_problems(value: Any, loc: Loc) -> list[Problem]:
+    """Every text of a push is a template (title, body, links, data values, the ios and android overrides)."""
+    if isinstance(value, str):
+        return template_problems(value, loc)
+    if isinstance(value, dict):
+        return [problem for key, item in value.items() for problem in push_template_problems(item, (*loc, key))]
+    return []
 
 
 def template_problems(source: str, loc: Loc) -> list[Problem]:
