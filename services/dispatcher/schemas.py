@@ -132,7 +132,11 @@ class FcmChannelIn(BaseModel):
     @field_validator("service_account")
     @classmethod
     def _usable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(orjson.dumps(value)) > 20_000:
+        try:
+            written = orjson.dumps(value)
+        except orjson.JSONEncodeError:  # a number past 64 bits, a lone surrogate: no key file holds those
+            raise ValueError("is not a service account key file (it holds values JSON cannot store)") from None
+        if len(written) > 20_000:
             raise ValueError("is longer than a service account key file")
         if problems := credentials.service_account_problems(value):
             raise ValueError("; ".join(f"`{name}` {problem}" for name, problem in problems))
