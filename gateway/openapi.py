@@ -25,6 +25,7 @@ ERROR_ANSWERS = {
     "403": "the key lacks the scope",
     "404": "no such resource in this workspace",
     "405": "method not allowed",
+    "409": "the resource's state does not allow this (named in `detail`): archived, not active, …",
     "422": "a field is invalid (named in `detail`)",
     "429": "over the workspace's rate limit; retry after Retry-After",
     "503": "a dependency is unavailable; retry after Retry-After",

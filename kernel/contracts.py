@@ -1218,3 +1218,4 @@ class AudienceQuery(Contract):
 class AudienceAnswer(Contract):
     member: bool
     found: bool = True
+    archived: bool = False  # the segment is archived: it matches nobody

@@ -14,7 +14,7 @@ from kernel.contracts import AUDIENCE_QUERY_SUBJECT, AudienceQuery, ProfileChang
 from kernel.outbox import Outbox
 from kernel.web import create_app, open_resources
 from services.segmenter import handlers, models, service
-from services.segmenter.api import router
+from services.segmenter.api import router, users_router
 from services.segmenter.config import get_settings
 
 
@@ -61,4 +61,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build() -> FastAPI:
     """The segmenter ASGI app."""
-    return create_app("Herald segmenter", lifespan, [router])
+    return create_app("Herald segmenter", lifespan, [router, users_router])

@@ -15,13 +15,17 @@ SCHEMA = "segmenter"
 
 class Segment(Base):
     __tablename__ = "segments"
-    __table_args__ = {"schema": SCHEMA}
+    __table_args__ = (Index("segments_listing", "workspace_id", "created_at", "id"), {"schema": SCHEMA})
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(200))
     filter: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When it was archived (None: live). An archived segment is out of lists unless asked for, is not
+    # evaluated (it matches nobody: no member, no entered / exited) and keeps no stored members.
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When today's members were all stored; until then the segment is `computing`: its members are
     # being stored in chunks, in profile id order, and `backfilled_through` is the last id done.
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

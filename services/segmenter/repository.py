@@ -1,13 +1,15 @@
 """Segmenter queries."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select, text, tuple_, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.profiles.views import segment_profiles
+from kernel.pagination import like_pattern
+from services.profiles.views import segment_devices, segment_profiles
 from services.segmenter.conditions import NOW_PARAM
 from services.segmenter.models import Membership, Segment
 
@@ -24,10 +26,131 @@ async def get_segment(session: AsyncSession, workspace_id: str, segment_id: str)
 
 
 async def list_segments(session: AsyncSession, workspace_id: str) -> list[Segment]:
+    """The workspace's live segments (archived ones are evaluated for nobody), oldest first."""
     rows = await session.scalars(
-        select(Segment).where(Segment.workspace_id == workspace_id).order_by(Segment.created_at)
+        select(Segment)
+        .where(Segment.workspace_id == workspace_id, Segment.archived_at.is_(None))
+        .order_by(Segment.created_at)
     )
     return list(rows)
+
+
+@dataclass(frozen=True)
+class SegmentQuery:
+    """Which segments a page lists: by status, archived or not, a text in the name, a creation range."""
+
+    statuses: tuple[str, ...] = ()  # computing, ready (none: both)
+    archived: str = "exclude"  # exclude, include, only
+    name_contains: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+async def page_of_segments(
+    session: AsyncSession, workspace_id: str, query: SegmentQuery, after: tuple[datetime, str] | None, limit: int
+) -> list[Segment]:
+    """Up to `limit` segments newest first (by creation, then id), after the position `after`."""
+    conditions: list[ColumnElement[bool]] = [Segment.workspace_id == workspace_id]
+    if query.archived == "exclude":
+        conditions.append(Segment.archived_at.is_(None))
+    elif query.archived == "only":
+        conditions.append(Segment.archived_at.is_not(None))
+    if query.statuses and set(query.statuses) != {"computing", "ready"}:
+        conditions.append(Segment.ready_at.is_(None) if "computing" in query.statuses else Segment.ready_at.is_not(None))
+    if query.name_contains is not None:
+        conditions.append(Segment.name.ilike(like_pattern(query.name_contains), escape="\\"))
+    if query.created_after is not None:
+        conditions.append(Segment.created_at >= query.created_after)
+    if query.created_before is not None:
+        conditions.append(Segment.created_at < query.created_before)
+    if after is not None:
+        conditions.append(tuple_(Segment.created_at, Segment.id) < tuple_(literal(after[0]), literal(after[1])))
+    rows = await session.scalars(
+        select(Segment).where(*conditions).order_by(Segment.created_at.desc(), Segment.id.desc()).limit(limit)
+    )
+    return list(rows)
+
+
+async def forget_members(session: AsyncSession, workspace_id: str, segment_id: str) -> None:
+    """Remove every stored membership of a segment (it is archived, or its members are stored again)."""
+    await session.execute(
+        delete(Membership).where(Membership.workspace_id == workspace_id, Membership.segment_id == segment_id)
+    )
+
+
+def stored_member(workspace_id: str, segment_id: str) -> ColumnElement[bool]:
+    """A condition on `segment_profiles`: the profile is stored as a member of the segment."""
+    return segment_profiles.c.profile_id.in_(
+        select(Membership.profile_id).where(Membership.workspace_id == workspace_id, Membership.segment_id == segment_id)
+    )
+
+
+def _reachable_by_email() -> ColumnElement[bool]:
+    """An `email` trait that looks like an address (name@domain.tld), as the email channel will use it."""
+    email = segment_profiles.c.traits["email"]
+    return and_(
+        func.jsonb_typeof(email) == "string",
+        func.btrim(email.astext).op("~")(r"^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$"),
+    )
+
+
+def _reachable_by_push() -> ColumnElement[bool]:
+    """A push-enabled device with a token, as the push channel reads them."""
+    p, d = segment_profiles.c, segment_devices.c
+    return exists(
+        select(1).where(
+            d.workspace_id == p.workspace_id, d.profile_id == p.profile_id,
+            d.push_enabled.is_(True), d.push_token.is_not(None),
+        )
+    )
+
+
+async def reach(session: AsyncSession, workspace_id: str, condition: ColumnElement[bool]) -> dict[str, int]:
+    """How many profiles match, and how many of them each channel can reach, in one pass."""
+    p = segment_profiles.c
+    row = (
+        await session.execute(
+            select(
+                func.count().label("size"),
+                func.count().filter(_reachable_by_email()).label("email"),
+                func.count().filter(_reachable_by_push()).label("push"),
+            ).where(p.workspace_id == workspace_id, condition)
+        )
+    ).one()
+    return {"size": int(row.size), "email": int(row.email), "push": int(row.push)}
+
+
+async def first_matching_users(
+    session: AsyncSession, workspace_id: str, condition: ColumnElement[bool], limit: int
+) -> list[str]:
+    """The first `limit` user ids (in code point order) among the profiles matching the condition; anonymous
+    profiles have none to list."""
+    p = segment_profiles.c
+    rows = await session.scalars(
+        select(p.user_id)
+        .where(p.workspace_id == workspace_id, p.user_id.is_not(None), condition)
+        .order_by(p.user_id.collate("C"))
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def profile_of_user(session: AsyncSession, workspace_id: str, user_id: str) -> str | None:
+    """The profile id of a user id, from the profiles service's published view."""
+    p = segment_profiles.c
+    return await session.scalar(
+        select(p.profile_id).where(p.workspace_id == workspace_id, p.user_id == user_id).limit(1)
+    )
+
+
+async def entered_at(session: AsyncSession, workspace_id: str, profile_id: str) -> dict[str, datetime]:
+    """When the profile was stored as a member of each segment it is stored in."""
+    rows = await session.execute(
+        select(Membership.segment_id, Membership.entered_at).where(
+            Membership.workspace_id == workspace_id, Membership.profile_id == profile_id
+        )
+    )
+    return {segment_id: at for segment_id, at in rows}
 
 
 async def count_matching(
@@ -91,7 +214,11 @@ async def backfill_chunk(
 async def claim_computing(session: AsyncSession) -> Segment | None:
     """The oldest segment whose members are still being stored, locked for this transaction (others skip it)."""
     return await session.scalar(
-        select(Segment).where(Segment.ready_at.is_(None)).order_by(Segment.created_at).limit(1).with_for_update(skip_locked=True)
+        select(Segment)
+        .where(Segment.ready_at.is_(None), Segment.archived_at.is_(None))
+        .order_by(Segment.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
     )
 
 
@@ -175,7 +302,7 @@ async def claim_due_sweep(session: AsyncSession, now: datetime) -> Segment | Non
     """The ready segment whose sweep is most overdue, locked for this transaction (other replicas skip it)."""
     return await session.scalar(
         select(Segment)
-        .where(Segment.sweep_due_at <= now, Segment.ready_at.is_not(None))
+        .where(Segment.sweep_due_at <= now, Segment.ready_at.is_not(None), Segment.archived_at.is_(None))
         .order_by(Segment.sweep_due_at)
         .limit(1)
         .with_for_update(skip_locked=True)

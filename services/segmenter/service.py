@@ -14,9 +14,10 @@ from nats.js import JetStreamContext
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from kernel import pagination
 from kernel.contracts import AudienceAnswer, AudienceQuery, MembershipChanged, ProfileChanged
 from kernel.db import unit_of_work
-from kernel.errors import NotFound, Unprocessable, is_dependency_outage
+from kernel.errors import Conflict, NotFound, Unprocessable, is_dependency_outage
 from kernel.outbox import Outbox
 from services.segmenter import domain, repository
 from services.segmenter.models import Segment
@@ -95,20 +96,32 @@ async def create_segment(
     problem with it is a 422 naming where, never a database error. A filter that reads the clock is
     swept every `sweep_every`, the first time one period after it was made.
     """
+    found = checked_filter(filter_tree)
+    segment = Segment(id=f"seg_{secrets.token_hex(8)}", workspace_id=workspace_id, name=name, filter=filter_tree)
+    await repository.add_segment(session, segment)
+    await store_members(session, segment, found, chunk, sweep_every)
+    return segment
+
+
+def checked_filter(filter_tree: Any) -> Prepared:
+    """A filter from a request body's `filter`, parsed before anything else touches it; a 422 naming where it
+    is wrong (`["filter", "all[0]", "value"]`)."""
     try:
         domain.parse(filter_tree)
-        found = prepared(filter_tree)
+        return prepared(filter_tree)
     except domain.FilterError as exc:
         raise Unprocessable([{"loc": exc.path.split("."), "msg": exc.message}], error="invalid_filter") from exc
-    condition = found.condition
-    segment = Segment(id=f"seg_{secrets.token_hex(8)}", workspace_id=workspace_id, name=name, filter=filter_tree)
-    if found.reads.time:
-        segment.sweep_due_at = datetime.now(UTC) + sweep_every
-    await repository.add_segment(session, segment)
-    # A workspace of up to one chunk of profiles is done now; a larger one is `computing` until the
-    # background backfill (`run_backfills`) has stored the rest, and the answer does not wait for it.
-    await backfill_step(session, segment, condition, chunk)
-    return segment
+
+
+async def store_members(session: AsyncSession, segment: Segment, found: Prepared, chunk: int, sweep_every: timedelta) -> None:
+    """Record who is in a new (or newly defined) segment today, and when its first sweep is due.
+
+    A workspace of up to one chunk of profiles is done now; a larger one is `computing` until the
+    background backfill (`run_backfills`) has stored the rest, and the answer does not wait for it.
+    """
+    segment.ready_at, segment.backfilled_through, segment.swept_through = None, None, None
+    segment.sweep_due_at = datetime.now(UTC) + sweep_every if found.reads.time else None
+    await backfill_step(session, segment, found.condition, chunk)
 
 
 async def backfill_step(session: AsyncSession, segment: Segment, condition: ColumnElement[bool], chunk: int) -> None:
@@ -269,8 +282,139 @@ async def get_segment(session: AsyncSession, workspace_id: str, segment_id: str)
     return segment
 
 
+async def live_segment(session: AsyncSession, workspace_id: str, segment_id: str, lock: bool = False) -> Segment:
+    """One segment of the workspace that is not archived (locked for this transaction when asked); 404 if none,
+    409 if it is archived."""
+    segment = await get_segment(session, workspace_id, segment_id)
+    if lock:
+        await session.refresh(segment, with_for_update=True)
+    if segment.archived_at is not None:
+        raise Conflict(f"segment {segment_id!r} is archived: unarchive it first", error="archived")
+    return segment
+
+
+async def page(
+    session: AsyncSession, workspace_id: str, query: repository.SegmentQuery, cursor: str | None, limit: int
+) -> tuple[list[Segment], str | None]:
+    """One page of the workspace's segments, newest first, and the cursor of the next page (None: the last)."""
+    after = pagination.decode(cursor, (datetime, str)) if cursor is not None else None
+    rows = await repository.page_of_segments(session, workspace_id, query, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, pagination.encode(rows[-1].created_at, rows[-1].id) if more else None
+
+
+async def update_segment(
+    session: AsyncSession, workspace_id: str, segment_id: str, name: str | None, filter_tree: dict[str, Any] | None,
+    chunk: int = BACKFILL_CHUNK, sweep_every: timedelta = SWEEP_EVERY,
+) -> Segment:
+    """Rename a segment or give it a new filter; a new filter stores its members again, as creation does.
+
+    The segment is `computing` again until they are stored, and, as for a new segment, who is in it or
+    out of it because of the edit is not announced (no entered / exited): announcements resume when it is
+    ready. A filter equal to the stored one changes nothing.
+    """
+    found = checked_filter(filter_tree) if filter_tree is not None else None
+    segment = await live_segment(session, workspace_id, segment_id, lock=True)
+    if name is not None:
+        segment.name = name
+    if found is not None and _canonical(filter_tree) != _canonical(segment.filter):
+        segment.filter = filter_tree  # type: ignore[assignment]
+        await repository.forget_members(session, workspace_id, segment.id)
+        await store_members(session, segment, found, chunk, sweep_every)
+    segment.updated_at = datetime.now(UTC)
+    await session.flush()
+    return segment
+
+
+def _canonical(filter_tree: Any) -> bytes:
+    return orjson.dumps(filter_tree, option=orjson.OPT_SORT_KEYS)
+
+
+async def archive(session: AsyncSession, workspace_id: str, segment_id: str) -> Segment:
+    """Archive a segment: it leaves lists, matches nobody (campaigns whose audience it is send to nobody) and
+    forgets its stored members, without announcing their exit. Archiving an archived segment changes nothing."""
+    segment = await get_segment(session, workspace_id, segment_id)
+    await session.refresh(segment, with_for_update=True)
+    if segment.archived_at is None:
+        now = datetime.now(UTC)
+        segment.archived_at = segment.updated_at = now
+        segment.sweep_due_at = segment.swept_through = None
+        await repository.forget_members(session, workspace_id, segment.id)
+        await session.flush()
+    return segment
+
+
+async def unarchive(
+    session: AsyncSession, workspace_id: str, segment_id: str, chunk: int = BACKFILL_CHUNK, sweep_every: timedelta = SWEEP_EVERY
+) -> Segment:
+    """Bring an archived segment back: its members are stored again as for a new segment (409 if its filter
+    is beyond today's limits). A live segment is answered as it is."""
+    segment = await get_segment(session, workspace_id, segment_id)
+    await session.refresh(segment, with_for_update=True)
+    if segment.archived_at is None:
+        return segment
+    try:
+        found = prepared(segment.filter)
+    except domain.FilterError as exc:
+        raise Conflict(f"its filter is beyond today's limits ({exc.path}: {exc.message}); create a new segment") from None
+    segment.archived_at = None
+    segment.updated_at = datetime.now(UTC)
+    await store_members(session, segment, found, chunk, sweep_every)
+    await session.flush()
+    return segment
+
+
+async def reach_of(session: AsyncSession, workspace_id: str, condition: ColumnElement[bool]) -> dict[str, int]:
+    """The live size of a filter and how many of its profiles each channel can reach."""
+    return await repository.reach(session, workspace_id, condition)
+
+
+async def segment_reach(session: AsyncSession, segment: Segment) -> dict[str, int]:
+    """A segment's live size and reach by channel: nobody for an archived one, its stored members for one
+    beyond today's limits (see stored_filter)."""
+    if segment.archived_at is not None:
+        return {"size": 0, "email": 0, "push": 0}
+    condition = stored_condition(segment)
+    if condition is None:
+        condition = repository.stored_member(segment.workspace_id, segment.id)
+    return await reach_of(session, segment.workspace_id, condition)
+
+
+async def preview(session: AsyncSession, workspace_id: str, filter_tree: Any, limit: int) -> tuple[list[str], dict[str, int]]:
+    """The first user ids a filter matches now, and its live size and reach, without storing anything."""
+    condition = checked_filter(filter_tree).condition
+    users = await repository.first_matching_users(session, workspace_id, condition, limit)
+    return users, await reach_of(session, workspace_id, condition)
+
+
+@dataclass(frozen=True)
+class UserMembership:
+    segment: Segment
+    entered_at: datetime | None
+
+
+async def segments_of_user(session: AsyncSession, workspace_id: str, user_id: str) -> list[UserMembership]:
+    """The live segments a user matches now (as audiences check it), each with when the user was stored as a
+    member (None while that is pending: a segment still computing, a change not yet applied); 404 for no user."""
+    profile_id = None if "\x00" in user_id else await repository.profile_of_user(session, workspace_id, user_id)
+    if profile_id is None:
+        raise NotFound(f"no user {user_id!r} in this workspace")
+    segments = await repository.list_segments(session, workspace_id)
+    conditions = {s.id: c for s in segments if (c := stored_condition(s)) is not None}
+    verdicts = await repository.evaluate_for_profile(session, workspace_id, profile_id, conditions) or {}
+    stored = await repository.entered_at(session, workspace_id, profile_id)
+    # A segment beyond today's limits is not evaluated: its stored members are its members.
+    member = {s.id for s in segments if verdicts.get(s.id) or (s.id not in conditions and s.id in stored)}
+    found = [UserMembership(s, stored.get(s.id)) for s in segments if s.id in member]
+    return sorted(found, key=lambda m: (m.segment.created_at, m.segment.id), reverse=True)
+
+
 async def size(session: AsyncSession, segment: Segment) -> int:
-    """The live number of profiles matching the segment, counted in SQL (stored members if not evaluated)."""
+    """The live number of profiles matching the segment, counted in SQL (stored members if not evaluated;
+    none if archived)."""
+    if segment.archived_at is not None:
+        return 0
     condition = stored_condition(segment)
     if condition is None:
         return await repository.count_members(session, segment.workspace_id, segment.id)
@@ -368,6 +512,8 @@ async def check_member(session: AsyncSession, query: AudienceQuery) -> AudienceA
     segment = await repository.get_segment(session, query.workspace_id, query.segment_id)
     if segment is None:
         return AudienceAnswer(member=False, found=False)
+    if segment.archived_at is not None:
+        return AudienceAnswer(member=False, archived=True)
     condition = stored_condition(segment)
     if condition is None:
         member = await repository.is_member(session, query.workspace_id, segment.id, query.profile_id)
