@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from kernel import pagination
 from kernel.errors import BadRequest
 from kernel.web import Session, WorkspaceId
 from services.profiles import context, repository, service
@@ -16,12 +17,34 @@ from services.profiles.schemas import (
     Timeline,
     TimelineEvent,
     TokenDeactivation,
+    UserList,
     UserProfile,
+    UserSummary,
 )
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 devices_router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 LookupBy = Annotated[Literal["user_id", "anonymous_id"], Query(description="what the id in the path is")]
+
+
+@router.get("")
+async def list_users(
+    workspace_id: WorkspaceId,
+    session: Session,
+    query: Annotated[
+        pagination.Search,
+        Query(
+            min_length=1, max_length=pagination.MAX_SEARCH_CHARS,
+            description="only users with a user id, alias or anonymous id starting with this text, or an `email` trait"
+            " starting with it in any case",
+        ),
+    ] = None,
+    cursor: pagination.Cursor = None,
+    limit: pagination.Limit = pagination.DEFAULT_LIMIT,
+) -> UserList:
+    """The workspace's users, newest first, a page at a time (`next_cursor`); `query` searches them."""
+    users, next_cursor = await service.list_users(session, workspace_id, query, cursor, limit)
+    return UserList(users=[UserSummary.model_validate(u) for u in users], next_cursor=next_cursor)
 
 
 @router.get("/{user_id}")

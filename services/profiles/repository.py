@@ -7,7 +7,22 @@ from operator import attrgetter
 from typing import Any, Literal, cast
 
 import orjson
-from sqlalchemy import ARRAY, Table, Text, any_, bindparam, delete, func, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    Table,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy import cast as cast_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -397,3 +412,55 @@ async def events_of(
         .limit(limit)
     )
     return list(rows)
+
+
+# The last code point: every text starting with a prefix sorts (byte-wise) between the prefix and the
+# prefix followed by this one, so a prefix search is a range of the text_pattern_ops indexes.
+_LAST_CODE_POINT = "\U0010ffff"
+
+
+def _prefixed(column: Any, prefix: Any) -> Any:
+    """`column` starts with `prefix`, as an index range (`~>=~`, `~<=~`: byte-wise, whatever the collation)."""
+    return and_(
+        column.op("~>=~", is_comparison=True)(prefix),
+        column.op("~<=~", is_comparison=True)(prefix.concat(_LAST_CODE_POINT).self_group()),
+        func.starts_with(column, prefix),
+    )
+
+
+async def page_of_profiles(
+    session: AsyncSession, workspace_id: str, search: str | None, after: tuple[Any, str] | None, limit: int
+) -> list[Profile]:
+    """Up to `limit` profiles newest first (by creation, then id) after the position `after`; with `search`,
+    only those with a user id, alias or anonymous id starting with it, or an `email` trait starting with it
+    in any case."""
+    query = select(Profile).where(Profile.workspace_id == workspace_id)
+    if search is not None:
+        text_ = bindparam("search", search, type_=Text)
+        by_identity = select(IdentityRow.profile_id).where(
+            IdentityRow.workspace_id == workspace_id, _prefixed(IdentityRow.value, text_)
+        )
+        # The key as a literal, as in the index's expression (a parameter would not match it in a generic plan).
+        email = func.lower(Profile.traits.op("->>")(literal_column("'email'")))
+        by_email = select(Profile.profile_id).where(
+            Profile.workspace_id == workspace_id, _prefixed(email, func.lower(text_))
+        )
+        query = query.where(Profile.profile_id.in_(by_identity.union(by_email)))
+    if after is not None:
+        query = query.where(tuple_(Profile.created_at, Profile.profile_id) < tuple_(literal(after[0]), literal(after[1])))
+    rows = await session.scalars(query.order_by(Profile.created_at.desc(), Profile.profile_id.desc()).limit(limit))
+    return list(rows)
+
+
+async def identities_of_many(session: AsyncSession, workspace_id: str, profile_ids: list[str], kind: str) -> dict[str, list[str]]:
+    """The identities of one kind of each of these profiles, oldest first."""
+    rows = await session.execute(
+        select(IdentityRow.profile_id, IdentityRow.value)
+        .where(IdentityRow.workspace_id == workspace_id, IdentityRow.kind == kind,
+               IdentityRow.profile_id == any_(_texts(profile_ids)))
+        .order_by(IdentityRow.created_at, IdentityRow.value)
+    )
+    found: dict[str, list[str]] = {}
+    for profile_id, value in rows:
+        found.setdefault(profile_id, []).append(value)
+    return found

@@ -112,3 +112,20 @@ class Deactivated(BaseModel):
     deactivated: bool
     profile_id: str | None = None
     device_id: str | None = None
+
+
+class UserSummary(BaseModel):
+    """A user as a list shows them; `GET /api/v1/users/{user_id}` has the whole profile."""
+
+    user_id: str | None
+    profile_id: str
+    email: str | None = Field(description="the `email` trait, when it is text")
+    anonymous_ids: list[str]
+    first_seen: datetime
+    last_seen: datetime
+    created_at: datetime
+
+
+class UserList(BaseModel):
+    users: list[UserSummary]
+    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null on the last page")

@@ -10,6 +10,7 @@ import structlog
 from prometheus_client import Counter as Metric
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kernel import pagination
 from kernel.contracts import Event, ProfileChanged, ProfileSnapshot, ResolvedEvent
 from kernel.errors import NotFound, TransientError
 from services.profiles import activity, context, devices, domain, repository
@@ -388,3 +389,27 @@ async def deactivate_token(session: AsyncSession, workspace_id: str, token: str)
         return None
     await repository.save_devices(session, workspace_id, [device])
     return {**device_view(device), "profile_id": device.profile_id}
+
+
+async def list_users(
+    session: AsyncSession, workspace_id: str, search: str | None, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the workspace's users newest first (as `UserSummary`), and the next page's cursor (None: the last)."""
+    after = pagination.decode(cursor, (datetime, str)) if cursor is not None else None
+    rows = await repository.page_of_profiles(session, workspace_id, search, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    anonymous = await repository.identities_of_many(session, workspace_id, [p.profile_id for p in rows], domain.ANONYMOUS)
+    users = [
+        {
+            "user_id": p.user_id,
+            "profile_id": p.profile_id,
+            "email": email if isinstance(email := (p.traits or {}).get("email"), str) else None,
+            "anonymous_ids": anonymous.get(p.profile_id, []),
+            "first_seen": p.first_seen,
+            "last_seen": p.last_seen,
+            "created_at": p.created_at,
+        }
+        for p in rows
+    ]
+    return users, pagination.encode(rows[-1].created_at, rows[-1].profile_id) if more else None
