@@ -237,6 +237,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("channels", ("GET",), "dispatcher", "channels"),
     ApiRoute("channels/apns", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
     ApiRoute("channels/fcm", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
+    ApiRoute("channels/email", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
 )
 
 

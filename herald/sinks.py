@@ -22,10 +22,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import FastAPI, Request
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
+from pydantic import BaseModel, Field
 
 from herald.push_sinks import PushSink, push_routes
 from kernel.web import JSON
 
+# Headers of a caught email that /messages shows.
+EMAIL_HEADERS = ("From", "To", "Reply-To", "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version")
 # What the JSON-lines file holds, by kind; the push sink's issued keys come back to it on a restart.
 LISTS = {"email": "emails", "webhook": "webhooks", "push": "pushes"}
 
@@ -38,6 +41,8 @@ class Catcher:
         self.emails: list[dict[str, Any]] = []
         self.webhooks: list[dict[str, Any]] = []
         self.pushes: list[dict[str, Any]] = []
+        self.bounces: dict[str, str] = {}  # address -> the SMTP reply its RCPT gets
+        self.smtp_connections = 0
         self.push = PushSink(self.keep)
         if path and path.exists():
             for line in path.read_bytes().splitlines():
@@ -64,12 +69,21 @@ class Catcher:
             for item in self.push.issued():
                 self.keep(item)
 
-    # aiosmtpd handler hook
+    # aiosmtpd handler hooks
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        """Refuse an address on the bounce list as a mail server does (a hard bounce by default), else take it."""
+        refusal = self.bounces.get(address.lower())
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
         data = raw if isinstance(raw, bytes) else raw.encode()
         parsed = email.message_from_bytes(data, policy=email.policy.default)
-        body = parsed.get_body(preferencelist=("plain", "html"))
+        text = parsed.get_body(preferencelist=("plain",))
+        html = parsed.get_body(preferencelist=("html",))
         self.keep(
             {
                 "kind": "email",
@@ -79,10 +93,27 @@ class Catcher:
                 "subject": str(parsed.get("Subject", "")),
                 "message_id": str(parsed.get("Message-ID", "")),
                 "send_id": str(parsed.get("X-Herald-Send-Id", "")),
-                "body": body.get_content() if body is not None else "",
+                "body": text.get_content() if text is not None else "",
+                "html": html.get_content() if html is not None else None,
+                "content_type": parsed.get_content_type(),
+                "parts": [part.get_content_type() for part in parsed.walk()],
+                "headers": {name: str(parsed[name]) for name in EMAIL_HEADERS if name in parsed},
+                "connection": id(session),  # which SMTP connection carried it: pooled sends share one
             }
         )
         return "250 Message accepted for delivery"
+
+
+class Bounce(BaseModel):
+    address: str = Field(max_length=320)
+    code: int = Field(550, ge=400, le=599)
+    message: str = Field("5.1.1 <mailbox> User unknown", max_length=200, pattern=r"^[\x20-\x7e]*$")
+
+
+def smtp_server(catcher: Catcher) -> SMTP:
+    """One SMTP connection's protocol handler, counted (to see connections reused)."""
+    catcher.smtp_connections += 1
+    return SMTP(catcher, hostname="herald-sink", enable_SMTPUTF8=True)
 
 
 def build_http(catcher: Catcher) -> FastAPI:
@@ -118,6 +149,11 @@ def build_http(catcher: Catcher) -> FastAPI:
             }
         )
         return {"ok": True}
+
+    @app.post("/email/bounces", status_code=204)
+    async def bounce(body: Bounce) -> None:
+        """From now on, refuse mail to this address at RCPT with this reply (a hard bounce by default)."""
+        catcher.bounces[body.address.lower()] = f"{body.code} {body.message}"
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -159,9 +195,7 @@ async def run_sinks(host: str, smtp_port: int, http_port: int, store: Path | Non
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    smtp = await loop.create_server(
-        lambda: SMTP(catcher, hostname="herald-sink", enable_SMTPUTF8=True), host=host, port=smtp_port
-    )
+    smtp = await loop.create_server(lambda: smtp_server(catcher), host=host, port=smtp_port)
     try:
         async with serving_http(build_http(catcher), host, http_port):
             await stop.wait()

@@ -993,13 +993,23 @@ class TriggerEvent(Contract):
 
 
 class EmailContent(Contract):
-    """An email campaign's message: Liquid templates for the subject and the plain-text body."""
+    """An email campaign's message: Liquid templates for the subject, the plain-text body and the HTML body (one of
+    the two at least; the text is made from the HTML when not given)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    app_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
     subject: str = Field(min_length=1)
-    body: str = Field(min_length=1)
+    body: str | None = Field(default=None, min_length=1, description="the plain text; made from `html` when not given")
+    html: str | None = Field(default=None, min_length=1, description="the HTML (values escaped, <style> rules inlined)")
     from_address: str | None = Field(default=None, alias="from", description="From: header; the workspace default if unset")
+    reply_to: str | None = Field(default=None, description="Reply-To: header; the workspace default if unset")
+
+    @model_validator(mode="after")
+    def _has_a_body(self) -> "EmailContent":
+        if self.body is None and self.html is None:
+            raise ValueError("an email needs a `body` (plain text), an `html` body, or both")
+        return self
 
 
 class WebhookContent(Contract):

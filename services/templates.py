@@ -198,26 +198,28 @@ class LimitedEnvironment(Environment):
     template_class = LimitedTemplate
 
 
-@lru_cache(maxsize=1)
-def environment() -> LimitedEnvironment:
-    """The one environment both services parse and render with."""
-    return LimitedEnvironment()
+@lru_cache(maxsize=2)
+def environment(autoescape: bool = False) -> LimitedEnvironment:
+    """The one environment both services parse and render with; `autoescape` for HTML (an email's HTML body),
+    where a user's `<` or `&` must arrive as text, never as markup."""
+    return LimitedEnvironment(autoescape=autoescape)
 
 
 @lru_cache(maxsize=512)  # a dense 32 KB template parses to ~3 MB
-def parse(source: str) -> BoundTemplate:
+def parse(source: str, autoescape: bool = False) -> BoundTemplate:
     """A parsed template (cached by source); TemplateError when it does not parse."""
     if len(source) > MAX_TEMPLATE_CHARS:
         raise TemplateError(f"longer than {MAX_TEMPLATE_CHARS} characters")
     try:
-        return environment().from_string(source)
+        return environment(autoescape).from_string(source)
     except LiquidError as exc:
         raise TemplateError(describe(exc)) from exc
 
 
-def render(source: str, data: Mapping[str, object], budget: Budget) -> str:
-    """Render one template within what is left of the message's budget; TemplateError when it cannot be."""
-    template = parse(source)
+def render(source: str, data: Mapping[str, object], budget: Budget, autoescape: bool = False) -> str:
+    """Render one template within what is left of the message's budget; TemplateError when it cannot be.
+    With `autoescape`, every value output is HTML-escaped unless a filter marks it safe."""
+    template = parse(source, autoescape)
     context = LimitedContext(template, globals=template.make_globals(dict(data)), budget=budget)
     buffer = LimitedStringIO(limit=budget.output_bytes)
     try:

@@ -17,6 +17,8 @@ from services.dispatcher.schemas import (
     DeliveryList,
     DeliveryLookup,
     DeliveryOut,
+    EmailChannelIn,
+    EmailChannelOut,
     FcmChannelIn,
     FcmChannelOut,
 )
@@ -87,6 +89,29 @@ async def delete_fcm(workspace_id: WorkspaceId, session: Session, app_id: AppQue
     """Remove the FCM configuration of an app (or the workspace's default)."""
     if not await repository.delete_channel(session, workspace_id, "fcm", app_id or ""):
         raise NotFound(f"no FCM configuration for {_whom(app_id)}")
+
+
+@channels_router.put("/email")
+async def put_email(body: EmailChannelIn, workspace_id: WorkspaceId, session: Session) -> EmailChannelOut:
+    """Set the SMTP server and default sender for an app, or for every app without one of its own."""
+    row = await service.save_email(session, get_settings(), workspace_id, body)
+    return EmailChannelOut.model_validate(service.describe_channel(row))
+
+
+@channels_router.get("/email")
+async def get_email(workspace_id: WorkspaceId, session: Session, app_id: AppQuery = None) -> EmailChannelOut:
+    """The SMTP configuration of an app (or the workspace's default), without its password."""
+    row = await repository.channel(session, workspace_id, "email", app_id or "")
+    if row is None:
+        raise NotFound(f"no email configuration for {_whom(app_id)}")
+    return EmailChannelOut.model_validate(service.describe_channel(row))
+
+
+@channels_router.delete("/email", status_code=204)
+async def delete_email(workspace_id: WorkspaceId, session: Session, app_id: AppQuery = None) -> None:
+    """Remove the SMTP configuration of an app (or the workspace's default): its email goes through the operator's relay."""
+    if not await repository.delete_channel(session, workspace_id, "email", app_id or ""):
+        raise NotFound(f"no email configuration for {_whom(app_id)}")
 
 
 def _whom(app_id: str | None) -> str:

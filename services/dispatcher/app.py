@@ -33,6 +33,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings.smtp_username or None,  # an empty value (a ConfigMap default) means no login
                 settings.smtp_password.get_secret_value() if settings.smtp_password else None,
                 settings.smtp_starttls,
+                pool_size=settings.smtp_pool_size,
+                idle_seconds=settings.smtp_idle_seconds,
             ),
             webhook=webhook,
             apns=ApnsProvider(settings.apns_url, settings.apns_sandbox_url, settings.push_timeout_seconds),
@@ -66,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             for push in (providers.apns, providers.fcm):
                 if push is not None:
                     await push.aclose()
+            await providers.email.aclose()
 
 
 def build() -> FastAPI:

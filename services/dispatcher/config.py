@@ -1,12 +1,14 @@
 """Dispatcher settings."""
 
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
 from kernel.contracts import Channel
 from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings, WebhookSettings
 from services.dispatcher.credentials import SecretBox, origin_of
+from services.dispatcher.domain import unsubscribe_token
 
 
 class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings, WebhookSettings):
@@ -19,7 +21,21 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
     smtp_username: str | None = Field(None, description="SMTP login user (none: no login)")
     smtp_password: SecretStr | None = Field(None, description="SMTP login password")
     smtp_starttls: bool = Field(False, description="upgrade the SMTP connection with STARTTLS")
-    email_from: str = Field("Herald <noreply@herald.local>", description="From: header of every email")
+    email_from: str = Field(
+        "Herald <noreply@herald.local>", description="From: header of an email whose campaign and workspace name none"
+    )
+    smtp_pool_size: int = Field(4, ge=1, le=100, description="SMTP connections kept open per server (and login), reused across messages")
+    smtp_idle_seconds: float = Field(30.0, gt=0, description="an SMTP connection idle this long is closed, not reused")
+    public_url: str | None = Field(
+        None,
+        description="the gateway's public URL (https://events.example.com), where emails' one-click unsubscribe "
+        "links point; with HERALD_LINK_KEY, every email carries List-Unsubscribe. Unset: no unsubscribe header",
+    )
+    link_key: SecretStr | None = Field(
+        None,
+        description="the key (any text of 32+ characters) that signs public links (HMAC-SHA256): one-click unsubscribe; "
+        "the gateway that serves them holds the same key",
+    )
     webhook_timeout_seconds: float = Field(10.0, description="per-request timeout of webhook deliveries")
     email_retry_hours: float = Field(
         24.0, gt=0, description="how long an email whose provider or profile lookup keeps failing is retried before it is failed"
@@ -64,6 +80,32 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
             SecretBox.from_setting(value.get_secret_value())  # UnreadableSecretsKey (a ValueError) says which entry
             return value
         return None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_an_origin(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
+            raise ValueError("HERALD_PUBLIC_URL must be an http(s) URL such as https://events.example.com")
+        return value.rstrip("/")
+
+    @field_validator("link_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < 32:
+            raise ValueError("HERALD_LINK_KEY must be at least 32 characters (`herald keys --secrets` makes one)")
+        return value
+
+    def unsubscribe_link(self, workspace_id: str, send_id: str, user_id: str | None, channel: str) -> str | None:
+        """The signed one-click unsubscribe URL of a send, or None when links are not configured."""
+        if not self.public_url or self.link_key is None:
+            return None
+        key = self.link_key.get_secret_value().strip().encode()
+        return f"{self.public_url}/v1/unsubscribe/{unsubscribe_token(key, workspace_id, send_id, user_id, channel)}"
 
     def secret_box(self) -> SecretBox | None:
         """The box that seals channel secrets, or None when no key is configured."""

@@ -1,15 +1,20 @@
 """Pure dispatch rules: render a message for one user, what a template may read, where a webhook may
 go and which headers it may carry, when to retry."""
 
+import base64
 import email.policy
+import hmac
 import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.errors import HeaderParseError
 from email.headerregistry import Address
+from functools import lru_cache
+from html.parser import HTMLParser
 from typing import Any
 
+import css_inline
 import orjson
 
 from kernel.contracts import EmailContent, IosPush, ProfileSnapshot, PushContent, SendRequested, WebhookContent
@@ -43,10 +48,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class RenderedEmail:
+    """An email ready for SMTP: `body` is the plain text (given, or made from the HTML), `html` has its CSS inlined."""
+
     to: str
     subject: str
     body: str
     from_address: str | None
+    html: str | None = None
+    reply_to: str | None = None
+    unsubscribe_url: str | None = None  # List-Unsubscribe (RFC 8058 one-click) when links are signed
 
 
 @dataclass(frozen=True)
@@ -121,19 +131,152 @@ def header_text(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
-def render_email(send: SendRequested, profile: ProfileSnapshot, to: str) -> RenderedEmail:
-    """The email for this user: subject and body rendered with their data."""
+def render_email(
+    send: SendRequested,
+    profile: ProfileSnapshot,
+    to: str,
+    default_from: str | None = None,
+    default_reply_to: str | None = None,
+    unsubscribe_url: str | None = None,
+) -> RenderedEmail:
+    """The email for this user: subject, text and HTML rendered with their data (values in the HTML escaped),
+    the HTML's CSS inlined, the text made from the HTML when the campaign gives none; the campaign's `from` and
+    `reply_to`, else the workspace's defaults."""
     assert isinstance(send.message, EmailContent)
+    message = send.message
     context, budget = template_context(send, profile), templates.Budget()
-    sender = send.message.from_address
-    if sender is not None and _CONTROL.search(sender):  # saved before `from` was checked (sender_problem)
-        raise InvalidAddress("the campaign's `from` holds control characters")
+    sender = message.from_address or default_from
+    reply_to = message.reply_to or default_reply_to
+    for name, value in (("from", sender), ("reply_to", reply_to)):
+        if value is not None and _CONTROL.search(value):  # saved before the address was checked (sender_problem)
+            raise InvalidAddress(f"the campaign's `{name}` holds control characters")
+    html = None
+    if message.html is not None:
+        html = inline_css(render_html(message.html, context, "message.html", budget))
+    if message.body is not None:
+        body = render_text(message.body, context, "message.body", budget)
+    else:
+        body = html_to_text(html or "")
     return RenderedEmail(
         to=to,
-        subject=header_text(render_text(send.message.subject, context, "message.subject", budget)),
-        body=render_text(send.message.body, context, "message.body", budget),
+        subject=header_text(render_text(message.subject, context, "message.subject", budget)),
+        body=body,
         from_address=sender,
+        html=html,
+        reply_to=reply_to,
+        unsubscribe_url=unsubscribe_url,
     )
+
+
+def render_html(source: str, context: dict[str, Any], where: str, budget: templates.Budget) -> str:
+    """Render an HTML template: every value it outputs is HTML-escaped (a user's `<b>` arrives as text)."""
+    try:
+        return templates.render(source, context, budget, autoescape=True)
+    except templates.TemplateError as exc:
+        raise RenderError(f"template error in {where}: {exc}") from exc
+
+
+def inline_css(html: str) -> str:
+    """The HTML with its `<style>` rules moved into `style` attributes, as mail clients that drop `<style>` need;
+    @media rules stay in a `<style>` for the clients that read it. Remote stylesheets are never fetched."""
+    try:
+        return _inliner().inline(html)
+    except (css_inline.InlineError, ValueError) as exc:
+        raise RenderError(f"message.html: its CSS cannot be inlined ({str(exc)[:200]})") from exc
+
+
+@lru_cache(maxsize=1)
+def _inliner() -> css_inline.CSSInliner:
+    return css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+
+_BLOCKS = frozenset({
+    "p", "div", "section", "article", "header", "footer", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
+    "ul", "ol", "blockquote", "pre", "hr", "center", "main", "nav", "aside", "address", "figure",
+})
+_SKIPPED = frozenset({"head", "style", "script", "title", "template", "noscript"})
+_SPACES = re.compile(r"\s+")
+
+
+class _TextOfHtml(HTMLParser):
+    """Reads HTML as a plain-text email: paragraphs as blank-line-separated blocks, list items as `- `, a link
+    as its text followed by its address, images by their alt text; styles, scripts and the head left out."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping = 0
+        self.links: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag in _SKIPPED:
+            self.skipping += 1
+        elif tag == "br":
+            self.parts.append("\n")
+        elif tag == "li":
+            self.parts.append("\n- ")
+        elif tag in ("td", "th"):
+            self.parts.append(" ")
+        elif tag in _BLOCKS:
+            self.parts.append("\n\n")
+        elif tag == "img" and found.get("alt"):
+            self.parts.append(found["alt"] or "")
+        if tag == "a":
+            self.links.append(found.get("href"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in _BLOCKS:
+            self.parts.append("\n\n")
+        elif tag == "a" and self.links:
+            href = self.links.pop()
+            if href and href.startswith(("http://", "https://", "mailto:")) and href not in "".join(self.parts[-3:]):
+                self.parts.append(f" ({href.removeprefix('mailto:')})")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.parts.append(_SPACES.sub(" ", data))
+
+    def text(self) -> str:
+        lines = [" ".join(line.split()) if not line.startswith("- ") else "- " + " ".join(line[2:].split())
+                 for line in "".join(self.parts).split("\n")]
+        text = "\n".join(lines)
+        return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def html_to_text(html: str) -> str:
+    """The plain-text alternative of an HTML email, for clients (and spam filters) that read text."""
+    reader = _TextOfHtml()
+    reader.feed(html)
+    reader.close()
+    return reader.text()
+
+
+def unsubscribe_token(key: bytes, workspace_id: str, send_id: str, user_id: str | None, channel: str) -> str:
+    """A signed unsubscribe token: base64url of its JSON claims (`w` workspace, `s` send, `u` user, `c`
+    channel), a dot, and the base64url HMAC-SHA256 of that first part under the link key. A link whose
+    claims or signature were altered does not verify."""
+    claims = base64.urlsafe_b64encode(orjson.dumps({"w": workspace_id, "s": send_id, "u": user_id, "c": channel}))
+    body = claims.rstrip(b"=")
+    mac = base64.urlsafe_b64encode(hmac.digest(key, UNSUBSCRIBE_CONTEXT + body, "sha256")).rstrip(b"=")
+    return f"{body.decode()}.{mac.decode()}"
+
+
+def read_unsubscribe_token(key: bytes, token: str) -> dict[str, Any] | None:
+    """The claims of a token `unsubscribe_token` made under this key, or None when it is not one."""
+    body, _, mac = token.partition(".")
+    if not body or not mac or len(token) > 4096:
+        return None
+    expected = base64.urlsafe_b64encode(hmac.digest(key, UNSUBSCRIBE_CONTEXT + body.encode(), "sha256")).rstrip(b"=")
+    if not hmac.compare_digest(expected, mac.encode()):
+        return None
+    claims: dict[str, Any] = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return claims
+
+
+UNSUBSCRIBE_CONTEXT = b"herald-unsubscribe:"  # the MAC says what it is for: a key's MAC for another purpose never fits
 
 
 def render_webhook(send: SendRequested, profile: ProfileSnapshot) -> RenderedWebhook:

@@ -1,5 +1,5 @@
 """Dispatcher tables: the delivery log (one row per send_id, so nothing is sent twice), each push device's
-attempts, channel credentials, and the outbox."""
+attempts, channel credentials, suppressed addresses, and the outbox."""
 
 from datetime import datetime
 from typing import Any
@@ -91,4 +91,24 @@ class ChannelConfig(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class Suppression(Base):
+    """An address a channel must not send to: an email address that hard-bounced, a phone number that texted STOP.
+
+    A send to it is skipped with this reason; `address` is as the channel sends to it (a lower-cased email
+    address, an E.164 number).
+    """
+
+    __tablename__ = "suppressions"
+    __table_args__ = {"schema": SCHEMA}
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason_code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    send_id: Mapped[str | None] = mapped_column(String(64))  # the send whose answer suppressed it, if any
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 outbox = outbox_table(SCHEMA)
+

@@ -8,17 +8,20 @@ left as it is, so the Host header, TLS SNI and certificate checks name the host,
 """
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
+import re
 import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Any
+from typing import Any, Literal
 
 import aiosmtplib
 import google.auth.exceptions
@@ -73,7 +76,150 @@ def retry_after_seconds(value: str | None) -> float | None:
     return None
 
 
+SmtpSecurity = Literal["starttls", "tls", "none"]
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where and how to submit mail: a workspace's SMTP credentials, or the process-wide relay."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    security: SmtpSecurity = "none"
+
+    def pool_key(self) -> tuple[str, int, str | None, str, str]:
+        """Connections are shared only by identical servers and logins (the password by its hash, never kept as a key)."""
+        secret = hashlib.sha256((self.password or "").encode()).hexdigest()
+        return (self.host.lower(), self.port, self.username, secret, self.security)
+
+
+# Enhanced status codes (RFC 3463) that say the address itself is bad: no such mailbox or domain, a
+# mailbox disabled, a bad address syntax. A 5.7.x (policy: relaying denied, authentication needed) is
+# a problem of the sender's setup, and never marks the recipient's address undeliverable.
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+_BAD_ADDRESS_CODES = (550, 551, 553)
+
+
+def is_hard_bounce(code: int, message: str) -> bool:
+    """Whether an SMTP refusal of a recipient says the address will never take mail."""
+    enhanced = _ENHANCED.match(message or "")
+    if enhanced:
+        cls, subject, detail = enhanced.groups()
+        return cls == "5" and (subject == "1" or (subject, detail) == ("2", "1"))
+    return code in _BAD_ADDRESS_CODES
+
+
+class HardBounce(DeliveryError):
+    """The server refused the recipient for good (5xx saying the address is bad): the address is undeliverable."""
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message, transient=False, code="hard_bounce")
+        self.address = address
+
+
+class SmtpPool:
+    """Open connections to one SMTP server, reused across messages: at most `size` at once, an idle one closed
+    after `idle_seconds` (servers drop idle clients after a few minutes; RFC 5321 asks them to wait 5)."""
+
+    def __init__(self, server: SmtpServer, size: int, timeout: float, idle_seconds: float) -> None:
+        self.server, self.timeout, self.idle_seconds = server, timeout, idle_seconds
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self.opened = 0  # connections made, for tests and the bench
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        server = self.server
+        client = aiosmtplib.SMTP(
+            hostname=server.host, port=server.port, username=server.username, password=server.password,
+            use_tls=server.security == "tls", start_tls=server.security == "starttls", timeout=self.timeout,
+        )
+        await client.connect()
+        self.opened += 1
+        return client
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and now - since < self.idle_seconds:
+                return client
+            client.close()
+        return None
+
+    def _give_back(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            self._idle.append((client, time.monotonic()))
+
+    async def submit(self, sender: str, recipient: str, raw: bytes, utf8: bool) -> str:
+        """MAIL, RCPT and DATA on a pooled connection; returns the server's answer to DATA.
+
+        A reused connection the server has meanwhile closed is found at MAIL, before anything of the message
+        was sent, and the message goes on a new connection; a failure after MAIL never resends it here.
+        """
+        options = ["SMTPUTF8"] if utf8 else []
+        async with self._slots:
+            client = self._take_idle()
+            if client is not None:
+                try:
+                    await client.mail(sender, options=options, encoding="utf-8" if utf8 else "ascii")
+                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError):
+                    client.close()
+                    client = None
+                except aiosmtplib.SMTPResponseException as exc:
+                    if exc.code != 421:  # 421: the server is closing this connection; a new one may do
+                        await self._reset_or_close(client)
+                        raise
+                    client.close()
+                    client = None
+                except BaseException:
+                    client.close()
+                    raise
+            if client is None:
+                client = await self._connect()
+                try:
+                    await client.mail(sender, options=options, encoding="utf-8" if utf8 else "ascii")
+                except aiosmtplib.SMTPResponseException:
+                    await self._reset_or_close(client)
+                    raise
+                except BaseException:
+                    client.close()
+                    raise
+            try:
+                await client.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
+                answer = await client.data(raw)
+            except aiosmtplib.SMTPResponseException:
+                await self._reset_or_close(client)
+                raise
+            except BaseException:
+                client.close()  # mid-command: the connection's state is unknown
+                raise
+            self._give_back(client)
+            return f"{answer.code} {answer.message}"
+
+    async def _reset_or_close(self, client: aiosmtplib.SMTP) -> None:
+        """After a refusal the transaction is abandoned with RSET, and the connection kept if that works."""
+        try:
+            await client.rset()
+        except Exception:
+            client.close()
+            return
+        self._give_back(client)
+
+    async def aclose(self) -> None:
+        while self._idle:
+            client, _ = self._idle.pop()
+            with contextlib.suppress(Exception):
+                await client.quit()
+            client.close()
+
+
 class SmtpProvider:
+    """Email over SMTP: a pool of connections per server (the workspace's own, or the process-wide relay)."""
+
+    MAX_POOLS = 256  # servers with open connections at once; the least recently used pool is closed first
+
     def __init__(
         self,
         host: str,
@@ -83,38 +229,68 @@ class SmtpProvider:
         password: str | None = None,
         starttls: bool = False,
         timeout: float = 10.0,
+        pool_size: int = 4,
+        idle_seconds: float = 30.0,
     ) -> None:
-        self.host, self.port, self.default_from = host, port, default_from
-        self.username, self.password, self.starttls, self.timeout = username, password, starttls, timeout
+        self.default_server = SmtpServer(host, port, username, password, "starttls" if starttls else "none")
+        self.default_from, self.timeout = default_from, timeout
+        self.pool_size, self.idle_seconds = pool_size, idle_seconds
+        self.pools: OrderedDict[tuple[str, int, str | None, str, str], SmtpPool] = OrderedDict()
 
-    async def send(self, email: RenderedEmail, send_id: str) -> str:
-        """Send one email; returns the Message-ID."""
+    def pool(self, server: SmtpServer) -> SmtpPool:
+        """The pool of connections to this server (made on first use)."""
+        key = server.pool_key()
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = SmtpPool(server, self.pool_size, self.timeout, self.idle_seconds)
+            while len(self.pools) > self.MAX_POOLS:
+                _, old = self.pools.popitem(last=False)
+                asyncio.get_running_loop().create_task(old.aclose())
+        self.pools.move_to_end(key)
+        return pool
+
+    def build(self, email: RenderedEmail, send_id: str) -> EmailMessage:
+        """The MIME message: text, or multipart/alternative of text and HTML; List-Unsubscribe when a link is given."""
         message = EmailMessage()
         try:
             message["From"] = email.from_address or self.default_from
             message["To"] = email.to
+            if email.reply_to:
+                message["Reply-To"] = email.reply_to
             message["Subject"] = email.subject
             message["Message-ID"] = make_msgid(idstring=send_id.replace("-", ""), domain="herald.local")
             message["X-Herald-Send-Id"] = send_id
+            if email.unsubscribe_url:
+                # RFC 8058: one-click unsubscribe is a POST of `List-Unsubscribe=One-Click` to this HTTPS URL.
+                message["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
+                message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
             message.set_content(email.body)
-        except (ValueError, TypeError) as exc:  # a header the email library refuses: nothing was sent
+            if email.html is not None:
+                message.add_alternative(email.html, subtype="html")
+        except (ValueError, TypeError, IndexError) as exc:  # a header the email library refuses: nothing was sent
+            raise DeliveryError(f"message refused before sending: {exc}", transient=False, code="invalid_message") from exc
+        return message
+
+    async def send(self, email: RenderedEmail, send_id: str, server: SmtpServer | None = None) -> str:
+        """Send one email over a pooled connection; returns the Message-ID. A 5xx for a bad address is a HardBounce."""
+        message = self.build(email, send_id)
+        try:
+            sender = message["From"].addresses[0].addr_spec
+            utf8 = not (sender + email.to).isascii()
+            raw = message.as_bytes(policy=email_policy.SMTPUTF8 if utf8 else email_policy.SMTP)
+        except (ValueError, TypeError, IndexError, AttributeError, UnicodeError) as exc:
             raise DeliveryError(f"message refused before sending: {exc}", transient=False, code="invalid_message") from exc
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=self.starttls,
-                timeout=self.timeout,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            # 4xx (a full mailbox, greylisting) may pass later; 5xx is a hard bounce.
-            transient = bool(exc.recipients) and all(r.code < 500 for r in exc.recipients)
-            raise DeliveryError(
-                f"recipient refused: {exc}", transient=transient, code="smtp_busy" if transient else "recipient_refused"
-            ) from exc
+            await self.pool(server or self.default_server).submit(sender, email.to, raw, utf8)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            # 4xx (a full mailbox, greylisting) may pass later; a 5xx naming a bad address is a hard bounce.
+            if exc.code < 500:
+                raise DeliveryError(f"recipient refused for now: SMTP {exc.code} {exc.message}", transient=True, code="smtp_busy") from exc
+            if is_hard_bounce(exc.code, exc.message):
+                raise HardBounce(f"hard bounce: SMTP {exc.code} {exc.message}", email.to) from exc
+            raise DeliveryError(f"recipient refused: SMTP {exc.code} {exc.message}", transient=False, code="recipient_refused") from exc
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise DeliveryError(f"SMTP unavailable: {type(exc).__name__}", transient=True, code="provider_unreachable") from exc
         except aiosmtplib.SMTPResponseException as exc:
             transient = exc.code < 500
             raise DeliveryError(
@@ -124,6 +300,11 @@ class SmtpProvider:
             # The exception's type only: its text names the relay's address, which is no business of the user's timeline.
             raise DeliveryError(f"SMTP unavailable: {type(exc).__name__}", transient=True, code="provider_unreachable") from exc
         return str(message["Message-ID"])
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        pools, self.pools = list(self.pools.values()), OrderedDict()
+        await asyncio.gather(*(pool.aclose() for pool in pools), return_exceptions=True)
 
 
 class BlockedAddress(Exception):

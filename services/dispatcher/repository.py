@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import SendRequested
-from services.dispatcher.models import ChannelConfig, Delivery, PushAttempt
+from services.dispatcher.models import ChannelConfig, Delivery, PushAttempt, Suppression
 from services.profiles.views import segment_devices
 
 
@@ -178,3 +178,32 @@ async def save_push_attempts(session: AsyncSession, rows: list[dict[str, Any]]) 
         ),
         sorted(rows, key=lambda r: (r["send_id"], r["device_id"])),
     )
+
+
+async def suppressions(session: AsyncSession, keys: set[tuple[str, str, str]]) -> list[Suppression]:
+    """The suppressions among these (workspace, channel, address) keys."""
+    if not keys:
+        return []
+    rows = await session.scalars(
+        select(Suppression).where(tuple_(Suppression.workspace_id, Suppression.channel, Suppression.address).in_(sorted(keys)))
+    )
+    return list(rows)
+
+
+async def suppress(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Suppress addresses (the first reason stays: an address suppressed again keeps why it was first)."""
+    if rows:
+        await session.execute(
+            insert(Suppression).on_conflict_do_nothing(),
+            sorted(rows, key=lambda r: (r["workspace_id"], r["channel"], r["address"])),
+        )
+
+
+async def unsuppress(session: AsyncSession, workspace_id: str, channel: str, address: str) -> bool:
+    """Lift a suppression; whether there was one."""
+    result = await session.execute(
+        delete(Suppression).where(
+            Suppression.workspace_id == workspace_id, Suppression.channel == channel, Suppression.address == address
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))

@@ -1,13 +1,15 @@
 """Dispatcher API shapes."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from kernel.contracts import DeliveryStatus
 from services.dispatcher import credentials
+from services.dispatcher import domain as dispatch_rules
 
 
 class PushAttemptOut(BaseModel):
@@ -171,5 +173,75 @@ class FcmChannelOut(BaseModel):
     updated_at: datetime
 
 
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$|^\[?[0-9A-Fa-f:.]+\]?$")
+
+
+def _sender(value: str | None) -> str | None:
+    if value is not None and (problem := dispatch_rules.sender_problem(value)):
+        raise ValueError(problem)
+    return value
+
+
+class EmailChannelIn(BaseModel):
+    """A workspace's (or an app's) SMTP server and default sender; the password is write-only."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    app_id: AppId | None = None
+    host: str = Field(max_length=253, description="the SMTP server's host name, e.g. smtp.sendgrid.net")
+    port: int = Field(587, ge=1, le=65535, description="587 for STARTTLS submission, 465 for implicit TLS")
+    username: str | None = Field(None, max_length=320, description="the SMTP login (none: no login)")
+    password: str | None = Field(None, max_length=4096, description="the SMTP password or API key; write-only, never returned")
+    tls: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="`starttls` (upgrade on connect, port 587), `tls` (implicit TLS, port 465) or `none` (a local relay)"
+    )
+    from_address: str = Field(
+        alias="from", max_length=998, description="the From: of every email whose campaign names none, e.g. `Shop <hi@shop.example>`"
+    )
+    reply_to: str | None = Field(None, max_length=998, description="the Reply-To: of every email whose campaign names none")
+
+    @field_validator("host")
+    @classmethod
+    def _a_host(cls, value: str) -> str:
+        if not _HOST.fullmatch(value):
+            raise ValueError("must be a host name or an IP address, nothing else (no scheme, port or path)")
+        return value
+
+    @field_validator("username", "password")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and (any(c in value for c in "\r\n\x00") or not value):
+            raise ValueError("must be non-empty text on one line")
+        return value
+
+    @field_validator("from_address", "reply_to")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        return _sender(value)
+
+    @model_validator(mode="after")
+    def _login_whole(self) -> "EmailChannelIn":
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both `username` and `password` for an SMTP login, or neither")
+        return self
+
+
+class EmailChannelOut(BaseModel):
+    """An SMTP configuration as stored; the password is never shown."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    kind: Literal["email"] = "email"
+    app_id: str | None
+    host: str
+    port: int
+    username: str | None = None
+    tls: Literal["starttls", "tls", "none"]
+    from_address: str = Field(alias="from")
+    reply_to: str | None = None
+    password_set: bool = Field(description="an SMTP password is stored (write-only)")
+    updated_at: datetime
+
+
 class ChannelList(BaseModel):
-    channels: list[ApnsChannelOut | FcmChannelOut]
+    channels: list[ApnsChannelOut | FcmChannelOut | EmailChannelOut]

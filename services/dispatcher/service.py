@@ -40,17 +40,20 @@ from kernel.outbox import Outbox
 from services.dispatcher import credentials, domain, repository
 from services.dispatcher.config import DispatcherSettings
 from services.dispatcher.credentials import SecretBox
-from services.dispatcher.models import ChannelConfig, Delivery
+from services.dispatcher.domain import WebhookPolicy
+from services.dispatcher.models import ChannelConfig, Delivery, Suppression
 from services.dispatcher.providers import (
     ApnsCredentials,
     ApnsProvider,
     DeadToken,
     DeliveryError,
     FcmProvider,
+    HardBounce,
     SmtpProvider,
+    SmtpServer,
     WebhookProvider,
 )
-from services.dispatcher.schemas import ApnsChannelIn, FcmChannelIn
+from services.dispatcher.schemas import ApnsChannelIn, EmailChannelIn, FcmChannelIn
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +108,7 @@ class Result:
     provider_response: str | None = None
     retry_after: float | None = None
     devices: list[DeviceResult] = field(default_factory=list)
+    suppress: str | None = None  # an address the provider called undeliverable: later sends to it are skipped
 
 
 @dataclass
@@ -114,6 +118,19 @@ class PushContext:
     devices: dict[tuple[str, str], list[dict[str, Any]]]
     configs: dict[tuple[str, str, str], ChannelConfig]
     done: dict[str, dict[str, str]]  # send id -> device id -> final status
+
+
+@dataclass
+class AddressContext:
+    """What email (and SMS) sends of one batch need, read once: the channel configurations of their workspaces
+    and apps, and which of their addresses are suppressed (with why)."""
+
+    configs: dict[tuple[str, str, str], ChannelConfig]
+    suppressed: dict[tuple[str, str, str], Suppression]
+
+    def config(self, workspace_id: str, app_id: str, kind: str) -> ChannelConfig | None:
+        """The app's configuration of this kind, else the workspace's."""
+        return self.configs.get((workspace_id, app_id, kind)) or self.configs.get((workspace_id, "", kind))
 
 
 @dataclass(frozen=True)
@@ -176,7 +193,9 @@ async def deliver(d: Dispatcher, claimed: list[Claimed]) -> list[Delivery]:
     profiles = await _profiles(d.nc, {(c.send.workspace_id, c.send.profile_id) for c in claimed})
     pushes = [c.send for c in claimed if c.send.channel == "push"]
     push_context = await _push_context(d, pushes) if pushes else None
-    results = await asyncio.gather(*(_attempt_safely(d, c, profiles, push_context) for c in claimed))
+    addressed = [c.send for c in claimed if c.send.channel in ADDRESSED_CHANNELS]
+    address_context = await _address_context(d, addressed, profiles) if addressed else None
+    results = await asyncio.gather(*(_attempt_safely(d, c, profiles, push_context, address_context) for c in claimed))
     for tries in range(1, RECORD_TRIES + 1):
         try:
             async with unit_of_work(d.sessions) as session:
@@ -227,11 +246,48 @@ async def _push_context(d: Dispatcher, sends: list[SendRequested]) -> PushContex
     )
 
 
+ADDRESSED_CHANNELS = ("email",)  # channels that send to an address the profile holds, which may be suppressed
+
+
+def address_of(send: SendRequested, profile: ProfileSnapshot | Exception) -> str | None:
+    """Where a send of an addressed channel goes, as suppressions key it (None when it has no usable address)."""
+    if isinstance(profile, Exception) or not profile.found:
+        return None
+    try:
+        address = domain.email_address(profile)
+    except domain.Undeliverable:
+        return None
+    return address.lower() if address else None
+
+
+async def _address_context(
+    d: Dispatcher, sends: list[SendRequested], profiles: dict[tuple[str, str], ProfileSnapshot | Exception]
+) -> AddressContext | Exception:
+    """The channel configurations and suppressions these sends need, or why they could not be read."""
+    keys: set[tuple[str, str, str]] = {
+        (s.workspace_id, s.channel, a) for s in sends if (a := address_of(s, profiles[(s.workspace_id, s.profile_id)]))
+    }
+    try:
+        async with unit_of_work(d.sessions) as session:
+            configs = await repository.channels_for(
+                session, {(s.workspace_id, getattr(s.message, "app_id", None) or "") for s in sends}
+            )
+            suppressed = await repository.suppressions(session, keys)
+    except Exception as exc:
+        log.warning("address_context_unavailable", sends=len(sends), error=repr(exc))
+        return exc
+    return AddressContext(
+        configs={(c.workspace_id, c.app_id, c.kind): c for c in configs},
+        suppressed={(r.workspace_id, r.channel, r.address): r for r in suppressed},
+    )
+
+
 async def _attempt_safely(
     d: Dispatcher,
     claimed: Claimed,
     profiles: dict[tuple[str, str], ProfileSnapshot | Exception],
     push_context: PushContext | Exception | None = None,
+    address_context: AddressContext | Exception | None = None,
 ) -> Result:
     """One attempt, bounded in time; whatever goes wrong is this send's outcome and no other's."""
     bind_correlation_id(claimed.correlation_id)  # its own task: the binding stays with this send
@@ -245,6 +301,10 @@ async def _attempt_safely(
                 if isinstance(push_context, Exception) or push_context is None:
                     return Result("retry", "devices_unavailable", "the user's devices or the channel credentials could not be read")
                 return await attempt_push(d, send, profile, push_context)
+            if send.channel == "email":
+                if isinstance(address_context, Exception) or address_context is None:
+                    return Result("retry", "channel_unavailable", "the email channel's settings or suppressions could not be read")
+                return await attempt_email(d, send, profile, address_context)
             return await attempt(send, profile, d.providers)
     except TimeoutError:
         return Result("retry", "attempt_timeout", f"the attempt took longer than {d.settings.attempt_timeout_seconds:g}s")
@@ -253,18 +313,57 @@ async def _attempt_safely(
         return Result("failed", "internal_error", f"internal error: {type(exc).__name__}")
 
 
-async def attempt(send: SendRequested, profile: ProfileSnapshot, providers: Providers) -> Result:
-    """Render and deliver once; no database work here."""
+async def attempt_email(d: Dispatcher, send: SendRequested, profile: ProfileSnapshot, context: AddressContext) -> Result:
+    """Render and send one email over the workspace's SMTP server (or the process-wide relay), unless its address
+    is suppressed; a hard bounce fails it and suppresses the address. No database work here."""
     if not profile.found:
         return Result("skipped", "profile_gone", "the user's profile no longer exists")
     try:
-        if send.channel == "email":
-            to = domain.email_address(profile)
-            if to is None:
-                return Result("skipped", "no_address", "the user has no email address (trait `email`)")
-            email = domain.render_email(send, profile, to)
-            response = await providers.email.send(email, send.send_id)
-            return Result("sent", "ok", None, to, email.subject, response)
+        to = domain.email_address(profile)
+        if to is None:
+            return Result("skipped", "no_address", "the user has no email address (trait `email`)")
+        suppressed = context.suppressed.get((send.workspace_id, "email", to.lower()))
+        if suppressed is not None:
+            return Result("skipped", "suppressed", f"the address is undeliverable: {suppressed.reason}", to)
+        config = context.config(send.workspace_id, getattr(send.message, "app_id", None) or "", "email")
+        server, defaults = _smtp_server(d.settings, config)
+        link = d.settings.unsubscribe_link(send.workspace_id, send.send_id, send.user_id, "email")
+        email = domain.render_email(send, profile, to, defaults.get("from"), defaults.get("reply_to"), link)
+        response = await d.providers.email.send(email, send.send_id, server)
+        return Result("sent", "ok", None, to, email.subject, response)
+    except domain.Undeliverable as exc:
+        return Result("skipped", exc.code, str(exc))
+    except HardBounce as exc:
+        return Result("failed", exc.code, str(exc), exc.address, suppress=exc.address.lower())
+    except DeliveryError as exc:
+        return Result("retry" if exc.transient else "failed", exc.code, str(exc), retry_after=exc.retry_after)
+
+
+def _smtp_server(settings: DispatcherSettings, config: ChannelConfig | None) -> tuple[SmtpServer | None, dict[str, Any]]:
+    """The SMTP server and default sender of a configuration; (None, {}) for the process-wide relay and sender."""
+    if config is None:
+        return None, {}
+    shown = config.settings
+    password = None
+    if config.secret:
+        box = settings.secret_box()
+        if box is None:
+            raise DeliveryError("the stored SMTP password needs HERALD_SECRETS_KEY, which this dispatcher is not given",
+                                transient=False, code="credentials_unreadable")
+        try:
+            password = box.open(config.secret).get("password")
+        except credentials.SecretUnreadable:
+            raise DeliveryError("the stored SMTP password is sealed under a key HERALD_SECRETS_KEY no longer holds",
+                                transient=False, code="credentials_unreadable") from None
+    server = SmtpServer(shown["host"], shown["port"], shown.get("username"), password, shown["tls"])
+    return server, {"from": shown.get("from"), "reply_to": shown.get("reply_to")}
+
+
+async def attempt(send: SendRequested, profile: ProfileSnapshot, providers: Providers) -> Result:
+    """Render and deliver a webhook once; no database work here."""
+    if not profile.found:
+        return Result("skipped", "profile_gone", "the user's profile no longer exists")
+    try:
         hook = domain.render_webhook(send, profile)
         response = await providers.webhook.send(hook, send.send_id)
         return Result("sent", "ok", None, hook.url, None, response)
@@ -399,6 +498,7 @@ async def record(
     now = datetime.now(UTC)
     recorded: list[Delivery] = []
     device_rows: list[dict[str, Any]] = []
+    suppressions: list[dict[str, Any]] = []
     for claimed, result in results:
         delivery = rows[claimed.send.send_id]
         if delivery.status != "sending" or delivery.attempts != claimed.attempt:
@@ -407,8 +507,15 @@ async def record(
         _apply(delivery, claimed.send, result, now, settings)
         recorded.append(delivery)
         device_rows += [_device_row(delivery, device, now) for device in result.devices]
+        if result.suppress:
+            suppressions.append({
+                "workspace_id": delivery.workspace_id, "channel": delivery.channel, "address": result.suppress[:320],
+                "reason_code": result.code, "reason": _fit("reason", result.reason), "send_id": delivery.send_id,
+                "created_at": now,
+            })
     await session.flush()
     await repository.save_push_attempts(session, device_rows)
+    await repository.suppress(session, suppressions)
     return recorded, await _stage_outcomes(session, outbox, recorded)
 
 
@@ -579,7 +686,7 @@ def describe(delivery: Delivery) -> dict[str, object]:
 
 # --- channel credentials ------------------------------------------------------------------
 
-ChannelKind = Literal["apns", "fcm"]
+ChannelKind = Literal["apns", "fcm", "email"]
 APNS_SHOWN = ("device_app", "team_id", "key_id", "topic", "environment")
 FCM_SHOWN = ("device_app", "project_id", "client_email", "private_key_id", "token_uri")
 
@@ -614,6 +721,27 @@ async def save_fcm(session: AsyncSession, settings: DispatcherSettings, workspac
     shown = {"device_app": body.device_app, **{k: account.get(k) for k in FCM_SHOWN if k != "device_app"}}
     sealed = _box(settings).seal({"service_account": account})
     return await repository.save_channel(session, workspace_id, "fcm", body.app_id or "", shown, sealed)
+
+
+EMAIL_SHOWN = ("host", "port", "username", "tls", "from", "reply_to")
+
+
+async def save_email(
+    session: AsyncSession, settings: DispatcherSettings, workspace_id: str, body: EmailChannelIn
+) -> ChannelConfig:
+    """Store (or replace) a workspace's SMTP server and default sender for one app or all, the password sealed."""
+    host = body.host.strip("[]").rstrip(".")
+    if WebhookPolicy.parse(settings.webhook_allowed_hosts).refuses_literal(host):
+        raise Unprocessable([{
+            "loc": ["body", "host"],
+            "msg": f"email may not go to {host}: a loopback, private, link-local or reserved address, unless the "
+            "operator allows it (HERALD_WEBHOOK_ALLOWED_HOSTS)",
+            "type": "value_error",
+        }])
+    shown = {**body.model_dump(include={"host", "port", "username", "tls", "reply_to"}), "from": body.from_address,
+             "password_set": body.password is not None}
+    sealed = _box(settings).seal({"password": body.password}) if body.password is not None else ""
+    return await repository.save_channel(session, workspace_id, "email", body.app_id or "", shown, sealed)
 
 
 def describe_channel(row: ChannelConfig) -> dict[str, Any]:

@@ -104,6 +104,9 @@ SHAPES: dict[str, type[EmailMessage] | type[WebhookMessage] | type[PushMessage]]
 }
 
 
+APP_CHANNELS = ("push", "email")  # channels whose credentials (and, for push, devices) may be an app's own
+
+
 class CampaignIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     channel: Channel
@@ -118,7 +121,8 @@ class CampaignIn(BaseModel):
     ends_at: datetime | None = None
     app_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="push: the app whose devices and channel credentials it uses (kept in the message as `app_id`)",
+        description="push and email: the app whose channel credentials (and, for push, devices) it uses (kept in the "
+        "message as `app_id`)",
     )
     message: dict[str, Any]
 
@@ -144,7 +148,7 @@ class CampaignIn(BaseModel):
         campaign = handler(data)
         shape = SHAPES[campaign.channel]
         message = campaign.message
-        if campaign.channel == "push" and campaign.app_id and isinstance(message, dict):
+        if campaign.channel in APP_CHANNELS and campaign.app_id and isinstance(message, dict):
             message = {**message, "app_id": message.get("app_id") or campaign.app_id}
         try:
             content = shape.model_validate(message)
@@ -190,9 +194,12 @@ def message_problems(content: EmailMessage | WebhookMessage | PushMessage) -> li
         return push_template_problems(content.model_dump(exclude={"app_id", "ttl", "priority"}, exclude_none=True), ("message",))
     if isinstance(content, EmailMessage):
         found += template_problems(content.subject, ("message", "subject"))
-        found += template_problems(content.body, ("message", "body"))
-        if content.from_address is not None and (problem := dispatch_rules.sender_problem(content.from_address)):
-            found.append((("message", "from"), "invalid_sender", f"`from` {problem}"))
+        for name in ("body", "html"):
+            if (source := getattr(content, name)) is not None:
+                found += template_problems(source, ("message", name))
+        for name, value in (("from", content.from_address), ("reply_to", content.reply_to)):
+            if value is not None and (problem := dispatch_rules.sender_problem(value)):
+                found.append((("message", name), "invalid_sender", f"`{name}` {problem}"))
         return found
     host = content.url.host or ""
     if webhook_policy().refuses_literal(host):

@@ -187,3 +187,38 @@ async def test_a_new_key_reads_old_secrets_and_rotation_moves_them_to_it(channel
 def test_a_secrets_key_that_is_not_fernet_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="entry 2 is not a Fernet key"):
         SecretBox.from_setting(f"{KEY_A},not-a-key")
+
+
+async def test_smtp_credentials_are_stored_sealed_checked_and_the_password_never_shown(  # type: ignore[no-untyped-def]
+    channels_api: Running, sessions, workspace_id: str
+) -> None:
+    body = {"host": "smtp.sendgrid.net", "port": 587, "username": "apikey", "password": "SG.secret-value",
+            "tls": "starttls", "from": "Shop <hi@shop.example>", "reply_to": "care@shop.example"}
+    async with channels_api(HERALD_SECRETS_KEY=KEY_A) as api:
+        saved = await api.put("/api/v1/channels/email", json=body)
+        assert saved.status_code == 200, saved.text
+        shown = (await api.get("/api/v1/channels/email")).json()
+        listed = (await api.get("/api/v1/channels")).json()
+        for bad, field in [
+            ({**body, "host": "smtp.example.com:25"}, "host"),
+            ({**body, "port": 70000}, "port"),
+            ({**body, "tls": "ssl3"}, "tls"),
+            ({**body, "from": "a@example.com\r\nBcc: all@example.com"}, "from"),
+            ({**body, "reply_to": "not an address"}, "reply_to"),
+            ({**body, "password": "two\nlines"}, "password"),
+            ({**body, "extra": 1}, "extra"),
+        ]:
+            assert errors_at(await api.put("/api/v1/channels/email", json=bad)) == [["body", field]], field
+        login_half = await api.put("/api/v1/channels/email", json={k: v for k, v in body.items() if k != "password"})
+        assert login_half.status_code == 422 and "username" in login_half.text
+        private = await api.put("/api/v1/channels/email", json={**body, "host": "10.0.0.5"})
+        assert errors_at(private) == [["body", "host"]]
+        assert (await api.delete("/api/v1/channels/email?app_id=nope")).status_code == 404
+
+    for answer in (saved.text, orjson.dumps(shown).decode(), orjson.dumps(listed).decode()):
+        assert "SG.secret-value" not in answer
+    assert shown == {**{k: v for k, v in body.items() if k != "password"}, "kind": "email", "app_id": None,
+                     "password_set": True, "updated_at": shown["updated_at"]}
+    assert [c["kind"] for c in listed["channels"]] == ["email"]
+    [row] = await stored(sessions, workspace_id)
+    assert "SG.secret-value" not in row.secret and SecretBox.from_setting(KEY_A).open(row.secret) == {"password": "SG.secret-value"}

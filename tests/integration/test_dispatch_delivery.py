@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.infra import free_port
-from herald.sinks import Catcher
+from herald.sinks import Catcher, smtp_server
 from kernel import bus
 from kernel.contracts import PROFILE_QUERY_SUBJECT, ProfileQuery, SendRequested, TriggerEvent
 from kernel.db import unit_of_work
@@ -69,9 +69,7 @@ class SmtpSink:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        from aiosmtpd.smtp import SMTP
-
-        self.server = await asyncio.get_running_loop().create_server(lambda: SMTP(self.catcher), "127.0.0.1", self.port)
+        self.server = await asyncio.get_running_loop().create_server(lambda: smtp_server(self.catcher), "127.0.0.1", self.port)
 
     async def stop(self) -> None:
         if self.server is not None:

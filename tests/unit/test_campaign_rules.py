@@ -212,3 +212,19 @@ def test_text_postgresql_cannot_store_is_refused_where_it_is(body: dict[str, Any
 def test_numbers_and_sizes_stay_bounded(body: dict[str, Any], loc: tuple[str | int, ...]) -> None:
     errors = refused(body)
     assert any(found[: len(loc)] == loc for found in errors), errors
+
+
+def test_an_email_may_be_html_only_with_reply_to_and_an_app() -> None:
+    saved = CampaignIn.model_validate(campaign(
+        message={"subject": "Hi", "html": "<p>Hi {{ user.traits.first_name }}</p>", "reply_to": "Care <care@shop.example>"},
+        app_id="shop",
+    ))
+    assert saved.message == {"subject": "Hi", "html": "<p>Hi {{ user.traits.first_name }}</p>",
+                             "reply_to": "Care <care@shop.example>", "app_id": "shop"}
+
+
+def test_an_email_needs_a_body_and_its_html_and_reply_to_are_checked_naming_them() -> None:
+    assert list(refused(campaign(message={"subject": "Hi"}))) == [("message",)]
+    errors = refused(campaign(message={"subject": "Hi", "html": "<p>{{ user.traits.x | nosuchfilter }}</p>",
+                                       "reply_to": "a@example.com\r\nBcc: all@example.com"}))
+    assert set(errors) == {("message", "html"), ("message", "reply_to")}
