@@ -47,6 +47,7 @@ from liquid.builtin.expressions.primitive import Literal, RangeLiteral
 from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
 from liquid.expression import Expression
 from liquid.output import LimitedStringIO
+from liquid.static_analysis import Variable
 from liquid.stringify import to_liquid_string
 
 MAX_TEMPLATE_CHARS = 32_768  # one template's source (parsing the densest takes ~0.2 s, once per process)
@@ -59,8 +60,15 @@ MAX_NUMBER_BITS = 1024  # a filter's integer result (repeated `times` would grow
 MAX_CONTEXT_DEPTH = 16  # scopes: the render's own 5, plus one per enclosing loop
 MAX_BLOCK_NESTING = 16  # blocks (if, for, case, ...) inside one another
 RENDER_BUDGET_SECONDS = 0.1  # CPU seconds per message: twice a 10,000-iteration loop; a long real message takes a few ms
-# What a template can read; the dispatcher's render context has exactly these roots.
-TEMPLATE_ROOTS = ("user", "event", "campaign", "send_id")
+# What a template can read; the dispatcher's render context has exactly these roots, and these fields in each.
+TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
+    "user": ("user_id", "traits", "attributes", "devices", "computed"),
+    "event": ("name", "properties", "timestamp"),
+    "campaign": ("id",),
+    "send_id": (),  # text
+}
+TEMPLATE_ROOTS = tuple(TEMPLATE_FIELDS)
+LIQUID_PROPERTIES = ("size", "first", "last")  # what Liquid reads on any list, text or object
 PARTIAL_TAGS = ("include", "render")
 CHECK_EVERY = 64  # loop iterations between two looks at the clock (a look costs about a microsecond)
 
@@ -252,15 +260,42 @@ def problems(source: str) -> list[str]:
     analysis = template.analyze(include_partials=False)
     found = [f"unknown filter `{name}`" for name in analysis.filters if name not in environment().filters]
     found += [f"`{{% {tag} %}}` is not available (there are no partial templates)" for tag in analysis.tags if tag in PARTIAL_TAGS]
-    found += [
-        f"unknown variable `{name}` (a template reads {', '.join(TEMPLATE_ROOTS)})"
-        for name in analysis.globals
-        if name not in TEMPLATE_ROOTS
-    ]
+    found += _unknown_variables(analysis.globals, source)
     static = RenderContext(template)
     for node in template.nodes:
         found += _static_limits(node, static, 1)
     return found
+
+
+def _unknown_variables(globals_: Mapping[str, list[Variable]], source: str) -> list[str]:
+    """A variable whose root is none of TEMPLATE_ROOTS (`usr.traits`), or whose field is none of its root's
+    (`user.trait`), once per name, where it first appears: it would render as nothing for every user."""
+    found: list[str] = []
+    for name, uses in globals_.items():
+        if name not in TEMPLATE_FIELDS:
+            found.append(f"unknown variable `{name}`{_at(uses[0], source)} (a template reads {', '.join(TEMPLATE_ROOTS)})")
+            continue
+        fields = TEMPLATE_FIELDS[name]
+        wrong: dict[str, Variable] = {}
+        for use in uses:
+            field = use.segments[1] if len(use.segments) > 1 else None
+            if isinstance(field, str) and field not in fields and field not in LIQUID_PROPERTIES:
+                wrong.setdefault(field, use)
+        found += [
+            f"unknown variable `{name}.{field}`{_at(use, source)} "
+            + (f"(`{name}` has {', '.join(fields)})" if fields else f"(`{name}` is text)")
+            for field, use in wrong.items()
+        ]
+    return found
+
+
+def _at(variable: Variable, source: str) -> str:
+    """Where a variable is in its template, as Liquid's own errors say it."""
+    try:
+        line, column = variable.span.line_col(source)
+    except ValueError:
+        return ""
+    return f" (line {line}, column {column})"
 
 
 def _static_limits(node: Node, static: RenderContext, enclosing: int) -> list[str]:
