@@ -19,6 +19,7 @@ import uvicorn
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.api import API_ROUTES
 from herald.infra import free_port
 from herald.stack import APPS, SERVICES, create_workspace, set_rate_limits
 from kernel import signing
@@ -498,3 +499,82 @@ async def test_the_workspace_is_the_one_signed_never_one_a_caller_names(
     async with httpx.AsyncClient(base_url=herald.services["profiles"], timeout=10) as client:
         r = await client.get(path, headers=elsewhere)
     assert r.status_code == 404, r.text  # read in the signed workspace, where this user does not exist
+
+
+# 6. Another workspace's key reaches nothing of this one, on every route of the table.
+
+# Bodies that would be accepted if the id were the caller's own, so a refusal is the 404, never a 422.
+WRITE_BODIES: dict[tuple[str, str], Any] = {
+    ("users/{user_id}/devices", "POST"): {"device_id": "stolen-phone", "platform": "ios"},
+    ("segments/{segment_id}", "PATCH"): {"name": "stolen"},
+    ("campaigns/{campaign_id}", "PATCH"): {"name": "stolen"},
+    ("campaigns/{campaign_id}/duplicate", "POST"): {"name": "stolen"},
+}
+# Routes without an id: what another workspace's key may do there acts on its own workspace only.
+EMPTY_ANSWERS = {"users/{user_id}/messages"}  # nobody's messages: an empty list, as for any unknown user
+
+
+async def test_another_workspace_s_key_reaches_nothing_of_this_one_on_any_route(
+    herald: Herald, sessions: async_sessionmaker[AsyncSession], infra: Infra
+) -> None:
+    ada, token = unique("ada"), unique("token")
+    await identified(herald, sessions, ada, traits={"plan": "vip", "email": f"{ada}@example.com"})
+    device = await herald.api.post(f"/api/v1/users/{ada}/devices", json={"device_id": unique("phone"), "platform": "ios", "push_token": token})
+    assert device.status_code == 200, device.text
+    made = await herald.api.post("/api/v1/segments", json={"name": "VIP", "filter": {"trait": "plan", "op": "eq", "value": "vip"}})
+    assert made.status_code == 201, made.text
+    created = await herald.api.post("/api/v1/campaigns", json=campaign_body())
+    assert created.status_code == 201, created.text
+    mine = {"user_id": ada, "segment_id": made.json()["id"], "campaign_id": created.json()["id"]}
+    own_key_id = (await herald.api.get("/api/v1/api-keys")).json()["api_keys"][0]["id"]
+
+    other = await create_workspace(infra.database_url, "intruder")
+    await set_rate_limits(infra.database_url, other["workspace_id"], {"sdk": 100_000, "api": 100_000})
+    own_writes: dict[tuple[str, str], tuple[Any, Any]] = {  # (body, what the answer must be)
+        ("segments", "POST"): ({"name": "Mine", "filter": {"trait": "plan", "op": "eq", "value": "vip"}}, lambda r: r.status_code == 201 and r.json()["size"] == 0),
+        ("campaigns", "POST"): (campaign_body(), lambda r: r.status_code == 201),
+        ("segments/preview", "POST"): (
+            {"filter": {"trait": "plan", "op": "eq", "value": "vip"}},
+            lambda r: r.status_code == 200 and r.json()["user_ids"] == [] and r.json()["count"] == 0,
+        ),
+        ("devices/deactivate", "POST"): ({"token": token}, lambda r: r.status_code == 200 and r.json()["deactivated"] is False),
+    }
+    calls = sorted(((route, method) for route in API_ROUTES for method in route.methods), key=lambda c: c[1] != "GET")
+    async with httpx.AsyncClient(base_url=str(herald.api.base_url), headers={"authorization": f"Bearer {other['api_key']}"}, timeout=10) as intruder:
+        for route, method in calls:
+            path = "/api/v1/" + "/".join(mine[p[1:-1]] if p.startswith("{") else p for p in route.parts)
+            key = (route.template, method)
+            shown = f"{method} {path}"
+            if key in own_writes:
+                payload, holds = own_writes[key]
+                r = await intruder.request(method, path, json=payload)
+                assert holds(r), (shown, r.status_code, r.text)
+            elif route.template in EMPTY_ANSWERS:
+                r = await intruder.request(method, path)
+                assert r.status_code == 200 and all(v == [] for v in r.json().values() if isinstance(v, list)), (shown, r.text)
+            elif "{" in route.template:
+                r = await intruder.request(method, path, json=WRITE_BODIES.get(key))
+                assert_not_found(r)
+            elif method == "GET":  # a list of its own: empty, or nothing configured
+                r = await intruder.get(path)
+                assert r.status_code in (200, 404), (shown, r.status_code, r.text)
+                if r.status_code == 200:
+                    lists = [v for v in r.json().values() if isinstance(v, list)]
+                    assert lists and all(v == [] for v in lists), (shown, r.text)
+            elif method == "PUT":  # configuration of its own: an empty one is refused before anything is read
+                r = await intruder.put(path, json={})
+                assert r.status_code == 422, (shown, r.status_code, r.text)
+            else:
+                r = await intruder.request(method, path)
+                assert r.status_code == 404, (shown, r.status_code, r.text)
+        assert_not_found(await intruder.delete(f"/api/v1/api-keys/{own_key_id}"))
+        assert own_key_id not in [k["id"] for k in (await intruder.get("/api/v1/api-keys")).json()["api_keys"]]
+
+    # Everything of this workspace is as it was.
+    segment = (await herald.api.get(f"/api/v1/segments/{mine['segment_id']}")).json()
+    assert (segment["name"], segment["size"], segment.get("archived_at")) == ("VIP", 1, None)
+    campaign = (await herald.api.get(f"/api/v1/campaigns/{mine['campaign_id']}")).json()
+    assert (campaign["name"], campaign["status"]) == ("Abandoned cart", "draft")
+    profile = (await herald.api.get(f"/api/v1/users/{ada}")).json()
+    assert [(d["push_token"], d["push_enabled"]) for d in profile["devices"]] == [(token, True)]
+    assert (await herald.api.get("/api/v1/api-keys")).json()["api_keys"][0]["revoked_at"] is None
