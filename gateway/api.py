@@ -238,6 +238,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("channels/apns", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
     ApiRoute("channels/fcm", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
     ApiRoute("channels/email", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
+    ApiRoute("channels/sms", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
 )
 
 

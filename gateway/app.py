@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import openapi, ratelimit
 from gateway.api import router
 from gateway.config import get_settings
+from gateway.inbound import router as inbound_router
 from gateway.service import STALE_WRITE_KEY_SECONDS, ApiGrant, KeyCache
 from kernel import http, signing
 from kernel.web import create_app, open_resources
@@ -81,7 +82,7 @@ class SdkCors:
 
 def build() -> FastAPI:
     """The gateway ASGI app."""
-    app = create_app("Herald gateway", lifespan, [router])
+    app = create_app("Herald gateway", lifespan, [router, inbound_router])
     app.add_middleware(SdkCors)  # outermost: even an unhandled error's answer is readable by the page
     openapi.serve_merged(app)
     return app

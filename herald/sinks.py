@@ -1,5 +1,5 @@
-"""Local sinks for development: a real SMTP server, an HTTP webhook catcher, and APNs- and
-FCM-compatible push endpoints that check requests as the providers do.
+"""Local sinks for development: a real SMTP server, an HTTP webhook catcher, APNs- and FCM-compatible
+push endpoints and a Twilio-compatible SMS endpoint that check requests as the providers do.
 
 Everything they receive is listed as JSON at `GET /messages` on the sink's HTTP port (8025 by
 default) and appended to `<data dir>/sinks.jsonl`, so a restart keeps the history. The HTTP port
@@ -25,12 +25,13 @@ from hypercorn.config import Config as HypercornConfig
 from pydantic import BaseModel, Field
 
 from herald.push_sinks import PushSink, push_routes
+from herald.sms_sink import SmsSink, sms_routes
 from kernel.web import JSON
 
 # Headers of a caught email that /messages shows.
 EMAIL_HEADERS = ("From", "To", "Reply-To", "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version")
 # What the JSON-lines file holds, by kind; the push sink's issued keys come back to it on a restart.
-LISTS = {"email": "emails", "webhook": "webhooks", "push": "pushes"}
+LISTS = {"email": "emails", "webhook": "webhooks", "push": "pushes", "sms": "texts"}
 
 
 class Catcher:
@@ -41,6 +42,8 @@ class Catcher:
         self.emails: list[dict[str, Any]] = []
         self.webhooks: list[dict[str, Any]] = []
         self.pushes: list[dict[str, Any]] = []
+        self.texts: list[dict[str, Any]] = []
+        self.sms = SmsSink(self.keep)
         self.bounces: dict[str, str] = {}  # address -> the SMTP reply its RCPT gets
         self.smtp_connections = 0
         self.push = PushSink(self.keep)
@@ -51,6 +54,7 @@ class Catcher:
                     getattr(self, LISTS[item["kind"]]).append(item)
                 else:
                     self.push.restore(item)
+                    self.sms.restore(item)
 
     def keep(self, item: dict[str, Any]) -> None:
         if item["kind"] in LISTS:
@@ -64,9 +68,10 @@ class Catcher:
         self.emails.clear()
         self.webhooks.clear()
         self.pushes.clear()
+        self.texts.clear()
         if self.path and self.path.exists():
             self.path.unlink()
-            for item in self.push.issued():
+            for item in [*self.push.issued(), *self.sms.issued()]:
                 self.keep(item)
 
     # aiosmtpd handler hooks
@@ -122,8 +127,8 @@ def build_http(catcher: Catcher) -> FastAPI:
 
     @app.get("/messages")
     async def messages() -> dict[str, Any]:
-        """Every email, webhook and push caught, oldest first."""
-        return {"emails": catcher.emails, "webhooks": catcher.webhooks, "pushes": catcher.pushes}
+        """Every email, webhook, push and text caught, oldest first."""
+        return {"emails": catcher.emails, "webhooks": catcher.webhooks, "pushes": catcher.pushes, "texts": catcher.texts}
 
     @app.delete("/messages", status_code=204)
     async def clear() -> None:
@@ -161,6 +166,7 @@ def build_http(catcher: Catcher) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(push_routes(catcher.push))
+    app.include_router(sms_routes(catcher.sms))
     return app
 
 

@@ -89,6 +89,7 @@ class StackConfig:
                 "HERALD_APNS_URL": f"{self.url('sinks')}/apns",
                 "HERALD_APNS_SANDBOX_URL": f"{self.url('sinks')}/apns",
                 "HERALD_FCM_URL": f"{self.url('sinks')}/fcm",
+                "HERALD_TWILIO_URL": f"{self.url('sinks')}/twilio",
                 "HERALD_FCM_TOKEN_ORIGINS": f"https://oauth2.googleapis.com,{self.url('sinks')}",
                 "HERALD_DATA_DIR": str(self.data_dir),
                 **{f"HERALD_{s.upper()}_URL": self.url(s) for s in SERVICES if s != "gateway"},

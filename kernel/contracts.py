@@ -59,7 +59,7 @@ CONSUMERS: dict[str, tuple[str, str, str]] = {
 }
 
 EventType = Literal["identify", "track", "page", "screen", "group", "alias"]
-Channel = Literal["email", "webhook", "push"]
+Channel = Literal["email", "webhook", "push", "sms"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
 
 # A send decision in the scheduler: scheduled → requested (handed to the dispatcher), or stopped.
@@ -1088,11 +1088,21 @@ class PushContent(Contract):
         return self
 
 
-MessageContent = EmailContent | WebhookContent | PushContent
-CONTENT_BY_CHANNEL: dict[Channel, type[EmailContent] | type[WebhookContent] | type[PushContent]] = {
+class SmsContent(Contract):
+    """An SMS campaign's message: its text, a Liquid template, sent to the user's `phone` trait (E.164 once checked)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    body: str = Field(min_length=1, max_length=1600, description="the text (Twilio takes at most 1,600 characters)")
+
+
+MessageContent = EmailContent | WebhookContent | PushContent | SmsContent
+CONTENT_BY_CHANNEL: dict[Channel, type[EmailContent] | type[WebhookContent] | type[PushContent] | type[SmsContent]] = {
     "email": EmailContent,
     "webhook": WebhookContent,
     "push": PushContent,
+    "sms": SmsContent,
 }
 
 

@@ -3,11 +3,12 @@ each workspace's channel credentials (write-only secrets)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from kernel.errors import NotFound
+from kernel.errors import Forbidden, NotFound
+from kernel.outbox import Outbox
 from kernel.web import Session, WorkspaceId
-from services.dispatcher import repository, service
+from services.dispatcher import models, repository, service
 from services.dispatcher.config import get_settings
 from services.dispatcher.schemas import (
     ApnsChannelIn,
@@ -21,6 +22,10 @@ from services.dispatcher.schemas import (
     EmailChannelOut,
     FcmChannelIn,
     FcmChannelOut,
+    SmsChannelIn,
+    SmsChannelOut,
+    SmsInbound,
+    SmsInboundAnswer,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["messages"])
@@ -42,7 +47,8 @@ async def lookup_deliveries(body: DeliveryLookup, workspace_id: WorkspaceId, ses
 async def list_channels(workspace_id: WorkspaceId, session: Session) -> ChannelList:
     """The workspace's channel configurations, per app; secrets are never shown."""
     rows = await repository.channels_of(session, workspace_id)
-    return ChannelList.model_validate({"channels": [service.describe_channel(row) for row in rows]})
+    public_url = get_settings().public_url
+    return ChannelList.model_validate({"channels": [service.describe_channel(row, public_url) for row in rows]})
 
 
 @channels_router.put("/apns")
@@ -112,6 +118,44 @@ async def delete_email(workspace_id: WorkspaceId, session: Session, app_id: AppQ
     """Remove the SMTP configuration of an app (or the workspace's default): its email goes through the operator's relay."""
     if not await repository.delete_channel(session, workspace_id, "email", app_id or ""):
         raise NotFound(f"no email configuration for {_whom(app_id)}")
+
+
+@channels_router.put("/sms")
+async def put_sms(body: SmsChannelIn, workspace_id: WorkspaceId, session: Session) -> SmsChannelOut:
+    """Set the Twilio account and sender for an app, or for every app without one of its own."""
+    row = await service.save_sms(session, get_settings(), workspace_id, body)
+    return SmsChannelOut.model_validate(service.describe_channel(row, get_settings().public_url))
+
+
+@channels_router.get("/sms")
+async def get_sms(workspace_id: WorkspaceId, session: Session, app_id: AppQuery = None) -> SmsChannelOut:
+    """The SMS configuration of an app (or the workspace's default), without its auth token."""
+    row = await repository.channel(session, workspace_id, "sms", app_id or "")
+    if row is None:
+        raise NotFound(f"no SMS configuration for {_whom(app_id)}")
+    return SmsChannelOut.model_validate(service.describe_channel(row, get_settings().public_url))
+
+
+@channels_router.delete("/sms", status_code=204)
+async def delete_sms(workspace_id: WorkspaceId, session: Session, app_id: AppQuery = None) -> None:
+    """Remove the SMS configuration of an app (or the workspace's default)."""
+    if not await repository.delete_channel(session, workspace_id, "sms", app_id or ""):
+        raise NotFound(f"no SMS configuration for {_whom(app_id)}")
+
+
+@channels_router.post("/sms/inbound", include_in_schema=False)
+async def sms_inbound(body: SmsInbound, request: Request, workspace_id: WorkspaceId, session: Session) -> SmsInboundAnswer:
+    """An incoming text the gateway relays from Twilio's webhook: STOP, START and HELP (checked against the account's signature)."""
+    dispatcher: service.Dispatcher | None = getattr(request.app.state, "dispatcher", None)
+    outbox = dispatcher.outbox if dispatcher is not None else Outbox(models.outbox)
+    try:
+        answer, staged = await service.receive_sms(session, outbox, get_settings(), workspace_id, body)
+    except service.InboundRefused as exc:
+        raise Forbidden(str(exc), error="bad_signature") from None
+    await session.commit()
+    if staged and dispatcher is not None:
+        await outbox.publish_after_commit(dispatcher.sessions, dispatcher.js, staged)
+    return SmsInboundAnswer(keyword=answer.kind, reply=answer.reply, user_id=answer.user_id)
 
 
 def _whom(app_id: str | None) -> str:

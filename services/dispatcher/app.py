@@ -15,7 +15,7 @@ from services.dispatcher import handlers, models, service
 from services.dispatcher.api import channels_router, router
 from services.dispatcher.config import get_settings
 from services.dispatcher.domain import WebhookPolicy
-from services.dispatcher.providers import ApnsProvider, FcmProvider, SmtpProvider, WebhookProvider
+from services.dispatcher.providers import ApnsProvider, FcmProvider, SmtpProvider, TwilioProvider, WebhookProvider
 
 
 @asynccontextmanager
@@ -39,8 +39,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             webhook=webhook,
             apns=ApnsProvider(settings.apns_url, settings.apns_sandbox_url, settings.push_timeout_seconds),
             fcm=FcmProvider(settings.fcm_url, settings.push_timeout_seconds, settings.token_origins()),
+            sms=TwilioProvider(settings.twilio_url, settings.sms_timeout_seconds),
         )
         dispatcher = service.Dispatcher(res.db, res.nats, res.jetstream, providers, Outbox(models.outbox), settings)
+        app.state.dispatcher = dispatcher
         consumer = bus.ConsumerSpec.for_service(
             "dispatcher", SendRequested, partial(handlers.on_sends, dispatcher=dispatcher), settings, batched=True
         )
@@ -69,6 +71,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 if push is not None:
                     await push.aclose()
             await providers.email.aclose()
+            if providers.sms is not None:
+                await providers.sms.aclose()
 
 
 def build() -> FastAPI:

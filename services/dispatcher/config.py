@@ -72,6 +72,11 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
     push_retry_hours: float = Field(
         24.0, gt=0, description="how long a push whose provider keeps failing (network, 429, 5xx) is retried"
     )
+    twilio_url: str = Field("https://api.twilio.com", description="the Twilio-compatible REST API SMS go through")
+    sms_timeout_seconds: float = Field(10.0, gt=0, description="per-request timeout of SMS provider requests")
+    sms_retry_hours: float = Field(
+        24.0, gt=0, description="how long an SMS whose provider keeps failing (network, 429, 5xx) is retried"
+    )
 
     @field_validator("secrets_key")
     @classmethod
@@ -119,6 +124,8 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
         """How long sends of this channel are retried."""
         if channel == "email":
             return self.email_retry_hours
+        if channel == "sms":
+            return self.sms_retry_hours
         return self.push_retry_hours if channel == "push" else self.webhook_retry_hours
 
 

@@ -16,8 +16,17 @@ from typing import Any
 
 import css_inline
 import orjson
+import phonenumbers
 
-from kernel.contracts import EmailContent, IosPush, ProfileSnapshot, PushContent, SendRequested, WebhookContent
+from kernel.contracts import (
+    EmailContent,
+    IosPush,
+    ProfileSnapshot,
+    PushContent,
+    SendRequested,
+    SmsContent,
+    WebhookContent,
+)
 from services import templates
 
 
@@ -656,3 +665,105 @@ def render_push(send: SendRequested, profile: ProfileSnapshot, platform: str) ->
         ios=extra if side == "ios" else None,
         android=extra if side == "android" else None,
     )
+
+
+# --- SMS ----------------------------------------------------------------------------------
+
+# GSM 03.38: the default alphabet (one septet each) and its extension table (an escape and a septet: two).
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+SMS_MAX_SEGMENTS = 10  # Twilio refuses a body past 1,600 characters; carriers deliver 10 segments at most reliably
+
+
+@dataclass(frozen=True)
+class SmsSegments:
+    """How an SMS body travels: its encoding and how many segments (billed messages) it takes."""
+
+    encoding: str  # GSM-7 or UCS-2
+    segments: int
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+
+
+def sms_segments(body: str) -> SmsSegments:
+    """GSM-7 when every character is in the GSM alphabet (160 septets in one segment, 153 per segment of a longer
+    message, an extension character counting two), else UCS-2 (70 UTF-16 units, 67 per segment when longer)."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in body):
+        units, single, part, encoding = sum(2 if c in GSM7_EXTENDED else 1 for c in body), 160, 153, "GSM-7"
+    else:
+        units, single, part, encoding = len(body.encode("utf-16-le")) // 2, 70, 67, "UCS-2"
+    segments = 1 if units <= single else -(-units // part)
+    return SmsSegments(encoding, segments, units)
+
+
+class InvalidNumber(Undeliverable):
+    """The user's phone number is not a number a text can go to."""
+
+    code = "invalid_number"
+
+
+def phone_number(profile: ProfileSnapshot) -> str | None:
+    """The user's `phone` trait in E.164 (+14155550123); None when they have none; InvalidNumber when it is no valid
+    number. A number without its country code is read in the user's country (the `country` attribute), if known."""
+    value = profile.traits.get("phone")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise InvalidNumber(f"the `phone` trait is a {type(value).__name__}, not a phone number")
+    if len(value) > 64 or _CONTROL.search(value):
+        raise InvalidNumber("the `phone` trait is too long or holds control characters")
+    country = (profile.attributes.country or "").upper()
+    region = country if len(country) == 2 and country.isalpha() else None
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if region else " (without a country code, and the user's country unknown)"
+        raise InvalidNumber(f"the `phone` trait is not a phone number{hint}: {exc._msg}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidNumber("the `phone` trait is not a valid phone number (no such number range in its country)")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    to: str
+    body: str
+    segments: SmsSegments
+
+
+def render_sms(send: SendRequested, profile: ProfileSnapshot, to: str) -> RenderedSms:
+    """The text for this user, rendered, with its segment count; too long a text is Undeliverable."""
+    assert isinstance(send.message, SmsContent)
+    body = render_text(send.message.body, template_context(send, profile), "message.body", templates.Budget())
+    if not body.strip():
+        raise RenderError("message.body rendered to nothing for this user")
+    counted = sms_segments(body)
+    if counted.segments > SMS_MAX_SEGMENTS:
+        raise PayloadTooLarge(
+            f"the text takes {counted.segments} {counted.encoding} segments for this user; at most {SMS_MAX_SEGMENTS}"
+        )
+    return RenderedSms(to, body, counted)
+
+
+# Twilio's keywords (Advanced Opt-Out defaults): each word alone, any case, surrounding spaces and punctuation ignored.
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
+OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP", "OPTIN"})
+HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+
+
+def sms_keyword(body: str) -> tuple[str, str] | None:
+    """What an inbound text asks, as (kind, keyword): kind `stop`, `start` or `help`; None for any other text."""
+    word = body.strip().strip(".!?").strip().upper()
+    for kind, words in (("stop", OPT_OUT_KEYWORDS), ("start", OPT_IN_KEYWORDS), ("help", HELP_KEYWORDS)):
+        if word in words:
+            return kind, word
+    return None
+
+
+def twilio_signature(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
+    """X-Twilio-Signature of a form POST: base64 HMAC-SHA1, under the auth token, of the URL as called followed by
+    every parameter's name and value, sorted by name."""
+    signed = url + "".join(f"{name}{value}" for name, value in sorted(params, key=lambda p: p[0]))
+    return base64.b64encode(hmac.digest(auth_token.encode(), signed.encode(), "sha1")).decode()

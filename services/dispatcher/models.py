@@ -42,6 +42,8 @@ class Delivery(Base):
     recipient: Mapped[str | None] = mapped_column(String(2000))
     subject: Mapped[str | None] = mapped_column(String(1000))
     provider_response: Mapped[str | None] = mapped_column(String(1000))
+    segments: Mapped[int | None] = mapped_column(Integer)  # an SMS: how many segments it took
+    encoding: Mapped[str | None] = mapped_column(String(8))  # an SMS: GSM-7 or UCS-2
     # The SendRequested as received, so a retry needs no bus message (None on rows from before retries were durable).
     request: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,4 +1,4 @@
-"""Channel providers: SMTP email, HTTP webhooks, APNs and FCM push. They deliver; they decide nothing.
+"""Channel providers: SMTP email, HTTP webhooks, APNs and FCM push, SMS over Twilio. They deliver; they decide nothing.
 
 The webhook provider connects only where `domain.WebhookPolicy` permits. Its connection pool resolves
 each host itself, checks every address the name resolves to, and connects to a checked address: the
@@ -680,3 +680,70 @@ def _fcm_error(content: bytes) -> tuple[str | None, str | None, str, str | None]
     code = next((d.get("errorCode") for d in details if d.get("errorCode")), None)
     field = next((v.get("field") for d in details for v in d.get("fieldViolations") or [] if isinstance(v, dict)), None)
     return error.get("status"), code, _reason_text(error.get("message")), field
+
+
+@dataclass(frozen=True)
+class TwilioCredentials:
+    account_sid: str
+    auth_token: str
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+
+
+class InvalidRecipient(DeliveryError):
+    """The provider says the number cannot take texts (not a number, unreachable, a landline); `opted_out` when the
+    recipient had texted STOP to the sender (Twilio error 21610)."""
+
+    def __init__(self, message: str, code: str, opted_out: bool = False) -> None:
+        super().__init__(message, transient=False, code=code)
+        self.opted_out = opted_out
+
+
+# Twilio error codes (https://www.twilio.com/docs/api/errors) that are about the recipient, not the sender.
+TWILIO_BAD_NUMBER = {21211: "invalid_number", 21614: "not_mobile", 21612: "unreachable_number", 21408: "region_disabled"}
+TWILIO_OPTED_OUT = 21610
+
+
+class TwilioProvider:
+    """SMS over Twilio's REST API (or any compatible one): POST /2010-04-01/Accounts/{sid}/Messages.json, a form
+    with To, From or MessagingServiceSid, and Body, under HTTP Basic auth with the account SID and auth token."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.AsyncClient(timeout=timeout, trust_env=False, limits=httpx.Limits(max_keepalive_connections=32))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def send(self, credentials: TwilioCredentials, to: str, body: str) -> str:
+        """Send one text; returns the message's SID."""
+        form = {"To": to, "Body": body}
+        if credentials.messaging_service_sid:
+            form["MessagingServiceSid"] = credentials.messaging_service_sid
+        else:
+            form["From"] = credentials.from_number or ""
+        url = f"{self.base_url}/2010-04-01/Accounts/{credentials.account_sid}/Messages.json"
+        try:
+            response = await self.client.post(url, data=form, auth=(credentials.account_sid, credentials.auth_token))
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"SMS provider unavailable: {type(exc).__name__}", transient=True, code="provider_unreachable") from exc
+        try:
+            answer: Any = orjson.loads(response.content) if response.content else {}
+        except orjson.JSONDecodeError:
+            answer = {}
+        answer = answer if isinstance(answer, dict) else {}
+        if response.status_code in (200, 201):
+            sid = answer.get("sid")
+            return str(sid)[:64] if sid else "accepted"
+        code, message = answer.get("code"), _reason_text(answer.get("message") or response.reason_phrase)
+        said = f"Twilio {response.status_code}" + (f" (error {code})" if code else "") + f": {message}"
+        if code == TWILIO_OPTED_OUT:
+            raise InvalidRecipient(said, "opted_out", opted_out=True)
+        if isinstance(code, int) and code in TWILIO_BAD_NUMBER:
+            raise InvalidRecipient(said, TWILIO_BAD_NUMBER[code])
+        if response.status_code in (401, 403):
+            raise DeliveryError(said, transient=False, code="provider_auth")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise DeliveryError(said, transient=True, code=f"http_{response.status_code}",
+                                retry_after=retry_after_seconds(response.headers.get("retry-after")))
+        raise DeliveryError(said, transient=False, code=f"http_{response.status_code}")

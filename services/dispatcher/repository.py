@@ -207,3 +207,14 @@ async def unsuppress(session: AsyncSession, workspace_id: str, channel: str, add
         )
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def last_user_texted(session: AsyncSession, workspace_id: str, number: str) -> str | None:
+    """The user the workspace last texted at this number (its incoming texts come from them), if any."""
+    return await session.scalar(
+        select(Delivery.user_id)
+        .where(Delivery.workspace_id == workspace_id, Delivery.channel == "sms", Delivery.recipient == number,
+               Delivery.user_id.is_not(None))
+        .order_by(Delivery.created_at.desc())
+        .limit(1)
+    )

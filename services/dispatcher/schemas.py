@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from kernel.contracts import DeliveryStatus
@@ -38,6 +39,8 @@ class DeliveryOut(BaseModel):
     next_attempt_at: datetime | None = None
     recipient: str | None
     subject: str | None
+    segments: int | None = Field(None, description="an SMS: the segments (billed messages) it took")
+    encoding: str | None = Field(None, description="an SMS: GSM-7 or UCS-2")
     sent_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -243,5 +246,90 @@ class EmailChannelOut(BaseModel):
     updated_at: datetime
 
 
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
+MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-f]{32}")
+
+
+class SmsChannelIn(BaseModel):
+    """A Twilio (or Twilio-compatible) account: its SID, its auth token (write-only), and the sender: a number or a
+    messaging service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: AppId | None = None
+    account_sid: str = Field(description="the account SID, AC followed by 32 hex digits")
+    auth_token: str = Field(max_length=128, description="the account's auth token; write-only, never returned")
+    from_number: str | None = Field(None, max_length=32, description="the sending number (E.164), or")
+    messaging_service_sid: str | None = Field(None, description="a messaging service (MG followed by 32 hex digits) that picks the number")
+
+    @field_validator("account_sid")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        if not ACCOUNT_SID.fullmatch(value):
+            raise ValueError("must be a Twilio account SID: AC followed by 32 lower-case hex digits")
+        return value
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9]{16,128}", value):
+            raise ValueError("must be the account's auth token (letters and digits)")
+        return value
+
+    @field_validator("messaging_service_sid")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        if value is not None and not MESSAGING_SERVICE_SID.fullmatch(value):
+            raise ValueError("must be a messaging service SID: MG followed by 32 lower-case hex digits")
+        return value
+
+    @field_validator("from_number")
+    @classmethod
+    def _number(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException:
+            raise ValueError("must be a phone number in E.164, e.g. +14155550123") from None
+        if not phonenumbers.is_valid_number(parsed):
+            raise ValueError("is not a valid phone number")
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+    @model_validator(mode="after")
+    def _one_sender(self) -> "SmsChannelIn":
+        if (self.from_number is None) == (self.messaging_service_sid is None):
+            raise ValueError("give exactly one of `from_number` and `messaging_service_sid`")
+        return self
+
+
+class SmsChannelOut(BaseModel):
+    """An SMS configuration as stored; the auth token is never shown."""
+
+    kind: Literal["sms"] = "sms"
+    app_id: str | None
+    account_sid: str
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    auth_token_set: bool = Field(True, description="the auth token is stored (write-only)")
+    inbound_url: str = Field(description="where to point the number's (or messaging service's) incoming-message "
+                             "webhook, under the gateway's public URL, for STOP, START and HELP")
+    updated_at: datetime
+
+
+class SmsInbound(BaseModel):
+    """An incoming text as the gateway relays it: the URL Twilio called, its form parameters and its signature."""
+
+    url: str = Field(max_length=4096)
+    params: list[tuple[str, str]] = Field(max_length=200)
+    signature: str | None = Field(None, max_length=200)
+
+
+class SmsInboundAnswer(BaseModel):
+    keyword: str | None = Field(description="stop, start or help; none for any other text")
+    reply: str | None = Field(description="the text to answer with, if any")
+    user_id: str | None = Field(description="whose timeline the keyword went on (the user last texted at the number)")
+
+
 class ChannelList(BaseModel):
-    channels: list[ApnsChannelOut | FcmChannelOut | EmailChannelOut]
+    channels: list[ApnsChannelOut | FcmChannelOut | EmailChannelOut | SmsChannelOut]

@@ -9,6 +9,7 @@ never recorded (its worker died) is judged `unknown`, never resent: the provider
 """
 
 import asyncio
+import hmac
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,11 +50,14 @@ from services.dispatcher.providers import (
     DeliveryError,
     FcmProvider,
     HardBounce,
+    InvalidRecipient,
     SmtpProvider,
     SmtpServer,
+    TwilioCredentials,
+    TwilioProvider,
     WebhookProvider,
 )
-from services.dispatcher.schemas import ApnsChannelIn, EmailChannelIn, FcmChannelIn
+from services.dispatcher.schemas import ApnsChannelIn, EmailChannelIn, FcmChannelIn, SmsChannelIn, SmsInbound
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +84,7 @@ class Providers:
     webhook: WebhookProvider
     apns: ApnsProvider | None = None
     fcm: FcmProvider | None = None
+    sms: TwilioProvider | None = None
 
 
 @dataclass
@@ -109,6 +114,7 @@ class Result:
     retry_after: float | None = None
     devices: list[DeviceResult] = field(default_factory=list)
     suppress: str | None = None  # an address the provider called undeliverable: later sends to it are skipped
+    segments: domain.SmsSegments | None = None
 
 
 @dataclass
@@ -246,7 +252,7 @@ async def _push_context(d: Dispatcher, sends: list[SendRequested]) -> PushContex
     )
 
 
-ADDRESSED_CHANNELS = ("email",)  # channels that send to an address the profile holds, which may be suppressed
+ADDRESSED_CHANNELS = ("email", "sms")  # channels that send to an address the profile holds, which may be suppressed
 
 
 def address_of(send: SendRequested, profile: ProfileSnapshot | Exception) -> str | None:
@@ -254,7 +260,7 @@ def address_of(send: SendRequested, profile: ProfileSnapshot | Exception) -> str
     if isinstance(profile, Exception) or not profile.found:
         return None
     try:
-        address = domain.email_address(profile)
+        address = domain.phone_number(profile) if send.channel == "sms" else domain.email_address(profile)
     except domain.Undeliverable:
         return None
     return address.lower() if address else None
@@ -305,6 +311,10 @@ async def _attempt_safely(
                 if isinstance(address_context, Exception) or address_context is None:
                     return Result("retry", "channel_unavailable", "the email channel's settings or suppressions could not be read")
                 return await attempt_email(d, send, profile, address_context)
+            if send.channel == "sms":
+                if isinstance(address_context, Exception) or address_context is None:
+                    return Result("retry", "channel_unavailable", "the SMS channel's settings or suppressions could not be read")
+                return await attempt_sms(d, send, profile, address_context)
             return await attempt(send, profile, d.providers)
     except TimeoutError:
         return Result("retry", "attempt_timeout", f"the attempt took longer than {d.settings.attempt_timeout_seconds:g}s")
@@ -337,6 +347,45 @@ async def attempt_email(d: Dispatcher, send: SendRequested, profile: ProfileSnap
         return Result("failed", exc.code, str(exc), exc.address, suppress=exc.address.lower())
     except DeliveryError as exc:
         return Result("retry" if exc.transient else "failed", exc.code, str(exc), retry_after=exc.retry_after)
+
+
+async def attempt_sms(d: Dispatcher, send: SendRequested, profile: ProfileSnapshot, context: AddressContext) -> Result:
+    """Render and send one text to the user's number (E.164) over the workspace's Twilio account, unless the number
+    opted out; an invalid number fails the send with why. No database work here."""
+    if not profile.found:
+        return Result("skipped", "profile_gone", "the user's profile no longer exists")
+    try:
+        to = domain.phone_number(profile)
+    except domain.InvalidNumber as exc:
+        return Result("failed", exc.code, str(exc))
+    if to is None:
+        return Result("skipped", "no_address", "the user has no phone number (trait `phone`)")
+    suppressed = context.suppressed.get((send.workspace_id, "sms", to.lower()))
+    if suppressed is not None:
+        return Result("skipped", "suppressed", f"the number opted out: {suppressed.reason}", to)
+    config = context.config(send.workspace_id, getattr(send.message, "app_id", None) or "", "sms")
+    box = d.settings.secret_box()
+    if config is None or box is None or d.providers.sms is None:
+        return Result("skipped", "no_credentials", "no SMS credentials for this workspace (PUT /api/v1/channels/sms)", to)
+    try:
+        token = box.open(config.secret)["auth_token"]
+    except credentials.SecretUnreadable:
+        return Result("failed", "credentials_unreadable", "the stored SMS auth token is sealed under a key HERALD_SECRETS_KEY no longer holds")
+    shown = config.settings
+    account = TwilioCredentials(shown["account_sid"], token, shown.get("from_number"), shown.get("messaging_service_sid"))
+    segments = None
+    try:
+        sms = domain.render_sms(send, profile, to)
+        segments = sms.segments
+        response = await d.providers.sms.send(account, to, sms.body)
+        return Result("sent", "ok", None, to, provider_response=response, segments=segments)
+    except domain.Undeliverable as exc:
+        return Result("skipped", exc.code, str(exc), to)
+    except InvalidRecipient as exc:
+        return Result("failed", exc.code, str(exc), to, suppress=to.lower() if exc.opted_out else None, segments=segments)
+    except DeliveryError as exc:
+        return Result("retry" if exc.transient else "failed", exc.code, str(exc), to, retry_after=exc.retry_after,
+                      segments=segments)
 
 
 def _smtp_server(settings: DispatcherSettings, config: ChannelConfig | None) -> tuple[SmtpServer | None, dict[str, Any]]:
@@ -532,6 +581,8 @@ def _apply(delivery: Delivery, send: SendRequested, result: Result, now: datetim
     delivery.recipient = _fit("recipient", result.recipient) or delivery.recipient
     delivery.subject = _fit("subject", result.subject) or delivery.subject
     delivery.provider_response = _fit("provider_response", result.provider_response)
+    if result.segments is not None:
+        delivery.segments, delivery.encoding = result.segments.segments, result.segments.encoding
     if result.status != "retry":
         delivery.status, delivery.next_attempt_at = result.status, None
         if result.status == "sent":
@@ -653,6 +704,8 @@ def outcome_event(delivery: Delivery) -> Event | None:
         properties["reason"] = delivery.reason
     if delivery.reason_code and delivery.reason_code != "ok":
         properties["reason_code"] = delivery.reason_code
+    if delivery.segments is not None:
+        properties["segments"], properties["encoding"] = delivery.segments, delivery.encoding
     return Event(
         workspace_id=delivery.workspace_id,
         message_id=f"herald:{delivery.send_id}:{delivery.status}",
@@ -678,6 +731,8 @@ def describe(delivery: Delivery) -> dict[str, object]:
         "next_attempt_at": delivery.next_attempt_at,
         "recipient": delivery.recipient,
         "subject": delivery.subject,
+        "segments": delivery.segments,
+        "encoding": delivery.encoding,
         "sent_at": delivery.sent_at,
         "created_at": delivery.created_at,
         "updated_at": delivery.updated_at,
@@ -686,7 +741,7 @@ def describe(delivery: Delivery) -> dict[str, object]:
 
 # --- channel credentials ------------------------------------------------------------------
 
-ChannelKind = Literal["apns", "fcm", "email"]
+ChannelKind = Literal["apns", "fcm", "email", "sms"]
 APNS_SHOWN = ("device_app", "team_id", "key_id", "topic", "environment")
 FCM_SHOWN = ("device_app", "project_id", "client_email", "private_key_id", "token_uri")
 
@@ -744,9 +799,97 @@ async def save_email(
     return await repository.save_channel(session, workspace_id, "email", body.app_id or "", shown, sealed)
 
 
-def describe_channel(row: ChannelConfig) -> dict[str, Any]:
+async def save_sms(session: AsyncSession, settings: DispatcherSettings, workspace_id: str, body: SmsChannelIn) -> ChannelConfig:
+    """Store (or replace) a workspace's Twilio account for one app or all, the auth token sealed."""
+    shown = body.model_dump(include={"account_sid", "from_number", "messaging_service_sid"})
+    sealed = _box(settings).seal({"auth_token": body.auth_token})
+    return await repository.save_channel(session, workspace_id, "sms", body.app_id or "", shown, sealed)
+
+
+def inbound_path(workspace_id: str) -> str:
+    """The gateway's path for a workspace's incoming texts (Twilio's incoming-message webhook)."""
+    return f"/v1/sms/inbound/{workspace_id}"
+
+
+def describe_channel(row: ChannelConfig, public_url: str | None = None) -> dict[str, Any]:
     """A configuration as the API shows it: what was set, never the secret."""
-    return {"kind": row.kind, "app_id": row.app_id or None, **row.settings, "updated_at": row.updated_at}
+    shown = {"kind": row.kind, "app_id": row.app_id or None, **row.settings, "updated_at": row.updated_at}
+    if row.kind == "sms":
+        shown["inbound_url"] = f"{public_url or ''}{inbound_path(row.workspace_id)}"
+    return shown
+
+
+class InboundRefused(Exception):
+    """An incoming text this workspace's Twilio account did not sign (or no account of the workspace matches it)."""
+
+
+@dataclass(frozen=True)
+class InboundAnswer:
+    """What an incoming text came to: its keyword kind (stop, start, help, or None) and the reply to text back."""
+
+    kind: str | None
+    reply: str | None
+    user_id: str | None
+
+
+HELP_REPLY = "Reply STOP to stop receiving texts, START to receive them again. Msg&data rates may apply."
+
+
+async def receive_sms(
+    session: AsyncSession, outbox: Outbox, settings: DispatcherSettings, workspace_id: str, inbound: SmsInbound
+) -> tuple[InboundAnswer, list[int]]:
+    """An incoming text, checked against the signature of the workspace's Twilio account that it names: STOP
+    suppresses the number, START lifts that, and either is a `$subscription_changed` event (channel sms) on the
+    timeline of the user last texted at that number; HELP is a `$sms_help` event and gets the help reply.
+
+    Returns the answer and the outbox ids to publish after commit. InboundRefused when the signature is not the
+    account's.
+    """
+    params = dict(inbound.params)
+    box = settings.secret_box()
+    configs = [c for c in await repository.channels_of(session, workspace_id)
+               if c.kind == "sms" and c.settings.get("account_sid") == params.get("AccountSid")]
+    if box is None or not configs or not inbound.signature:
+        raise InboundRefused("no SMS account of this workspace matches, or the request is unsigned")
+    for config in configs:
+        try:
+            token = box.open(config.secret)["auth_token"]
+        except credentials.SecretUnreadable:
+            continue
+        if hmac.compare_digest(domain.twilio_signature(token, inbound.url, inbound.params), inbound.signature):
+            break
+    else:
+        raise InboundRefused("the X-Twilio-Signature is not the account's")
+    keyword = domain.sms_keyword(params.get("Body", ""))
+    try:
+        number = domain.phone_number(ProfileSnapshot(profile_id="", traits={"phone": params.get("From", "")}))
+    except domain.InvalidNumber:
+        number = None
+    if keyword is None or number is None:
+        return InboundAnswer(None, None, None), []
+    kind, word = keyword
+    now = datetime.now(UTC)
+    if kind == "stop":
+        await repository.suppress(session, [{
+            "workspace_id": workspace_id, "channel": "sms", "address": number.lower(), "reason_code": "opted_out",
+            "reason": f"texted {word} on {now:%Y-%m-%d %H:%M} UTC", "send_id": None, "created_at": now,
+        }])
+    elif kind == "start":
+        await repository.unsuppress(session, workspace_id, "sms", number.lower())
+    user_id = await repository.last_user_texted(session, workspace_id, number)
+    staged: list[int] = []
+    if user_id is not None:
+        properties: dict[str, Any] = {"channel": "sms", "keyword": word, "phone": number}
+        if kind != "help":
+            properties["subscribed"] = kind == "start"
+        event = Event(
+            workspace_id=workspace_id,
+            message_id=f"herald:sms-inbound:{params.get('MessageSid') or params.get('SmsSid') or uuid.uuid4()}",
+            type="track", user_id=user_id, event="$sms_help" if kind == "help" else "$subscription_changed",
+            properties=properties, context={"library": {"name": "herald-dispatcher"}}, timestamp=now, received_at=now,
+        )
+        staged = await outbox.stage(session, [event], [None])
+    return InboundAnswer(kind, HELP_REPLY if kind == "help" else None, user_id), staged
 
 
 async def rotate_secrets(sessions: async_sessionmaker[AsyncSession], box: SecretBox, page: int = 100) -> dict[str, int]:

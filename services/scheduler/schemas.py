@@ -28,7 +28,15 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from kernel.contracts import Channel, EmailContent, PropertyCondition, PushContent, SendStatus, WebhookContent
+from kernel.contracts import (
+    Channel,
+    EmailContent,
+    PropertyCondition,
+    PushContent,
+    SendStatus,
+    SmsContent,
+    WebhookContent,
+)
 from kernel.limits import MAX_DEPTH, MAX_SAFE_INTEGER
 from kernel.settings import WebhookSettings
 from services import templates
@@ -99,12 +107,16 @@ class PushMessage(PushContent):
     """The contract's push; `CampaignIn` checks every template in it."""
 
 
-SHAPES: dict[str, type[EmailMessage] | type[WebhookMessage] | type[PushMessage]] = {
-    "email": EmailMessage, "webhook": WebhookMessage, "push": PushMessage,
+class SmsMessage(SmsContent):
+    """The contract's text; `CampaignIn` checks its template."""
+
+
+SHAPES: dict[str, type[EmailMessage] | type[WebhookMessage] | type[PushMessage] | type[SmsMessage]] = {
+    "email": EmailMessage, "webhook": WebhookMessage, "push": PushMessage, "sms": SmsMessage,
 }
 
 
-APP_CHANNELS = ("push", "email")  # channels whose credentials (and, for push, devices) may be an app's own
+APP_CHANNELS = ("push", "email", "sms")  # channels whose credentials (and, for push, devices) may be an app's own
 
 
 class CampaignIn(BaseModel):
@@ -121,8 +133,8 @@ class CampaignIn(BaseModel):
     ends_at: datetime | None = None
     app_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="push and email: the app whose channel credentials (and, for push, devices) it uses (kept in the "
-        "message as `app_id`)",
+        description="push, email and sms: the app whose channel credentials (and, for push, devices) it uses (kept in "
+        "the message as `app_id`)",
     )
     message: dict[str, Any]
 
@@ -187,9 +199,11 @@ def storable_problems(value: Any, loc: Loc = (), depth: int = 0) -> Iterator[Pro
             yield from storable_problems(item, (*loc, key), depth + 1)
 
 
-def message_problems(content: EmailMessage | WebhookMessage | PushMessage) -> list[Problem]:
+def message_problems(content: EmailMessage | WebhookMessage | PushMessage | SmsMessage) -> list[Problem]:
     """What would keep this message from going out, found before any user's data meets it."""
     found: list[Problem] = []
+    if isinstance(content, SmsMessage):
+        return template_problems(content.body, ("message", "body"))
     if isinstance(content, PushMessage):
         return push_template_problems(content.model_dump(exclude={"app_id", "ttl", "priority"}, exclude_none=True), ("message",))
     if isinstance(content, EmailMessage):

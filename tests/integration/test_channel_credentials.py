@@ -222,3 +222,29 @@ async def test_smtp_credentials_are_stored_sealed_checked_and_the_password_never
     assert [c["kind"] for c in listed["channels"]] == ["email"]
     [row] = await stored(sessions, workspace_id)
     assert "SG.secret-value" not in row.secret and SecretBox.from_setting(KEY_A).open(row.secret) == {"password": "SG.secret-value"}
+
+
+async def test_a_twilio_account_is_stored_sealed_and_checked_naming_the_field(  # type: ignore[no-untyped-def]
+    channels_api: Running, sessions, workspace_id: str
+) -> None:
+    body = {"account_sid": "AC" + "a1" * 16, "auth_token": "f00d" * 8, "from_number": "+1 650 253 0000"}
+    async with channels_api(HERALD_SECRETS_KEY=KEY_A) as api:
+        saved = await api.put("/api/v1/channels/sms", json=body)
+        assert saved.status_code == 200, saved.text
+        for bad, field in [
+            ({**body, "account_sid": "AC123"}, ["body", "account_sid"]),
+            ({**body, "auth_token": "x y"}, ["body", "auth_token"]),
+            ({**body, "from_number": "12345"}, ["body", "from_number"]),
+            ({**body, "messaging_service_sid": "MGnope"}, ["body", "messaging_service_sid"]),
+            ({**body, "messaging_service_sid": "MG" + "0" * 32}, ["body"]),  # both senders
+            ({k: v for k, v in body.items() if k != "from_number"}, ["body"]),  # no sender
+        ]:
+            assert errors_at(await api.put("/api/v1/channels/sms", json=bad)) == [field], field
+    assert "f00d" not in saved.text
+    assert saved.json() | {"updated_at": None} == {
+        "kind": "sms", "app_id": None, "account_sid": body["account_sid"], "from_number": "+16502530000",
+        "messaging_service_sid": None, "auth_token_set": True, "inbound_url": f"/v1/sms/inbound/{workspace_id}",
+        "updated_at": None,
+    }
+    [row] = await stored(sessions, workspace_id)
+    assert SecretBox.from_setting(KEY_A).open(row.secret) == {"auth_token": body["auth_token"]}

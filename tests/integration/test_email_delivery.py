@@ -23,6 +23,7 @@ from tests.integration.test_dispatch_delivery import (  # noqa: F401  (fixtures)
     delivery,
     handle,
     responder,
+    retry_now,
     settings,
     smtp,
 )
@@ -155,3 +156,7 @@ async def test_a_hard_bounce_fails_the_send_and_suppresses_the_address_for_later
     assert [(r.status, r.reason_code) for r in rows] == [("skipped", "suppressed"), ("sent", "ok")]
     assert "undeliverable" in (rows[0].reason or "") and "550 5.1.1" in (rows[0].reason or "")
     assert [e["rcpt_tos"] for e in smtp.catcher.emails] == [["fine@example.com"], ["fine@example.com"]]
+
+    del smtp.catcher.bounces["full@example.com"]  # the mailbox has room again: the 4xx was worth retrying
+    await retry_now(mailer, sessions, sends[1])
+    assert (await delivery(sessions, sends[1].send_id)).status == "sent"
