@@ -70,6 +70,8 @@ async def create(fuzz: Fuzz, body: Any, ensure_ascii: bool, created: dict[str, d
     shown = describe("POST", "/api/v1/segments", content)
     response = await fuzz.ws.api.post("/api/v1/segments", content=content, headers={"content-type": "application/json"})
     assert_answered_cleanly(response, shown)
+    unknown = set(body) - {"name", "filter"} if isinstance(body, dict) else set()
+    assert not (unknown and response.status_code < 400), f"unknown fields {sorted(unknown)} accepted: {shown}"
     if response.status_code != 201:
         return
     segment = response.json()
@@ -83,7 +85,13 @@ async def create(fuzz: Fuzz, body: Any, ensure_ascii: bool, created: dict[str, d
 
 async def assert_segments_evaluated(fuzz: Fuzz, created: dict[str, dict[str, Any]]) -> None:
     """Every segment is listed, and a changed profile is re-evaluated against all of them (they run in one query)."""
-    listed = {s["id"]: s for s in (await api_json(fuzz.ws, "/api/v1/segments"))["segments"]}
+    listed: dict[str, Any] = {}
+    page = await api_json(fuzz.ws, "/api/v1/segments", limit=500)
+    while True:  # every page of the list
+        listed |= {s["id"]: s for s in page["segments"]}
+        if page["next_cursor"] is None:
+            break
+        page = await api_json(fuzz.ws, "/api/v1/segments", limit=500, cursor=page["next_cursor"])
     assert created.keys() <= listed.keys(), f"created but not listed: {sorted(created.keys() - listed.keys())}"
     assert all((listed[i]["name"], listed[i]["filter"]) == (s["name"], s["filter"]) for i, s in created.items())
 
