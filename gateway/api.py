@@ -217,6 +217,7 @@ class ApiRoute:
 # reaches a service: not its /docs, /openapi.json or /metrics, and no route it does not list here.
 API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("ingest/rejections", ("GET",), "ingest", "ingest"),
+    ApiRoute("users", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/events", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/devices", ("POST",), "profiles", "users"),
@@ -229,8 +230,11 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("segments/{segment_id}/archive", ("POST",), "segmenter", "segments"),
     ApiRoute("segments/{segment_id}/unarchive", ("POST",), "segmenter", "segments"),
     ApiRoute("segments/{segment_id}/reach", ("GET",), "segmenter", "segments"),
-    ApiRoute("campaigns", ("POST",), "scheduler", "campaigns"),
-    ApiRoute("campaigns/{campaign_id}", ("GET",), "scheduler", "campaigns"),
+    ApiRoute("campaigns", ("GET", "POST"), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}", ("GET", "PATCH"), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}/archive", ("POST",), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}/unarchive", ("POST",), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}/duplicate", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/launch", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/pause", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/stats", ("GET",), "scheduler", "campaigns"),

@@ -4,10 +4,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from kernel import pagination
+from kernel.contracts import Channel
 from kernel.web import Res, Session, WorkspaceId
 from services.scheduler import repository, service
+from services.scheduler.domain import CampaignStatus
 from services.scheduler.models import Campaign
-from services.scheduler.schemas import CampaignIn, CampaignOut, CampaignStats, SendList, SendOut
+from services.scheduler.schemas import (
+    CampaignDuplicate,
+    CampaignIn,
+    CampaignList,
+    CampaignOut,
+    CampaignPatch,
+    CampaignStats,
+    SendList,
+    SendOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["campaigns"])
 
@@ -24,10 +36,79 @@ async def create_campaign(body: CampaignIn, workspace_id: WorkspaceId, session: 
     return _out(campaign)
 
 
+@router.get("/campaigns")
+async def list_campaigns(
+    workspace_id: WorkspaceId,
+    session: Session,
+    cursor: pagination.Cursor = None,
+    limit: pagination.Limit = pagination.DEFAULT_LIMIT,
+    status: Annotated[
+        list[CampaignStatus] | None, Query(description="only campaigns in these states (none: every state but archived)")
+    ] = None,
+    channel: Annotated[list[Channel] | None, Query(description="only campaigns on these channels")] = None,
+    query: Annotated[
+        pagination.Search,
+        Query(min_length=1, max_length=pagination.MAX_SEARCH_CHARS, description="only campaigns whose name contains this text (any case)"),
+    ] = None,
+    created_after: pagination.CreatedAfter = None,
+    created_before: pagination.CreatedBefore = None,
+) -> CampaignList:
+    """The workspace's campaigns, newest first, a page at a time (`next_cursor`); archived ones only when asked for by status."""
+    wanted = repository.CampaignQuery(
+        statuses=tuple(status or ()), channels=tuple(channel or ()), name_contains=query,
+        created_after=pagination.utc(created_after, "created_after"),
+        created_before=pagination.utc(created_before, "created_before"),
+    )
+    rows, next_cursor = await service.page(session, workspace_id, wanted, cursor, limit)
+    return CampaignList(campaigns=[_out(c) for c in rows], next_cursor=next_cursor)
+
+
 @router.get("/campaigns/{campaign_id}")
 async def get_campaign(campaign_id: str, workspace_id: WorkspaceId, session: Session) -> CampaignOut:
     """One campaign."""
     return _out(await service.get_campaign(session, workspace_id, campaign_id))
+
+
+@router.patch("/campaigns/{campaign_id}")
+async def update_campaign(
+    campaign_id: str, body: CampaignPatch, workspace_id: WorkspaceId, session: Session, res: Res
+) -> CampaignOut:
+    """Change some of a campaign's fields (each given replaces the stored one; null clears an optional one).
+
+    Checked as a new campaign is (422 naming the field), then against its status (409 saying why): a draft
+    changes anything; once launched its channel is fixed; an active one changes only its name, message
+    and ends_at (pause it for the rest); an archived one nothing.
+    """
+    campaign = await service.update_campaign(session, res.nats, workspace_id, campaign_id, body)
+    await session.refresh(campaign)
+    return _out(campaign)
+
+
+@router.post("/campaigns/{campaign_id}/archive")
+async def archive_campaign(campaign_id: str, workspace_id: WorkspaceId, session: Session) -> CampaignOut:
+    """Archive a campaign: it triggers nothing more, its pending sends are cancelled, and lists leave it out
+    unless asked for (`status=archived`). Idempotent."""
+    campaign = await service.archive(session, workspace_id, campaign_id)
+    await session.refresh(campaign)
+    return _out(campaign)
+
+
+@router.post("/campaigns/{campaign_id}/unarchive")
+async def unarchive_campaign(campaign_id: str, workspace_id: WorkspaceId, session: Session) -> CampaignOut:
+    """Bring an archived campaign back as a draft (launch it to send again). Idempotent."""
+    campaign = await service.unarchive(session, workspace_id, campaign_id)
+    await session.refresh(campaign)
+    return _out(campaign)
+
+
+@router.post("/campaigns/{campaign_id}/duplicate", status_code=201)
+async def duplicate_campaign(
+    campaign_id: str, workspace_id: WorkspaceId, session: Session, body: CampaignDuplicate | None = None
+) -> CampaignOut:
+    """A draft copy of a campaign of any status, named `name` or "<its name> (copy)"; nothing else is copied (no sends, no stats)."""
+    campaign = await service.duplicate(session, workspace_id, campaign_id, body.name if body else None)
+    await session.refresh(campaign)
+    return _out(campaign)
 
 
 @router.post("/campaigns/{campaign_id}/launch")

@@ -5,8 +5,9 @@ evaluated by the segmenter's one Python reading of it, so a condition means the 
 """
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from services.segmenter import conditions as condition_rules
 
@@ -47,3 +48,33 @@ def matches_exception(exception: str | dict[str, Any], event_name: str, properti
 def in_window(starts_at: datetime | None, ends_at: datetime | None, at: datetime) -> bool:
     """Whether `at` falls inside the campaign's [starts_at, ends_at) window."""
     return (starts_at is None or at >= starts_at) and (ends_at is None or at < ends_at)
+
+
+# A campaign is made a `draft`, `launch`ed to `active`, `pause`d and launched again; `archived` ends it
+# (it sends nothing more; unarchived, it is a draft again).
+CampaignStatus = Literal["draft", "active", "paused", "archived"]
+CAMPAIGN_STATUSES: tuple[CampaignStatus, ...] = ("draft", "active", "paused", "archived")
+# What an active campaign may change while it sends: its name, what it says, and when it ends. Who it
+# reaches and when it triggers wait for a pause, so no trigger is matched half under the old rules.
+CHANGEABLE_WHILE_ACTIVE = frozenset({"name", "message", "ends_at"})
+
+
+def edit_refusal(status: str, fields: Iterable[str]) -> str | None:
+    """Why a campaign in `status` may not change these fields (a 409's detail), or None when it may.
+
+    A draft may change anything. Once launched, its channel is fixed: the sends already decided were
+    decided for it. An active campaign changes only its name, message and end; the rest after a pause.
+    An archived one changes nothing (unarchive it, or duplicate it).
+    """
+    wanted = set(fields)
+    if status == "archived":
+        return "an archived campaign cannot change: unarchive it (it becomes a draft) or duplicate it"
+    if status == "draft" or not wanted:
+        return None
+    if "channel" in wanted:
+        return f"a launched campaign's channel cannot change (it is {status}): duplicate it to send on another channel"
+    if status == "active" and (fixed := sorted(wanted - CHANGEABLE_WHILE_ACTIVE)):
+        return (
+            f"an active campaign changes only its name, message and ends_at; pause it to change {', '.join(fixed)}"
+        )
+    return None

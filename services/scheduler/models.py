@@ -14,12 +14,16 @@ SCHEMA = "scheduler"
 
 class Campaign(Base):
     __tablename__ = "campaigns"
-    __table_args__ = (Index("campaigns_active", "workspace_id", "status"), {"schema": SCHEMA})
+    __table_args__ = (
+        Index("campaigns_active", "workspace_id", "status"),
+        Index("campaigns_listing", "workspace_id", "created_at", "id"),
+        {"schema": SCHEMA},
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="draft")
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # domain.CampaignStatus
     channel: Mapped[str] = mapped_column(String(16))
     trigger: Mapped[dict[str, Any]] = mapped_column(JSONB)
     audience: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)

@@ -1,12 +1,14 @@
 """Scheduler queries."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, DateTime, and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kernel.pagination import like_pattern
 from services.profiles.views import segment_events
 from services.scheduler.models import Campaign, ScheduledSend
 from services.segmenter.conditions import compile_comparison
@@ -20,6 +22,56 @@ async def add_campaign(session: AsyncSession, campaign: Campaign) -> None:
 async def get_campaign(session: AsyncSession, workspace_id: str, campaign_id: str, lock: bool = False) -> Campaign | None:
     query = select(Campaign).where(Campaign.workspace_id == workspace_id, Campaign.id == campaign_id)
     return await session.scalar(query.with_for_update() if lock else query)
+
+
+@dataclass(frozen=True)
+class CampaignQuery:
+    """Which campaigns a page lists: by status (none: all but archived), channel, a text in the name, a creation range."""
+
+    statuses: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    name_contains: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+async def page_of_campaigns(
+    session: AsyncSession, workspace_id: str, query: CampaignQuery, after: tuple[datetime, str] | None, limit: int
+) -> list[Campaign]:
+    """Up to `limit` campaigns newest first (by creation, then id), after the position `after`."""
+    conditions: list[ColumnElement[bool]] = [Campaign.workspace_id == workspace_id]
+    if query.statuses:
+        conditions.append(Campaign.status.in_(query.statuses))
+    else:
+        conditions.append(Campaign.status != "archived")
+    if query.channels:
+        conditions.append(Campaign.channel.in_(query.channels))
+    if query.name_contains is not None:
+        conditions.append(Campaign.name.ilike(like_pattern(query.name_contains), escape="\\"))
+    if query.created_after is not None:
+        conditions.append(Campaign.created_at >= query.created_after)
+    if query.created_before is not None:
+        conditions.append(Campaign.created_at < query.created_before)
+    if after is not None:
+        conditions.append(tuple_(Campaign.created_at, Campaign.id) < tuple_(literal(after[0]), literal(after[1])))
+    rows = await session.scalars(
+        select(Campaign).where(*conditions).order_by(Campaign.created_at.desc(), Campaign.id.desc()).limit(limit)
+    )
+    return list(rows)
+
+
+async def cancel_all_pending(session: AsyncSession, workspace_id: str, campaign_id: str, reason: str) -> int:
+    """Cancel every send of the campaign still waiting to go out."""
+    result = await session.execute(
+        update(ScheduledSend)
+        .where(
+            ScheduledSend.workspace_id == workspace_id,
+            ScheduledSend.campaign_id == campaign_id,
+            ScheduledSend.status == "scheduled",
+        )
+        .values(status="cancelled", reason=reason, updated_at=func.now())
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
 
 
 async def active_campaigns(session: AsyncSession, workspace_id: str) -> list[Campaign]:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from pydantic import (
@@ -41,6 +41,7 @@ from kernel.limits import MAX_DEPTH, MAX_SAFE_INTEGER
 from kernel.settings import WebhookSettings
 from services import templates
 from services.dispatcher import domain as dispatch_rules
+from services.scheduler.domain import CampaignStatus
 
 MAX_MESSAGE_BYTES = 128 * 1024  # the message as JSON: it travels in every SendRequested
 MAX_EVENT_NAME = 512  # a trigger or exception event's name
@@ -61,6 +62,8 @@ def webhook_policy() -> dispatch_rules.WebhookPolicy:
 
 
 class Trigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     event: EventName = Field(description="the event that starts the campaign for a user")
     where: list[PropertyCondition] = Field(
         default_factory=list, max_length=MAX_CONDITIONS,
@@ -92,6 +95,8 @@ class ExceptionEvent(BaseModel):
 
 
 class Audience(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     segment_id: str | None = Field(default=None, max_length=64)
 
 
@@ -120,6 +125,8 @@ APP_CHANNELS = ("push", "email", "sms")  # channels whose credentials (and, for 
 
 
 class CampaignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo (`"delay"`) is a 422 naming it, never a default kept
+
     name: str = Field(min_length=1, max_length=200)
     channel: Channel
     trigger: Trigger
@@ -276,7 +283,7 @@ def nested(prefix: str, exc: ValidationError) -> ValidationError:
 class CampaignOut(BaseModel):
     id: str
     name: str
-    status: Literal["draft", "active", "paused"]
+    status: CampaignStatus
     channel: str
     trigger: dict[str, Any]
     audience: dict[str, Any] | None
@@ -309,3 +316,32 @@ class SendOut(BaseModel):
 
 class SendList(BaseModel):
     messages: list[SendOut]
+
+
+class CampaignPatch(BaseModel):
+    """The fields to change: each given replaces the stored one whole (`message` too); null clears an optional one.
+    The result is checked as a new campaign is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    channel: Channel | None = None
+    trigger: Trigger | None = None
+    audience: Audience | None = None
+    delay_seconds: int | None = Field(default=None, ge=0, le=90 * 24 * 3600)
+    cancel_on: list[ExceptionEvent] | None = Field(default=None, max_length=100)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    app_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    message: dict[str, Any] | None = None
+
+
+class CampaignDuplicate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, description="the copy's name (default: \"<name> (copy)\")")
+
+
+class CampaignList(BaseModel):
+    campaigns: list[CampaignOut]
+    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null on the last page")

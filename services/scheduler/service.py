@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from fastapi.exceptions import RequestValidationError
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from kernel import bus
+from kernel import bus, pagination
 from kernel.contracts import (
     AUDIENCE_QUERY_SUBJECT,
     AudienceAnswer,
@@ -24,7 +25,7 @@ from kernel.db import unit_of_work
 from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
 from services.scheduler import domain, repository
 from services.scheduler.models import Campaign, ScheduledSend
-from services.scheduler.schemas import CampaignIn
+from services.scheduler.schemas import CampaignIn, CampaignPatch
 
 log = structlog.get_logger(__name__)
 
@@ -39,34 +40,135 @@ async def in_audience(nc: NATS, workspace_id: str, segment_id: str, profile_id: 
     )
 
 
+async def check_audience(nc: NATS, workspace_id: str, body: CampaignIn) -> None:
+    """A 422 naming `audience.segment_id` unless the audience segment exists in the workspace and is live."""
+    segment_id = body.audience.segment_id if body.audience else None
+    if not segment_id:
+        return
+    try:
+        answer = await in_audience(nc, workspace_id, segment_id, "-")
+    except Exception as exc:
+        raise Unavailable("the segmenter did not answer; retry") from exc
+    if not answer.found:
+        raise Unprocessable([{"loc": ["body", "audience", "segment_id"], "msg": f"no segment {segment_id!r} in this workspace"}])
+    if answer.archived:
+        raise Unprocessable([{"loc": ["body", "audience", "segment_id"], "msg": f"segment {segment_id!r} is archived: it matches nobody"}])
+
+
+def campaign_fields(body: CampaignIn) -> dict[str, Any]:
+    """A checked campaign as its row stores it."""
+    return {
+        "name": body.name,
+        "channel": body.channel,
+        "trigger": body.trigger.model_dump(mode="json"),
+        "audience": body.audience.model_dump(mode="json") if body.audience else None,
+        "delay_seconds": body.delay_seconds,
+        "cancel_on": [exception.stored() for exception in body.cancel_on],
+        "starts_at": body.starts_at,
+        "ends_at": body.ends_at,
+        "message": body.message,
+    }
+
+
 async def create_campaign(session: AsyncSession, nc: NATS, workspace_id: str, body: CampaignIn) -> Campaign:
     """Store a draft campaign after checking that its audience segment exists."""
-    segment_id = body.audience.segment_id if body.audience else None
-    if segment_id:
-        try:
-            answer = await in_audience(nc, workspace_id, segment_id, "-")
-        except Exception as exc:
-            raise Unavailable("the segmenter did not answer; retry") from exc
-        if not answer.found:
-            raise Unprocessable(
-                [{"loc": ["audience", "segment_id"], "msg": f"no segment {segment_id!r} in this workspace"}]
-            )
+    await check_audience(nc, workspace_id, body)
+    campaign = Campaign(id=f"cmp_{secrets.token_hex(8)}", workspace_id=workspace_id, status="draft", **campaign_fields(body))
+    await repository.add_campaign(session, campaign)
+    return campaign
+
+
+def as_submitted(campaign: Campaign) -> dict[str, Any]:
+    """A stored campaign as a `CampaignIn` body (its push or email app as `app_id`)."""
+    body: dict[str, Any] = {field: getattr(campaign, field) for field in STORED}
+    if isinstance(app_id := campaign.message.get("app_id"), str):
+        body["app_id"] = app_id
+    return body
+
+
+# A campaign's columns that a body sets (an app id is kept in the message).
+STORED = ("name", "channel", "trigger", "audience", "delay_seconds", "cancel_on", "starts_at", "ends_at", "message")
+
+
+async def update_campaign(session: AsyncSession, nc: NATS, workspace_id: str, campaign_id: str, patch: CampaignPatch) -> Campaign:
+    """Change the fields a patch gives (each replaces the stored one whole; null clears an optional one).
+
+    The result is checked as a new campaign is (templates, message, times: a 422 naming the field), then
+    against what the campaign's status allows (a 409 saying why: see domain.edit_refusal). A field given
+    with its stored value is no change. Sends already decided keep their channel and due time; what they
+    say is read when they go out, so a new message reaches them too.
+    """
+    campaign = await get_campaign(session, workspace_id, campaign_id, lock=True)
+    given = patch.model_dump(mode="json", by_alias=True, include=patch.model_fields_set)
+    submitted = as_submitted(campaign)
+    if "app_id" in given and "message" not in given:  # the stored message carries the old app
+        submitted["message"] = {k: v for k, v in campaign.message.items() if k != "app_id"}
+    try:
+        body = CampaignIn.model_validate({**submitted, **given})
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
+    fields = campaign_fields(body)
+    changed = {field for field, value in fields.items() if value != getattr(campaign, field)}
+    if refusal := domain.edit_refusal(campaign.status, changed):
+        raise Conflict(refusal, error="not_editable")
+    if "audience" in changed:
+        await check_audience(nc, workspace_id, body)
+    for field in changed:
+        setattr(campaign, field, fields[field])
+    if changed:
+        campaign.updated_at = datetime.now(UTC)
+        await session.flush()
+    return campaign
+
+
+async def archive(session: AsyncSession, workspace_id: str, campaign_id: str) -> Campaign:
+    """Archive a campaign: it stops triggering, its pending sends are cancelled, and it leaves lists unless asked
+    for. Archiving an archived campaign changes nothing."""
+    campaign = await get_campaign(session, workspace_id, campaign_id, lock=True)
+    if campaign.status != "archived":
+        campaign.status = "archived"
+        campaign.updated_at = datetime.now(UTC)
+        cancelled = await repository.cancel_all_pending(session, workspace_id, campaign.id, "campaign archived")
+        log.info("campaign_archived", workspace_id=workspace_id, campaign_id=campaign.id, cancelled=cancelled)
+        await session.flush()
+    return campaign
+
+
+async def unarchive(session: AsyncSession, workspace_id: str, campaign_id: str) -> Campaign:
+    """Bring an archived campaign back as a draft (launch it to send again); another status is answered as it is."""
+    campaign = await get_campaign(session, workspace_id, campaign_id, lock=True)
+    if campaign.status == "archived":
+        campaign.status = "draft"
+        campaign.updated_at = datetime.now(UTC)
+        await session.flush()
+    return campaign
+
+
+async def duplicate(session: AsyncSession, workspace_id: str, campaign_id: str, name: str | None) -> Campaign:
+    """A draft copy of a campaign (of any status), named `name` or "<its name> (copy)"."""
+    source = await get_campaign(session, workspace_id, campaign_id)
+    copy_name = name if name is not None else f"{source.name[:MAX_NAME - len(COPY_SUFFIX)]}{COPY_SUFFIX}"
     campaign = Campaign(
-        id=f"cmp_{secrets.token_hex(8)}",
-        workspace_id=workspace_id,
-        name=body.name,
-        status="draft",
-        channel=body.channel,
-        trigger=body.trigger.model_dump(mode="json"),
-        audience=body.audience.model_dump(mode="json") if body.audience else None,
-        delay_seconds=body.delay_seconds,
-        cancel_on=[exception.stored() for exception in body.cancel_on],
-        starts_at=body.starts_at,
-        ends_at=body.ends_at,
-        message=body.message,
+        id=f"cmp_{secrets.token_hex(8)}", workspace_id=workspace_id, status="draft",
+        **{field: getattr(source, field) for field in STORED} | {"name": copy_name},
     )
     await repository.add_campaign(session, campaign)
     return campaign
+
+
+COPY_SUFFIX = " (copy)"
+MAX_NAME = 200
+
+
+async def page(
+    session: AsyncSession, workspace_id: str, query: repository.CampaignQuery, cursor: str | None, limit: int
+) -> tuple[list[Campaign], str | None]:
+    """One page of the workspace's campaigns, newest first, and the cursor of the next page (None: the last)."""
+    after = pagination.decode(cursor, (datetime, str)) if cursor is not None else None
+    rows = await repository.page_of_campaigns(session, workspace_id, query, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, pagination.encode(rows[-1].created_at, rows[-1].id) if more else None
 
 
 async def get_campaign(session: AsyncSession, workspace_id: str, campaign_id: str, lock: bool = False) -> Campaign:
@@ -80,6 +182,8 @@ async def set_status(session: AsyncSession, workspace_id: str, campaign_id: str,
     """Launch (draft/paused → active) or pause (active → paused) a campaign."""
     campaign = await get_campaign(session, workspace_id, campaign_id, lock=True)
     if action == "launch":
+        if campaign.status == "archived":
+            raise Conflict("this campaign is archived: unarchive it (it becomes a draft) or duplicate it", error="not_editable")
         if campaign.ends_at and campaign.ends_at <= datetime.now(UTC):
             raise Conflict("this campaign's ends_at has passed; it cannot be launched")
         if campaign.status == "active":

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.scheduler.schemas import CampaignIn
 from tests.fuzz.conftest import (
     STORED_BOUND_SECONDS,
     Fuzz,
@@ -49,6 +50,8 @@ async def create(fuzz: Fuzz, body: Any, ensure_ascii: bool, created: dict[str, d
         "/api/v1/campaigns", content=content, headers={"content-type": "application/json"}
     )
     assert_answered_cleanly(response, shown)
+    unknown = set(body) - set(CampaignIn.model_fields) if isinstance(body, dict) else set()
+    assert not (unknown and response.status_code < 400), f"unknown fields {sorted(unknown)} accepted: {shown}"
     if response.status_code != 201:
         return
     campaign = response.json()
