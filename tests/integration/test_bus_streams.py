@@ -8,7 +8,7 @@ from nats.aio.client import Client as NATS
 
 from herald.infra import EmbeddedNats, free_port
 from kernel import bus
-from kernel.contracts import STREAMS, MembershipChanged, ProfileChanged
+from kernel.contracts import REJECTIONS_KEPT, STREAMS, MembershipChanged, ProfileChanged
 from kernel.logging import BUS_CORRELATION_HEADER
 from kernel.settings import MIB, StreamSettings
 
@@ -28,6 +28,8 @@ async def test_the_streams_migrate_creates_are_bounded_by_default(nc: NATS) -> N
     for name, (max_age, max_bytes) in limits.items():
         if name == bus.DEAD_LETTERS:
             assert (max_age, max_bytes) == (30 * 24 * 3600, 64 * MIB)
+        elif name == bus.REJECTIONS:  # a small fixed reservation: the newest calls dropped per workspace
+            assert (max_age, max_bytes) == (7 * 24 * 3600, bus.REJECTIONS_MAX_BYTES)
         else:
             assert (max_age, max_bytes) == (7 * 24 * 3600, 256 * MIB), name
 
@@ -46,6 +48,7 @@ async def test_limits_come_from_the_environment_and_re_running_updates_them(
             await bus.ensure_streams(nc.jetstream())
             created = await _limits(nc)
             assert created.pop(bus.DEAD_LETTERS) == (240 * 3600, 64 * 1024**2)
+            assert created.pop(bus.REJECTIONS) == (48 * 3600, bus.REJECTIONS_MAX_BYTES)
             assert set(created.values()) == {(48 * 3600, 256 * 1024**2)}
 
             tighter = StreamSettings(
@@ -55,6 +58,7 @@ async def test_limits_come_from_the_environment_and_re_running_updates_them(
             await bus.ensure_streams(nc.jetstream(), retention=tighter)
             updated = await _limits(nc)
             assert updated.pop(bus.DEAD_LETTERS) == (72 * 3600, 32 * 1024**2)
+            assert updated.pop(bus.REJECTIONS) == (24 * 3600, bus.REJECTIONS_MAX_BYTES)
             assert set(updated.values()) == {(24 * 3600, 128 * 1024**2)}
 
             too_big = tighter.model_copy(update={"stream_max_bytes": 10**15})
@@ -83,3 +87,8 @@ async def test_publish_contracts_stores_each_under_its_subject_and_de_duplicatio
         assert stored.headers[BUS_CORRELATION_HEADER] == correlation
     counts = (await js.stream_info("PROFILES", subjects_filter=changed.subject)).state.subjects
     assert counts == {changed.subject: 1}, "the repeated message was stored once"
+
+
+async def test_rejections_keep_only_the_newest_of_each_workspace(nc: NATS) -> None:
+    config = (await nc.jetstream().stream_info(bus.REJECTIONS)).config
+    assert config.max_msgs_per_subject == REJECTIONS_KEPT and config.subjects == ["rejections.>"]
