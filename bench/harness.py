@@ -303,7 +303,10 @@ async def started_env() -> AsyncIterator[Env]:
             await asyncio.to_thread(stack.stop)
         postgres.stop()
         nats_server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("HERALD_BENCH_KEEP"):  # the services' logs, to see why a scenario failed
+            print(f"kept the run's data and logs in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @asynccontextmanager
