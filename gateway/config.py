@@ -1,12 +1,11 @@
 """Gateway settings."""
 
 from functools import lru_cache
-from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from kernel import signing
-from kernel.settings import DatabaseSettings, HeraldSettings
+from kernel.settings import DatabaseSettings, HeraldSettings, PublicUrl
 
 
 class GatewaySettings(HeraldSettings, DatabaseSettings):
@@ -20,7 +19,7 @@ class GatewaySettings(HeraldSettings, DatabaseSettings):
     segmenter_url: str = Field("http://127.0.0.1:8003", description="where the gateway reaches the segmenter")
     scheduler_url: str = Field("http://127.0.0.1:8004", description="where the gateway reaches the scheduler")
     dispatcher_url: str = Field("http://127.0.0.1:8005", description="where the gateway reaches the dispatcher")
-    public_url: str | None = Field(
+    public_url: PublicUrl = Field(
         None,
         description="the URL SDKs reach this gateway at (https://events.example.com); the settings it serves to "
         "client SDKs point them there. Unset: the host and scheme each request came in on",
@@ -40,16 +39,6 @@ class GatewaySettings(HeraldSettings, DatabaseSettings):
     rate_limit_sync_seconds: float = Field(
         0.5, gt=0, description="how often a replica shares its counts; the limit holds across replicas to within this"
     )
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url_is_an_origin(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        parsed = urlsplit(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
-            raise ValueError("HERALD_PUBLIC_URL must be an http(s) URL such as https://events.example.com")
-        return value
 
     @model_validator(mode="after")
     def _signing_key_matches(self) -> "GatewaySettings":

@@ -5,12 +5,27 @@ Each field's description is the configuration reference (`herald settings`, docs
 
 import ipaddress
 import re
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel import signing
+
+
+def _public_origin(value: str | None) -> str | None:
+    """An http(s) URL with a host and no query or fragment, without its trailing slash; empty is unset."""
+    if not value:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
+        raise ValueError("HERALD_PUBLIC_URL must be an http(s) URL such as https://events.example.com")
+    return value.rstrip("/")
+
+
+# HERALD_PUBLIC_URL: where clients reach the gateway (the gateway's SDK settings, the dispatcher's links).
+PublicUrl = Annotated[str | None, AfterValidator(_public_origin)]
 
 PLACEHOLDER_PREFIX = "dev-"
 # Every settings class carries the same config: pydantic merges it from all bases, last wins.

@@ -1,12 +1,11 @@
 """Dispatcher settings."""
 
 from functools import lru_cache
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
 from kernel.contracts import Channel
-from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings, WebhookSettings
+from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings, PublicUrl, WebhookSettings
 from services.dispatcher.credentials import SecretBox, origin_of
 from services.dispatcher.domain import unsubscribe_token
 
@@ -26,7 +25,7 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
     )
     smtp_pool_size: int = Field(4, ge=1, le=100, description="SMTP connections kept open per server (and login), reused across messages")
     smtp_idle_seconds: float = Field(30.0, gt=0, description="an SMTP connection idle this long is closed, not reused")
-    public_url: str | None = Field(
+    public_url: PublicUrl = Field(
         None,
         description="the gateway's public URL (https://events.example.com), where emails' one-click unsubscribe "
         "links point; with HERALD_LINK_KEY, every email carries List-Unsubscribe. Unset: no unsubscribe header",
@@ -85,16 +84,6 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
             SecretBox.from_setting(value.get_secret_value())  # UnreadableSecretsKey (a ValueError) says which entry
             return value
         return None
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url_is_an_origin(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        parsed = urlsplit(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
-            raise ValueError("HERALD_PUBLIC_URL must be an http(s) URL such as https://events.example.com")
-        return value.rstrip("/")
 
     @field_validator("link_key")
     @classmethod
