@@ -10,8 +10,9 @@ item created after the first page was read appears on no later page, and none is
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Query
@@ -53,6 +54,25 @@ def decode(cursor: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
         raise Unprocessable(
             [{"loc": ["query", "cursor"], "msg": "not a cursor this list gave out: pass `next_cursor` from the previous page as it is"}]
         ) from None
+
+
+T = TypeVar("T")
+
+
+def newest_first_position(cursor: str | None) -> tuple[datetime, str] | None:
+    """Where a newest-first list resumes: the (created at, id) its cursor holds; None for the first page."""
+    if cursor is None:
+        return None
+    created_at, item_id = decode(cursor, (datetime, str))
+    return created_at, item_id
+
+
+def next_page(rows: list[T], limit: int, position: Callable[[T], tuple[datetime, str]]) -> tuple[list[T], str | None]:
+    """A page from the `limit + 1` rows read: the first `limit`, and the cursor after them (None: the last page)."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode(*position(rows[-1]))
 
 
 def _instant(text: str) -> datetime:

@@ -395,10 +395,8 @@ async def list_users(
     session: AsyncSession, workspace_id: str, search: str | None, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the workspace's users newest first (as `UserSummary`), and the next page's cursor (None: the last)."""
-    after = pagination.decode(cursor, (datetime, str)) if cursor is not None else None
-    rows = await repository.page_of_profiles(session, workspace_id, search, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    read = await repository.page_of_profiles(session, workspace_id, search, pagination.newest_first_position(cursor), limit + 1)
+    rows, next_cursor = pagination.next_page(read, limit, lambda p: (p.created_at, p.profile_id))
     anonymous = await repository.identities_of_many(session, workspace_id, [p.profile_id for p in rows], domain.ANONYMOUS)
     users = [
         {
@@ -412,4 +410,4 @@ async def list_users(
         }
         for p in rows
     ]
-    return users, pagination.encode(rows[-1].created_at, rows[-1].profile_id) if more else None
+    return users, next_cursor

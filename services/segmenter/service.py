@@ -297,11 +297,8 @@ async def page(
     session: AsyncSession, workspace_id: str, query: repository.SegmentQuery, cursor: str | None, limit: int
 ) -> tuple[list[Segment], str | None]:
     """One page of the workspace's segments, newest first, and the cursor of the next page (None: the last)."""
-    after = pagination.decode(cursor, (datetime, str)) if cursor is not None else None
-    rows = await repository.page_of_segments(session, workspace_id, query, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, pagination.encode(rows[-1].created_at, rows[-1].id) if more else None
+    rows = await repository.page_of_segments(session, workspace_id, query, pagination.newest_first_position(cursor), limit + 1)
+    return pagination.next_page(rows, limit, lambda g: (g.created_at, g.id))
 
 
 async def update_segment(
