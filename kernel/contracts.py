@@ -126,6 +126,7 @@ def workspace_subjects(stream: str, workspace_id: str) -> str:
 # Request/reply subjects (core NATS, outside every stream).
 PROFILE_QUERY_SUBJECT = "rpc.profiles.get"
 TOKEN_DEACTIVATION_SUBJECT = "rpc.profiles.deactivate_token"
+SUBSCRIPTION_SUBJECT = "rpc.profiles.set_subscription"
 AUDIENCE_QUERY_SUBJECT = "rpc.segmenter.check"
 
 
@@ -1118,6 +1119,10 @@ class SendRequested(Contract):
     message: MessageContent
     trigger: TriggerEvent | None = None
     requested_at: datetime
+    # The campaign's subscription rules, checked by the dispatcher before rendering (docs/subscriptions.md):
+    # a transactional send ignores the channel's marketing state, never an unsubscribe from its group.
+    transactional: bool = False
+    subscription_group_id: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -1203,6 +1208,66 @@ class ComputedSnapshot(Contract):
     purchases: PurchasesSnapshot = Field(default_factory=PurchasesSnapshot)
 
 
+# --- subscriptions (the profiles service owns them; docs/subscriptions.md) --------------------
+
+SubscriptionState = Literal["opted_in", "subscribed", "unsubscribed"]
+SUBSCRIPTION_STATES: tuple[SubscriptionState, ...] = get_args(SubscriptionState)
+SubscriptionChannel = Literal["email", "push", "sms"]
+SUBSCRIPTION_CHANNELS: tuple[SubscriptionChannel, ...] = get_args(SubscriptionChannel)
+
+
+class SubscriptionEntry(Contract):
+    """A profile's state on one channel or in one subscription group: what, since when, and from where."""
+
+    state: SubscriptionState
+    at: datetime
+    source: str
+
+
+class SubscriptionsSnapshot(Contract):
+    """A profile's subscription states, as `GET /api/v1/users/{id}` shows them (None: never set)."""
+
+    email: SubscriptionEntry | None = None
+    push: SubscriptionEntry | None = None
+    sms: SubscriptionEntry | None = None
+    groups: dict[str, SubscriptionEntry] = Field(default_factory=dict)  # subscription group id -> state
+
+
+class SubscriptionChange(Contract):
+    """Set one profile's state on a channel or in a subscription group, as of `at` (the newest `at` wins, so a
+    late or replayed change changes nothing). Asked on SUBSCRIPTION_SUBJECT, e.g. by the dispatcher for an SMS
+    STOP (source "sms") or an unsubscribe link (source "link")."""
+
+    workspace_id: str
+    user_id: str | None = None
+    profile_id: str | None = None  # one of user_id or profile_id names the profile
+    channel: SubscriptionChannel | None = None
+    group_id: str | None = None  # one of channel or group_id says what is changed
+    state: SubscriptionState
+    source: str = Field(min_length=1, max_length=64)
+    at: datetime
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "SubscriptionChange":
+        if (self.user_id is None) == (self.profile_id is None):
+            raise ValueError("exactly one of user_id or profile_id")
+        if (self.channel is None) == (self.group_id is None):
+            raise ValueError("exactly one of channel or group_id")
+        return self
+
+
+class SubscriptionSet(Contract):
+    """The answer to a SubscriptionChange: the state now held (after the newest-wins rule), or why none was set.
+
+    `error`: "no_user" (found false), "unknown_group", "archived_group" or "invalid" (opted_in for a group)."""
+
+    found: bool = True
+    profile_id: str | None = None
+    changed: bool = False
+    current: SubscriptionEntry | None = None
+    error: str | None = None
+
+
 class ProfileSnapshot(Contract):
     """What the dispatcher renders a message with: the profile as `GET /api/v1/users/{id}` shows it (its
     `describe` shape validates as this), less what no template needs. Templates read it as `user`."""
@@ -1213,6 +1278,7 @@ class ProfileSnapshot(Contract):
     attributes: StandardAttributes = Field(default_factory=StandardAttributes)
     devices: list[DeviceSnapshot] = Field(default_factory=list)
     computed: ComputedSnapshot = Field(default_factory=ComputedSnapshot)
+    subscriptions: SubscriptionsSnapshot = Field(default_factory=SubscriptionsSnapshot)
     found: bool = True
 
 
