@@ -1,0 +1,1 @@
+"""Campaign results: engagement and conversions counted, statistics, experiments and their winners."""

@@ -1,0 +1,1 @@
+"""Send-time optimization: each user's send at the local hour they are most likely to engage."""
