@@ -63,7 +63,8 @@ Channel = Literal["email", "webhook", "push", "sms"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
 
 # A send decision in the scheduler: scheduled → requested (handed to the dispatcher), or stopped.
-SendStatus = Literal["scheduled", "requested", "cancelled", "not_in_audience"]
+# "suppressed": a delivery-policy rule stopped it (the send's `rule` says which; services/scheduler/delivery).
+SendStatus = Literal["scheduled", "requested", "cancelled", "not_in_audience", "suppressed"]
 # A delivery in the dispatcher: new → sending → sent | failed | skipped | unknown, or
 # sending → retrying → sending again (durably, at `next_attempt_at`) until a final answer.
 DeliveryStatus = Literal["new", "sending", "retrying", "sent", "failed", "skipped", "unknown"]
@@ -1123,6 +1124,8 @@ class SendRequested(Contract):
     # a transactional send ignores the channel's marketing state, never an unsubscribe from its group.
     transactional: bool = False
     subscription_group_id: str | None = None
+    # The campaign's experiment arm this user is in (a variant's name), None when the campaign has no variants.
+    variant: str | None = None
 
     @model_validator(mode="before")
     @classmethod

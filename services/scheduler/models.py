@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, func
+from sqlalchemy import Boolean, DateTime, Index, Integer, String, false, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,6 +33,12 @@ class Campaign(Base):
     starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     message: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # Delivery policy (services/scheduler/delivery): exempt from caps, holdout and quiet hours when transactional.
+    transactional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    delivery: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # {"window", "rate_per_minute"}
+    variants: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB, nullable=True)
+    control_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locales: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(JSONB, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -59,5 +65,8 @@ class ScheduledSend(Base):
     trigger: Mapped[dict[str, Any]] = mapped_column(JSONB)
     triggered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The experiment arm (a variant's name, "control", "global_control") and the policy rule that stopped or held it.
+    variant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rule: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
