@@ -37,7 +37,7 @@ def engagement_outcome(event_name: str) -> Outcome | None:
     if not event_name.startswith(OUTCOME_EVENT_PREFIX):
         return None
     outcome = event_name[len(OUTCOME_EVENT_PREFIX):]
-    return outcome if outcome in OUTCOMES else None  # type: ignore[return-value]
+    return outcome if outcome in OUTCOMES else None
 
 
 def arm(variant: str | None) -> str:
