@@ -39,6 +39,9 @@ class Campaign(Base):
     variants: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB, nullable=True)
     control_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locales: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(JSONB, nullable=True)
+    # Results (services/scheduler/results): results.schemas.ConversionGoal and ExperimentIn.
+    conversion: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True), nullable=True)
+    experiment: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
