@@ -243,6 +243,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("channels/fcm", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
     ApiRoute("channels/email", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
     ApiRoute("channels/sms", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
+    ApiRoute("channels/test", ("POST",), "dispatcher", "channels"),
 )
 
 

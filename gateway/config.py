@@ -5,7 +5,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, model_validator
 
 from kernel import signing
-from kernel.settings import DatabaseSettings, HeraldSettings, PublicUrl
+from kernel.settings import LINK_KEY_DESCRIPTION, DatabaseSettings, HeraldSettings, LinkKey, PublicUrl
 
 
 class GatewaySettings(HeraldSettings, DatabaseSettings):
@@ -24,6 +24,7 @@ class GatewaySettings(HeraldSettings, DatabaseSettings):
         description="the URL SDKs reach this gateway at (https://events.example.com); the settings it serves to "
         "client SDKs point them there. Unset: the host and scheme each request came in on",
     )
+    link_key: LinkKey = Field(None, description=LINK_KEY_DESCRIPTION)
     # Segment's limits: 32 KB per call, 500 KB per batch (measured on the decompressed JSON).
     max_call_bytes: int = Field(32 * 1024, description="largest single call accepted (decompressed JSON)")
     max_batch_bytes: int = Field(500 * 1024, description="largest batch accepted (decompressed JSON)")

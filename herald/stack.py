@@ -1,6 +1,7 @@
 """The whole Herald stack as separate processes: what `herald up` runs and the e2e tests start."""
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -70,6 +71,12 @@ class StackConfig:
     def url(self, service: str) -> str:
         return f"http://{self.host}:{self.port(service)}"
 
+    @property
+    def link_key(self) -> str:
+        """The key that signs messages' public links, shared by the dispatcher and the gateway: derived from the
+        gateway's signing key, so a local stack keeps its links valid across restarts without storing another key."""
+        return hashlib.sha256(b"herald-link-key:" + self.gateway_signing_key.encode()).hexdigest()
+
     def environment(self, service: str) -> dict[str, str]:
         """The environment a child process runs with."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
@@ -96,6 +103,9 @@ class StackConfig:
                 # The local stack's webhook sink, and whatever a developer runs beside it, are on this
                 # machine: let its webhooks reach loopback and the stack's host (production allows none).
                 "HERALD_WEBHOOK_ALLOWED_HOSTS": ",".join(dict.fromkeys(["127.0.0.0/8", "::1", "localhost", self.host])),
+                # Emails' signed links (open pixel, click redirects, unsubscribe) point at this gateway, which serves them.
+                "HERALD_PUBLIC_URL": self.url("gateway"),
+                "HERALD_LINK_KEY": self.link_key,
                 **self.extra_env,
             }
         )

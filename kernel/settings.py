@@ -27,6 +27,24 @@ def _public_origin(value: str | None) -> str | None:
 # HERALD_PUBLIC_URL: where clients reach the gateway (the gateway's SDK settings, the dispatcher's links).
 PublicUrl = Annotated[str | None, AfterValidator(_public_origin)]
 
+
+def _link_key(value: SecretStr | None) -> SecretStr | None:
+    """At least 32 characters; empty is unset."""
+    if value is None or not value.get_secret_value().strip():
+        return None
+    if len(value.get_secret_value().strip()) < 32:
+        raise ValueError("HERALD_LINK_KEY must be at least 32 characters (`herald keys --secrets` makes one)")
+    return value
+
+
+# HERALD_LINK_KEY: signs the public links in messages (the dispatcher makes them, the gateway serves them).
+LinkKey = Annotated[SecretStr | None, AfterValidator(_link_key)]
+LINK_KEY_DESCRIPTION = (
+    "the key (any text of 32+ characters) that signs the public links in messages (HMAC-SHA256): an email's open "
+    "pixel, click redirects and one-click unsubscribe; the dispatcher makes them, the gateway serves them (a link "
+    "that does not verify is a 404). The same in both. Unset: emails carry none of them"
+)
+
 PLACEHOLDER_PREFIX = "dev-"
 # Every settings class carries the same config: pydantic merges it from all bases, last wins.
 CONFIG = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")

@@ -20,6 +20,7 @@ development placeholder, refused with `HERALD_ENV=production`.
 import base64
 import binascii
 import hashlib
+import hmac
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 import jwt
+import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -192,3 +194,45 @@ class Verifier:
         if not isinstance(workspace, str) or not workspace:
             raise BadSignature("the gateway signature names no workspace")
         return workspace
+
+
+# --- public links ---------------------------------------------------------------------------
+# The links in messages (an email's open pixel, its wrapped links, one-click unsubscribe) are served by the
+# gateway to anyone who holds them, without a key: each is a token that names what it is about, signed with
+# HMAC-SHA256 under HERALD_LINK_KEY, which the dispatcher (that makes them) and the gateway (that serves them)
+# share. A token is `CLAIMS.MAC`: CLAIMS the unpadded base64url of its JSON claims, MAC the unpadded base64url
+# of the HMAC of the purpose's context followed by CLAIMS. A link whose claims or MAC were altered, or a token
+# made for another purpose, does not verify.
+
+LINK_CONTEXTS = {
+    "unsubscribe": b"herald-unsubscribe:",
+    "open": b"herald-open:",
+    "click": b"herald-click:",
+}
+MAX_LINK_TOKEN = 8192  # a click token carries its address; past this it is not one of ours
+
+
+def link_token(key: bytes, purpose: str, claims: Mapping[str, Any]) -> str:
+    """A signed token for one public link of `purpose` (unsubscribe, open, click)."""
+    body = _b64(orjson.dumps(dict(claims))).encode()
+    return f"{body.decode()}.{_b64(hmac.digest(key, LINK_CONTEXTS[purpose] + body, 'sha256'))}"
+
+
+def read_link_token(key: bytes, purpose: str, token: str) -> dict[str, Any] | None:
+    """The claims of a token `link_token` made under this key for this purpose, or None when it is not one."""
+    body, _, mac = token.partition(".")
+    if not body or not mac or len(token) > MAX_LINK_TOKEN or not body.isascii() or not mac.isascii():
+        return None
+    expected = _b64(hmac.digest(key, LINK_CONTEXTS[purpose] + body.encode(), "sha256"))
+    if not hmac.compare_digest(expected.encode(), mac.encode()):
+        return None
+    try:
+        claims = orjson.loads(_unb64(body))
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def link_key_bytes(text: str) -> bytes:
+    """The HMAC key of a written HERALD_LINK_KEY."""
+    return text.strip().encode()

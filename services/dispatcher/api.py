@@ -20,12 +20,16 @@ from services.dispatcher.schemas import (
     DeliveryOut,
     EmailChannelIn,
     EmailChannelOut,
+    EngagementIn,
+    EngagementOut,
     FcmChannelIn,
     FcmChannelOut,
     SmsChannelIn,
     SmsChannelOut,
     SmsInbound,
     SmsInboundAnswer,
+    TestSendIn,
+    TestSendOut,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["messages"])
@@ -156,6 +160,26 @@ async def sms_inbound(body: SmsInbound, request: Request, workspace_id: Workspac
     if staged and dispatcher is not None:
         await outbox.publish_after_commit(dispatcher.sessions, dispatcher.js, staged)
     return SmsInboundAnswer(keyword=answer.kind, reply=answer.reply, user_id=answer.user_id)
+
+
+@channels_router.post("/test")
+async def test_send(body: TestSendIn, request: Request, workspace_id: WorkspaceId) -> TestSendOut:
+    """Send one message now through the channel's provider, to a user or an address, and answer how it went
+    (the provider's answer, or why it was not sent); nothing is logged as a campaign's send."""
+    dispatcher: service.Dispatcher = request.app.state.dispatcher
+    result = await service.test_send(dispatcher, workspace_id, body)
+    return TestSendOut.model_validate(service.describe_test(result))
+
+
+@router.post("/engagement", include_in_schema=False)
+async def record_engagement(body: EngagementIn, request: Request, workspace_id: WorkspaceId, session: Session) -> EngagementOut:
+    """An open, click or unsubscribe the gateway read from a signed public link: the send's event on the user's timeline."""
+    dispatcher: service.Dispatcher = request.app.state.dispatcher
+    answer, staged = await service.record_engagement(session, dispatcher.outbox, dispatcher.nc, workspace_id, body)
+    await session.commit()
+    if staged:
+        await dispatcher.outbox.publish_after_commit(dispatcher.sessions, dispatcher.js, staged)
+    return answer
 
 
 def _whom(app_id: str | None) -> str:

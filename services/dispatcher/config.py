@@ -4,10 +4,20 @@ from functools import lru_cache
 
 from pydantic import Field, SecretStr, field_validator
 
+from kernel import signing
 from kernel.contracts import Channel
-from kernel.settings import BusSettings, ConsumerSettings, DatabaseSettings, HeraldSettings, PublicUrl, WebhookSettings
+from kernel.settings import (
+    LINK_KEY_DESCRIPTION,
+    BusSettings,
+    ConsumerSettings,
+    DatabaseSettings,
+    HeraldSettings,
+    LinkKey,
+    PublicUrl,
+    WebhookSettings,
+)
 from services.dispatcher.credentials import SecretBox, origin_of
-from services.dispatcher.domain import unsubscribe_token
+from services.dispatcher.domain import Links
 
 
 class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, ConsumerSettings, WebhookSettings):
@@ -27,14 +37,10 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
     smtp_idle_seconds: float = Field(30.0, gt=0, description="an SMTP connection idle this long is closed, not reused")
     public_url: PublicUrl = Field(
         None,
-        description="the gateway's public URL (https://events.example.com), where emails' one-click unsubscribe "
-        "links point; with HERALD_LINK_KEY, every email carries List-Unsubscribe. Unset: no unsubscribe header",
+        description="the gateway's public URL (https://events.example.com), where emails' signed links point; with "
+        "HERALD_LINK_KEY, every email carries List-Unsubscribe, an open pixel and tracked links. Unset: none of them",
     )
-    link_key: SecretStr | None = Field(
-        None,
-        description="the key (any text of 32+ characters) that signs public links (HMAC-SHA256): one-click unsubscribe; "
-        "the gateway that serves them holds the same key",
-    )
+    link_key: LinkKey = Field(None, description=LINK_KEY_DESCRIPTION)
     webhook_timeout_seconds: float = Field(10.0, description="per-request timeout of webhook deliveries")
     email_retry_hours: float = Field(
         24.0, gt=0, description="how long an email whose provider or profile lookup keeps failing is retried before it is failed"
@@ -85,21 +91,14 @@ class DispatcherSettings(HeraldSettings, DatabaseSettings, BusSettings, Consumer
             return value
         return None
 
-    @field_validator("link_key")
-    @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
-            return None
-        if len(value.get_secret_value().strip()) < 32:
-            raise ValueError("HERALD_LINK_KEY must be at least 32 characters (`herald keys --secrets` makes one)")
-        return value
-
-    def unsubscribe_link(self, workspace_id: str, send_id: str, user_id: str | None, channel: str) -> str | None:
-        """The signed one-click unsubscribe URL of a send, or None when links are not configured."""
+    def links(
+        self, workspace_id: str, send_id: str, user_id: str | None, channel: str, group_id: str | None = None
+    ) -> Links | None:
+        """The signed public links of a send (unsubscribe, open pixel, click redirects), or None when not configured."""
         if not self.public_url or self.link_key is None:
             return None
-        key = self.link_key.get_secret_value().strip().encode()
-        return f"{self.public_url}/v1/unsubscribe/{unsubscribe_token(key, workspace_id, send_id, user_id, channel)}"
+        key = signing.link_key_bytes(self.link_key.get_secret_value())
+        return Links(self.public_url, key, workspace_id, send_id, user_id, channel, group_id)
 
     def secret_box(self) -> SecretBox | None:
         """The box that seals channel secrets, or None when no key is configured."""

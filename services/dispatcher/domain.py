@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from functools import lru_cache
+from html import escape, unescape
 from html.parser import HTMLParser
 from typing import Any
 
@@ -18,6 +19,7 @@ import css_inline
 import orjson
 import phonenumbers
 
+from kernel import signing
 from kernel.contracts import (
     EmailContent,
     IosPush,
@@ -146,11 +148,12 @@ def render_email(
     to: str,
     default_from: str | None = None,
     default_reply_to: str | None = None,
-    unsubscribe_url: str | None = None,
+    links: "Links | None" = None,
 ) -> RenderedEmail:
     """The email for this user: subject, text and HTML rendered with their data (values in the HTML escaped),
     the HTML's CSS inlined, the text made from the HTML when the campaign gives none; the campaign's `from` and
-    `reply_to`, else the workspace's defaults."""
+    `reply_to`, else the workspace's defaults. With `links`, the HTML's links are tracked (click redirects and an
+    open pixel; the text keeps the addresses themselves) and the email carries one-click unsubscribe."""
     assert isinstance(send.message, EmailContent)
     message = send.message
     context, budget = template_context(send, profile), templates.Budget()
@@ -166,6 +169,8 @@ def render_email(
         body = render_text(message.body, context, "message.body", budget)
     else:
         body = html_to_text(html or "")
+    if html is not None and links is not None:
+        html = tracked_html(html, links)
     return RenderedEmail(
         to=to,
         subject=header_text(render_text(message.subject, context, "message.subject", budget)),
@@ -173,7 +178,7 @@ def render_email(
         from_address=sender,
         html=html,
         reply_to=reply_to,
-        unsubscribe_url=unsubscribe_url,
+        unsubscribe_url=links.unsubscribe() if links is not None else None,
     )
 
 
@@ -264,28 +269,76 @@ def html_to_text(html: str) -> str:
 
 
 def unsubscribe_token(key: bytes, workspace_id: str, send_id: str, user_id: str | None, channel: str) -> str:
-    """A signed unsubscribe token: base64url of its JSON claims (`w` workspace, `s` send, `u` user, `c`
-    channel), a dot, and the base64url HMAC-SHA256 of that first part under the link key. A link whose
-    claims or signature were altered does not verify."""
-    claims = base64.urlsafe_b64encode(orjson.dumps({"w": workspace_id, "s": send_id, "u": user_id, "c": channel}))
-    body = claims.rstrip(b"=")
-    mac = base64.urlsafe_b64encode(hmac.digest(key, UNSUBSCRIBE_CONTEXT + body, "sha256")).rstrip(b"=")
-    return f"{body.decode()}.{mac.decode()}"
+    """A signed unsubscribe token (kernel.signing's link token for `unsubscribe`): claims `w` workspace, `s` send,
+    `u` user, `c` channel. A link whose claims or signature were altered does not verify."""
+    return signing.link_token(key, "unsubscribe", {"w": workspace_id, "s": send_id, "u": user_id, "c": channel})
 
 
 def read_unsubscribe_token(key: bytes, token: str) -> dict[str, Any] | None:
     """The claims of a token `unsubscribe_token` made under this key, or None when it is not one."""
-    body, _, mac = token.partition(".")
-    if not body or not mac or len(token) > 4096:
-        return None
-    expected = base64.urlsafe_b64encode(hmac.digest(key, UNSUBSCRIBE_CONTEXT + body.encode(), "sha256")).rstrip(b"=")
-    if not hmac.compare_digest(expected, mac.encode()):
-        return None
-    claims: dict[str, Any] = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    return claims
+    return signing.read_link_token(key, "unsubscribe", token)
 
 
-UNSUBSCRIBE_CONTEXT = b"herald-unsubscribe:"  # the MAC says what it is for: a key's MAC for another purpose never fits
+@dataclass(frozen=True)
+class Links:
+    """The signed public links of one send, served by the gateway under its public URL: one-click unsubscribe,
+    the open pixel and click redirects (the original address inside the signed claims, so no one can make the
+    gateway redirect anywhere else)."""
+
+    base_url: str
+    key: bytes
+    workspace_id: str
+    send_id: str
+    user_id: str | None
+    channel: str
+    group_id: str | None = None  # the campaign's subscription group: what its unsubscribe link leaves
+
+    def _claims(self) -> dict[str, Any]:
+        return {"w": self.workspace_id, "s": self.send_id, "u": self.user_id, "c": self.channel}
+
+    def unsubscribe(self) -> str:
+        """The one-click unsubscribe URL (List-Unsubscribe; GET shows a page to confirm, POST unsubscribes)."""
+        claims = {**self._claims(), **({"g": self.group_id} if self.group_id else {})}
+        return f"{self.base_url}/v1/unsubscribe/{signing.link_token(self.key, 'unsubscribe', claims)}"
+
+    def open_pixel(self) -> str:
+        """The URL of the 1×1 image whose loading records an open."""
+        return f"{self.base_url}/v1/links/o/{signing.link_token(self.key, 'open', self._claims())}"
+
+    def click(self, url: str, index: int) -> str:
+        """The redirect to `url` (the message's `index`-th link) that records a click on the way."""
+        token = signing.link_token(self.key, "click", {**self._claims(), "l": url, "i": index})
+        return f"{self.base_url}/v1/links/c/{token}"
+
+
+# An anchor's href, as css-inline serializes it (double quotes) or as written (single quotes).
+_HREF = re.compile(r"""(<a\b[^>]*?\shref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+TRACKED_SCHEMES = ("http://", "https://")
+
+
+def tracked_html(html: str, links: Links) -> str:
+    """The HTML with each http(s) link wrapped in a signed click redirect (per link, with the send's id) and a 1×1
+    open pixel before `</body>`. mailto:, tel:, anchors and the unsubscribe link itself are left as they are."""
+    unsubscribe_prefix = f"{links.base_url}/v1/unsubscribe/"
+    count = 0
+
+    def wrap(match: re.Match[str]) -> str:
+        nonlocal count
+        url = unescape(match.group(3)).strip()
+        if not url.lower().startswith(TRACKED_SCHEMES) or url.startswith(unsubscribe_prefix):
+            return match.group(0)
+        count += 1
+        return f"{match.group(1)}{match.group(2)}{escape(links.click(url, count), quote=True)}{match.group(2)}"
+
+    wrapped = _HREF.sub(wrap, html)
+    pixel = (f'<img src="{escape(links.open_pixel(), quote=True)}" width="1" height="1" alt="" '
+             'style="display:block;width:1px;height:1px;border:0" />')
+    found = list(_BODY_END.finditer(wrapped))
+    if not found:
+        return wrapped + pixel
+    at = found[-1].start()
+    return wrapped[:at] + pixel + wrapped[at:]
 
 
 def render_webhook(send: SendRequested, profile: ProfileSnapshot) -> RenderedWebhook:
@@ -422,6 +475,10 @@ class WebhookPolicy:
                 return False  # a name: judged by what it resolves to, when a webhook is sent
             addresses = [ipaddress.ip_address(a) for a in _LOOPBACK_NAME]
         return not all(self.permits(name, address) for address in addresses)
+
+
+# A send failed with one of these is a bounce: the address (hard bounce) or the device token (dead) is gone.
+BOUNCE_CODES = frozenset({"hard_bounce", "unregistered", "bad_device_token"})
 
 
 def retry_at(

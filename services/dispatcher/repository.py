@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import SendRequested
 from services.dispatcher.models import ChannelConfig, Delivery, PushAttempt, Suppression
-from services.profiles.views import segment_devices
+from services.profiles.views import segment_devices, segment_profiles
 
 
 async def lock_deliveries(
@@ -218,3 +218,12 @@ async def last_user_texted(session: AsyncSession, workspace_id: str, number: str
         .order_by(Delivery.created_at.desc())
         .limit(1)
     )
+
+
+async def profile_of_user(session: AsyncSession, workspace_id: str, user_id: str) -> str | None:
+    """The profile id of a workspace's user, from the profiles service's published view (None when unknown)."""
+    p = segment_profiles
+    found: str | None = await session.scalar(
+        select(p.c.profile_id).where(p.c.workspace_id == workspace_id, p.c.user_id == user_id).limit(1)
+    )
+    return found

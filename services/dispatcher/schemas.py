@@ -333,3 +333,74 @@ class SmsInboundAnswer(BaseModel):
 
 class ChannelList(BaseModel):
     channels: list[ApnsChannelOut | FcmChannelOut | EmailChannelOut | SmsChannelOut]
+
+
+# --- engagement from public links, and test sends ---------------------------------------------
+
+
+class EngagementIn(BaseModel):
+    """What a public link the gateway verified says happened: an open, a click (with the link's address), or an
+    unsubscribe, of one send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["open", "click", "unsubscribe"]
+    send_id: Annotated[str, Field(min_length=1, max_length=128)]
+    user_id: str | None = None
+    channel: Annotated[str, Field(max_length=16)]
+    url: Annotated[str, Field(max_length=4096)] | None = None
+    link: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    group_id: Annotated[str, Field(max_length=128)] | None = None
+
+
+class EngagementOut(BaseModel):
+    """What the dispatcher recorded: the event's name (None for a send it does not know) and, for an unsubscribe,
+    the subscription state the profiles service now holds."""
+
+    recorded: str | None
+    state: str | None = None
+
+
+class TestSendIn(BaseModel):
+    """A message sent once, now, through the channel's real provider, to one user (`user_id`) or one address:
+    an email address, a phone number, or a device's push token. Nothing is counted or put on a timeline."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    channel: Literal["email", "push", "sms", "webhook"]
+    message: dict[str, Any] = Field(description="the message as a campaign of this channel gives it (Liquid included)")
+    user_id: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    address: Annotated[str, Field(min_length=1, max_length=320)] | None = Field(
+        None, description="email: an address; sms: a phone number; push: a device token (APNs hex or FCM)"
+    )
+    platform: Literal["ios", "android", "web"] | None = Field(None, description="push to `address`: the device's platform")
+
+    @model_validator(mode="after")
+    def _one_recipient(self) -> "TestSendIn":
+        if self.channel == "webhook":
+            if self.address is not None:
+                raise ValueError("a webhook goes to the message's url: give `user_id` (whose data it renders), not `address`")
+        elif (self.user_id is None) == (self.address is None):
+            raise ValueError("give exactly one of `user_id` and `address`")
+        return self
+
+
+class TestDeviceOut(BaseModel):
+    device_id: str
+    platform: str | None
+    service: str | None
+    status: str
+    reason_code: str | None
+    reason: str | None
+    provider_response: str | None
+
+
+class TestSendOut(BaseModel):
+    """How the test send went: the provider's answer, or why it was not sent."""
+
+    status: Literal["sent", "failed", "skipped", "retry"] = Field(description="retry: a transient failure (try again)")
+    reason_code: str
+    reason: str | None
+    recipient: str | None
+    provider_response: str | None
+    devices: list[TestDeviceOut] = Field(default_factory=list)

@@ -20,22 +20,28 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import Counter
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
 from kernel.contracts import (
+    CONTENT_BY_CHANNEL,
     FINAL_DELIVERY_STATUSES,
     PROFILE_QUERY_SUBJECT,
+    SUBSCRIPTION_CHANNELS,
+    SUBSCRIPTION_SUBJECT,
     TOKEN_DEACTIVATION_SUBJECT,
     Event,
     ProfileQuery,
     ProfileSnapshot,
     SendRequested,
+    SubscriptionChange,
+    SubscriptionSet,
     TokenDeactivated,
     TokenDeactivation,
 )
 from kernel.db import unit_of_work
-from kernel.errors import Conflict, Unprocessable
+from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
 from kernel.logging import bind_correlation_id
 from kernel.outbox import Outbox
 from services.dispatcher import credentials, domain, repository
@@ -57,14 +63,25 @@ from services.dispatcher.providers import (
     TwilioProvider,
     WebhookProvider,
 )
-from services.dispatcher.schemas import ApnsChannelIn, EmailChannelIn, FcmChannelIn, SmsChannelIn, SmsInbound
+from services.dispatcher.schemas import (
+    ApnsChannelIn,
+    EmailChannelIn,
+    EngagementIn,
+    EngagementOut,
+    FcmChannelIn,
+    SmsChannelIn,
+    SmsInbound,
+    TestSendIn,
+)
 
 log = structlog.get_logger(__name__)
 
 FINAL = FINAL_DELIVERY_STATUSES
 OUTCOME_EVENTS = {
     "sent": "$message_sent",
+    "delivered": "$message_delivered",
     "failed": "$message_failed",
+    "bounced": "$message_bounced",
     "skipped": "$message_skipped",
     "unknown": "$message_unknown",
 }
@@ -337,8 +354,8 @@ async def attempt_email(d: Dispatcher, send: SendRequested, profile: ProfileSnap
             return Result("skipped", "suppressed", f"the address is undeliverable: {suppressed.reason}", to)
         config = context.config(send.workspace_id, getattr(send.message, "app_id", None) or "", "email")
         server, defaults = _smtp_server(d.settings, config)
-        link = d.settings.unsubscribe_link(send.workspace_id, send.send_id, send.user_id, "email")
-        email = domain.render_email(send, profile, to, defaults.get("from"), defaults.get("reply_to"), link)
+        links = d.settings.links(send.workspace_id, send.send_id, send.user_id, "email", send.subscription_group_id)
+        email = domain.render_email(send, profile, to, defaults.get("from"), defaults.get("reply_to"), links)
         response = await d.providers.email.send(email, send.send_id, server)
         return Result("sent", "ok", None, to, email.subject, response)
     except domain.Undeliverable as exc:
@@ -570,7 +587,7 @@ async def record(
 
 async def _stage_outcomes(session: AsyncSession, outbox: Outbox, deliveries: list[Delivery]) -> list[int]:
     """Stage the outcome events of the final ones among these rows, in the caller's transaction."""
-    events = [(e, _correlation(d)) for d in deliveries if (e := outcome_event(d)) is not None]
+    events = [(e, _correlation(d)) for d in deliveries for e in outcome_events(d)]
     return await outbox.stage(session, [e for e, _ in events], [c for _, c in events])
 
 
@@ -690,32 +707,55 @@ async def run_retries(d: Dispatcher, stop: asyncio.Event) -> None:
                 pass
 
 
-def outcome_event(delivery: Delivery) -> Event | None:
-    """The engagement event for a final outcome, for the user's timeline (known users only)."""
+def outcome_events(delivery: Delivery) -> list[Event]:
+    """The engagement events of a final outcome, for the user's timeline (known users only): `$message_sent` and
+    `$message_delivered` when the provider took it (SMTP accepted, APNs/FCM accepted, Twilio accepted, a webhook's
+    2xx), `$message_bounced` when the address or token is dead, else `$message_failed`, `$message_skipped` or
+    `$message_unknown`. Each id is the send's and the outcome's, so a replay is the same event."""
     if delivery.status not in FINAL or not delivery.user_id:
-        return None
-    now = datetime.now(UTC)
-    properties: dict[str, Any] = {
-        "send_id": delivery.send_id,
-        "campaign_id": delivery.campaign_id,
-        "channel": delivery.channel,
-    }
+        return []
+    properties: dict[str, Any] = _engagement_properties(delivery)
     if delivery.reason:
         properties["reason"] = delivery.reason
     if delivery.reason_code and delivery.reason_code != "ok":
         properties["reason_code"] = delivery.reason_code
     if delivery.segments is not None:
         properties["segments"], properties["encoding"] = delivery.segments, delivery.encoding
+    outcomes: list[str] = [delivery.status]
+    if delivery.status == "sent":
+        outcomes.append("delivered")
+    elif delivery.status == "failed" and delivery.reason_code in domain.BOUNCE_CODES:
+        outcomes = ["bounced"]
+    at = delivery.sent_at or delivery.updated_at or datetime.now(UTC)
+    return [_herald_event(delivery, OUTCOME_EVENTS[outcome], f"herald:{delivery.send_id}:{outcome}", properties, at)
+            for outcome in outcomes]
+
+
+def _engagement_properties(delivery: Delivery) -> dict[str, Any]:
+    """What every engagement event of a send says: its send, campaign, channel and (when known) variant."""
+    properties: dict[str, Any] = {
+        "send_id": delivery.send_id,
+        "campaign_id": delivery.campaign_id,
+        "channel": delivery.channel,
+    }
+    variant = (delivery.request or {}).get("variant")
+    if variant:
+        properties["variant"] = variant
+    return properties
+
+
+def _herald_event(delivery: Delivery, name: str, message_id: str, properties: dict[str, Any], at: datetime) -> Event:
+    """An event Herald puts on the send's user's timeline."""
     return Event(
         workspace_id=delivery.workspace_id,
-        message_id=f"herald:{delivery.send_id}:{delivery.status}",
+        message_id=message_id,
         type="track",
         user_id=delivery.user_id,
-        event=OUTCOME_EVENTS[delivery.status],
+        event=name,
         properties=properties,
         context={"library": {"name": "herald-dispatcher"}},
-        timestamp=delivery.sent_at or now,
-        received_at=now,
+        timestamp=at,
+        received_at=datetime.now(UTC),
     )
 
 
@@ -914,3 +954,114 @@ async def rotate_secrets(sessions: async_sessionmaker[AsyncSession], box: Secret
         if len(rows) < page:
             return counts
         after = (rows[-1].workspace_id, rows[-1].kind, rows[-1].app_id)
+
+
+# --- engagement from public links ---------------------------------------------------------------
+
+ENGAGEMENT_EVENTS = {"open": "$message_opened", "click": "$message_clicked", "unsubscribe": "$message_unsubscribed"}
+
+
+async def record_engagement(
+    session: AsyncSession, outbox: Outbox, nc: NATS, workspace_id: str, body: EngagementIn, now: datetime | None = None
+) -> tuple[EngagementOut, list[int]]:
+    """An open, click or unsubscribe of one send, from a public link the gateway verified: its event on the user's
+    timeline (a click implies the open, which images turned off would hide), each id the send's, so repeats are
+    one event; an unsubscribe first changes the subscription in the profiles service (the campaign's subscription
+    group, else the channel), and is Unavailable when that cannot be done now.
+
+    Returns what was recorded and the outbox ids to publish after commit.
+    """
+    now = now or datetime.now(UTC)
+    rows = await repository.deliveries_of_sends(session, workspace_id, [body.send_id])
+    row = rows[0] if rows else None
+    state = await _unsubscribe(nc, workspace_id, row, body, now) if body.kind == "unsubscribe" else None
+    if row is None or not row.user_id:
+        return EngagementOut(recorded=None, state=state), []
+    properties = _engagement_properties(row)
+    opened = _herald_event(row, ENGAGEMENT_EVENTS["open"], f"herald:{row.send_id}:opened", properties, now)
+    if body.kind == "open":
+        events = [opened]
+    elif body.kind == "click":
+        clicked = {**properties, "url": body.url, "link": body.link}
+        events = [opened, _herald_event(row, ENGAGEMENT_EVENTS["click"], f"herald:{row.send_id}:clicked:{body.link}", clicked, now)]
+    else:
+        left = {**properties, **({"group_id": body.group_id} if body.group_id else {}), "source": "link"}
+        events = [_herald_event(row, ENGAGEMENT_EVENTS["unsubscribe"], f"herald:{row.send_id}:unsubscribed", left, now)]
+    staged = await outbox.stage(session, events, [_correlation(row)] * len(events))
+    return EngagementOut(recorded=events[-1].event, state=state), staged
+
+
+async def _unsubscribe(nc: NATS, workspace_id: str, row: Delivery | None, body: EngagementIn, now: datetime) -> str | None:
+    """Leave the campaign's subscription group (else the channel) through the profiles service; the state it now
+    holds, or None when there is nobody or nothing to leave."""
+    target: dict[str, str] = {"profile_id": row.profile_id} if row is not None else (
+        {"user_id": body.user_id} if body.user_id else {}
+    )
+    what: dict[str, str] = {"group_id": body.group_id} if body.group_id else (
+        {"channel": body.channel} if body.channel in SUBSCRIPTION_CHANNELS else {}
+    )
+    if not target or not what:
+        return None
+    change = SubscriptionChange(workspace_id=workspace_id, state="unsubscribed", source="link", at=now, **target, **what)  # type: ignore[arg-type]
+    try:
+        answer = await bus.request(nc, SUBSCRIPTION_SUBJECT, change, SubscriptionSet, timeout=3.0)
+    except Exception as exc:
+        log.warning("unsubscribe_unavailable", workspace_id=workspace_id, send_id=body.send_id, error=type(exc).__name__)
+        raise Unavailable("the unsubscribe could not be recorded now (the profiles service did not answer); try again") from None
+    if answer.current is not None:
+        return answer.current.state
+    return answer.error or ("no_user" if not answer.found else None)
+
+
+# --- test sends ---------------------------------------------------------------------------------
+
+TEST_PROFILE = "test"
+
+
+async def test_send(d: Dispatcher, workspace_id: str, body: TestSendIn) -> Result:
+    """Send one message now through the channel's real provider, to one user (rendered with their data) or one
+    address, and say how it went. Nothing is written to the delivery log or put on a timeline."""
+    try:
+        content = CONTENT_BY_CHANNEL[body.channel].model_validate(body.message)
+    except ValidationError as exc:
+        raise Unprocessable([
+            {"loc": ["body", "message", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
+        ]) from None
+    profile_id = TEST_PROFILE
+    if body.user_id is not None:
+        async with unit_of_work(d.sessions) as session:
+            found = await repository.profile_of_user(session, workspace_id, body.user_id)
+        if found is None:
+            raise NotFound(f"no user {body.user_id!r} in this workspace")
+        profile_id = found
+    now = datetime.now(UTC)
+    send = SendRequested(
+        send_id=f"test_{uuid.uuid4().hex}", workspace_id=workspace_id, campaign_id="test", channel=body.channel,
+        profile_id=profile_id, user_id=body.user_id, message=content, requested_at=now,
+    )
+    if body.user_id is not None:
+        profiles = await _profiles(d.nc, {(workspace_id, profile_id)})
+    else:
+        trait = {"email": "email", "sms": "phone"}.get(body.channel)
+        profiles = {(workspace_id, profile_id): ProfileSnapshot(profile_id=profile_id, traits={trait: body.address} if trait else {})}
+    push_context = await _push_context(d, [send]) if body.channel == "push" else None
+    if isinstance(push_context, PushContext) and body.address is not None:
+        kind = domain.push_service_of(body.address)
+        config = push_context.configs.get((workspace_id, getattr(content, "app_id", None) or "", kind)) or \
+            push_context.configs.get((workspace_id, "", kind))
+        push_context.devices[(workspace_id, profile_id)] = [{
+            "device_id": "test-device", "platform": body.platform, "push_token": body.address,
+            "app": config.settings.get("device_app") if config is not None else None,
+        }]
+    address_context = await _address_context(d, [send], profiles) if body.channel in ADDRESSED_CHANNELS else None
+    return await _attempt_safely(d, Claimed(send, 1), profiles, push_context, address_context)
+
+
+def describe_test(result: Result) -> dict[str, Any]:
+    """A test send's result as the API shows it."""
+    return {
+        "status": result.status, "reason_code": result.code, "reason": result.reason, "recipient": result.recipient,
+        "provider_response": result.provider_response,
+        "devices": [{"device_id": r.device_id, "platform": r.platform, "service": r.service, "status": r.status,
+                     "reason_code": r.code, "reason": r.reason, "provider_response": r.response} for r in result.devices],
+    }
