@@ -1,5 +1,7 @@
-"""Profiles app factory and lifespan: the API, the EVENTS consumer, the profile responder and the dead-token one."""
+"""Profiles app factory and lifespan: the API, the EVENTS consumer, the profile responder and the dead-token one,
+the subscription responder and the outbox drain (subscription and consent announcements)."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -7,11 +9,22 @@ from functools import partial
 from fastapi import FastAPI
 
 from kernel import bus
-from kernel.contracts import PROFILE_QUERY_SUBJECT, TOKEN_DEACTIVATION_SUBJECT, Event, ProfileQuery, TokenDeactivation
+from kernel.contracts import (
+    PROFILE_QUERY_SUBJECT,
+    SUBSCRIPTION_SUBJECT,
+    TOKEN_DEACTIVATION_SUBJECT,
+    Event,
+    ProfileQuery,
+    SubscriptionChange,
+    TokenDeactivation,
+)
 from kernel.web import create_app, open_resources
 from services.profiles import handlers
 from services.profiles.api import devices_router, router
 from services.profiles.config import get_settings
+from services.profiles.subscriptions import handlers as subscription_handlers
+from services.profiles.subscriptions.api import groups_router, users_router
+from services.profiles.subscriptions.service import OUTBOX
 
 
 @asynccontextmanager
@@ -33,14 +46,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             res.nats, TOKEN_DEACTIVATION_SUBJECT, TokenDeactivation,
             partial(handlers.on_token_deactivation, sessions=res.db),
         )
+        subscriptions = await bus.serve_requests(
+            res.nats, SUBSCRIPTION_SUBJECT, SubscriptionChange,
+            partial(subscription_handlers.on_set_subscription, sessions=res.db, js=res.jetstream),
+        )
+        stop = asyncio.Event()
+        drain = asyncio.create_task(OUTBOX.drain(res.db, res.jetstream, stop), name="profiles:outbox")
         try:
             async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
                 yield
         finally:
+            stop.set()
+            await asyncio.gather(drain, return_exceptions=True)
+            await subscriptions.stop()
             await deactivations.stop()
             await responder.stop()  # answers in flight go out before the connection drains
 
 
 def build() -> FastAPI:
     """The profiles ASGI app."""
-    return create_app("Herald profiles", lifespan, [router, devices_router])
+    return create_app("Herald profiles", lifespan, [router, devices_router, users_router, groups_router])

@@ -8,6 +8,7 @@ from kernel.contracts import Event, ProfileQuery, ProfileSnapshot, Published, To
 from kernel.db import unit_of_work
 from services.profiles import service
 from services.profiles.activity import Rules
+from services.profiles.subscriptions.service import OUTBOX
 
 
 async def on_events(
@@ -25,6 +26,8 @@ async def on_events(
         messages += [result.resolved, result.changed]
         correlation_ids += [message.correlation_id] * 2
     await bus.publish_contracts(js, messages, correlation_ids=correlation_ids, timeout=30.0)
+    if staged := [i for result in applied for i in result.staged]:
+        await OUTBOX.publish_after_commit(sessions, js, staged)  # the subscription changes the events made
 
 
 async def on_profile_query(query: ProfileQuery, sessions: async_sessionmaker[AsyncSession]) -> ProfileSnapshot:

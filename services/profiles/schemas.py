@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kernel import limits
+from kernel.contracts import SubscriptionsSnapshot
 
 # A stored document as every reader can read it: rows written before ingest enforced the input limits
 # may hold numbers orjson cannot write (a trait of 1e20 reads back from jsonb as a 21-digit integer);
@@ -58,6 +59,7 @@ class UserProfile(BaseModel):
     traits: Document
     attributes: Document  # the standard ones: language, time_zone, country, city, location, app, OS, device model
     devices: list[DeviceOut]
+    subscriptions: SubscriptionsSnapshot  # per channel and group: state, at, source (docs/subscriptions.md)
     computed: Computed
 
 

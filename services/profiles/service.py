@@ -2,7 +2,7 @@
 
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -15,6 +15,8 @@ from kernel.contracts import Event, ProfileChanged, ProfileSnapshot, ResolvedEve
 from kernel.errors import NotFound, TransientError
 from services.profiles import activity, context, devices, domain, repository
 from services.profiles.models import Profile
+from services.profiles.subscriptions import domain as subscriptions_domain
+from services.profiles.subscriptions import service as subscriptions
 
 log = structlog.get_logger(__name__)
 IGNORED = Metric(
@@ -31,6 +33,7 @@ class Applied:
     resolved: ResolvedEvent
     changed: ProfileChanged
     duplicate: bool = False
+    staged: list[int] = field(default_factory=list)  # outbox rows (subscription changes the event made)
 
 
 @dataclass(slots=True)
@@ -179,6 +182,7 @@ class _WorkspaceBatch:
         else:
             profile = self.profiles[plan.survivor]
         pid = profile.profile_id
+        seen = read.seen
 
         traits, times = profile.traits, profile.trait_times
         changed: list[str] = []
@@ -192,6 +196,7 @@ class _WorkspaceBatch:
             activity.merge_purchases(profile.purchases, other.purchases)
             domain.merge_seen(profile, other)
             await repository.move_profile(self.session, self.ws, other_id, pid)  # the other is deleted in SQL
+            await subscriptions.move_profile(self.session, self.ws, other_id, pid)
             self.devices.move(other_id, pid)
             self.owner = {key: pid if owner == other_id else owner for key, owner in self.owner.items()}
         for key in plan.link:
@@ -200,10 +205,14 @@ class _WorkspaceBatch:
         self.rows.append(_event_row(event, pid, plan.merge))
         self.counts[(pid, event.display_name, event.timestamp.date())] += 1
         groups: set[repository.Group] = set(repository.GROUPS) if plan.merge else set()
+        staged: list[int] = []
         if event.type == "identify" and event.traits:
-            changed += domain.apply_traits(traits, times, event.traits, event.timestamp)
+            custom = subscriptions_domain.without_subscription_traits(event.traits)  # Braze's email_subscribe, ...
+            changed += domain.apply_traits(traits, times, custom, event.timestamp)
             groups.add("traits")  # a trait's time may move even when its value does not
-        seen = read.seen
+            if custom is not event.traits:
+                staged, ignored_values = await subscriptions.apply_traits(self.session, self.ws, pid, event)
+                seen.ignored += ignored_values
         if seen.attributes:
             moved, written = domain.apply_attributes(profile.attributes, profile.attribute_times, seen.attributes,
                                                      event.timestamp)
@@ -248,6 +257,7 @@ class _WorkspaceBatch:
                 event_name=event.display_name,
                 created=created,
             ),
+            staged=staged,
         )
 
     async def _write(self) -> None:
@@ -334,6 +344,7 @@ async def describe(session: AsyncSession, profile: Profile, currency: str = "USD
         "traits": profile.traits,
         "attributes": attributes_view(profile.attributes, profile.attribute_times),
         "devices": [device_view(d) for d in owned],
+        "subscriptions": (await subscriptions.describe(session, profile.workspace_id, profile.profile_id)).model_dump(),
         "computed": {
             "first_seen": profile.first_seen,
             "last_seen": profile.last_seen,
@@ -360,7 +371,10 @@ async def snapshot(session: AsyncSession, workspace_id: str, profile_id: str) ->
     profile = await repository.get_profile(session, workspace_id, profile_id)
     if profile is None:
         return ProfileSnapshot(profile_id=profile_id, found=False)
-    return ProfileSnapshot(profile_id=profile_id, user_id=profile.user_id, traits=profile.traits)
+    return ProfileSnapshot(
+        profile_id=profile_id, user_id=profile.user_id, traits=profile.traits,
+        subscriptions=await subscriptions.describe(session, workspace_id, profile_id),
+    )
 
 
 async def _device_batch(session: AsyncSession, workspace_id: str, device_ids: list[str], tokens: list[str]) -> devices.Devices:

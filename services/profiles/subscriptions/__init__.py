@@ -1,0 +1,1 @@
+"""Subscriptions and consent: per-channel and per-group states, subscription groups, consent records."""
