@@ -241,14 +241,17 @@ class EmbeddedPostgres:
         return self
 
     async def _ensure_database(self) -> None:
-        for _ in range(100):
+        # After a crash PostgreSQL replays its WAL before it takes connections: on a busy two-core machine
+        # that has taken more than 10 s, so wait on a deadline, not a count.
+        deadline = time.monotonic() + 60
+        while True:
             try:
                 conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres")
                 break
             except (OSError, asyncpg.CannotConnectNowError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("postgres does not accept connections within 60 s") from None
                 await asyncio.sleep(0.1)
-        else:
-            raise TimeoutError("postgres does not accept connections")
         try:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.database)
             if not exists:
