@@ -10,13 +10,14 @@ from kernel.web import Res, Session, WorkspaceId
 from services.scheduler import repository, service
 from services.scheduler.domain import CampaignStatus
 from services.scheduler.models import Campaign
+from services.scheduler.results import service as results
+from services.scheduler.results.schemas import CampaignResults
 from services.scheduler.schemas import (
     CampaignDuplicate,
     CampaignIn,
     CampaignList,
     CampaignOut,
     CampaignPatch,
-    CampaignStats,
     SendList,
     SendOut,
 )
@@ -124,11 +125,13 @@ async def pause_campaign(campaign_id: str, workspace_id: WorkspaceId, session: S
 
 
 @router.get("/campaigns/{campaign_id}/stats")
-async def campaign_stats(campaign_id: str, workspace_id: WorkspaceId, session: Session) -> CampaignStats:
-    """How many sends the campaign triggered, by decision status."""
-    await service.get_campaign(session, workspace_id, campaign_id)
+async def campaign_stats(campaign_id: str, workspace_id: WorkspaceId, session: Session) -> CampaignResults:
+    """The campaign's send decisions by status, then totals and a daily series per variant (entered, suppressed by
+    rule, sent, delivered, failed, bounced, opened, clicked, converted, unsubscribed), conversion rates with 95 %
+    Wilson intervals, uplift against control with its z-test, and the experiment's winner (docs/experiments.md)."""
+    campaign = await service.get_campaign(session, workspace_id, campaign_id)
     by_status = await repository.stats(session, workspace_id, campaign_id)
-    return CampaignStats(campaign_id=campaign_id, triggered=sum(by_status.values()), by_status=by_status)
+    return await results.stats(session, campaign, by_status)
 
 
 @router.get("/users/{user_id}/messages")

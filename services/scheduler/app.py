@@ -13,6 +13,7 @@ from kernel.web import create_app, open_resources
 from services.scheduler import handlers, service
 from services.scheduler.api import router
 from services.scheduler.config import get_settings
+from services.scheduler.results import service as results
 
 
 @asynccontextmanager
@@ -31,11 +32,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timer = asyncio.create_task(
             service.run_timer(res.db, res.nats, res.jetstream, stop, due, settings.poll_seconds, settings.due_batch)
         )
+        experiments = asyncio.create_task(results.run_experiments(res.db, stop))
         async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
             yield
             stop.set()
             due.set()
             await timer
+            await experiments
 
 
 def build() -> FastAPI:

@@ -9,6 +9,8 @@ from kernel import bus
 from kernel.contracts import ResolvedEvent
 from kernel.db import unit_of_work
 from services.scheduler import service
+from services.scheduler.results import service as results
+from services.scheduler.timing import service as timing
 
 
 async def on_resolved_events(
@@ -23,5 +25,7 @@ async def on_resolved_events(
     """
     async with unit_of_work(sessions) as session:
         due_now = await service.on_events(session, nc, [(m.payload, m.correlation_id) for m in received])
+        await results.record(session, [m.payload for m in received])  # engagement and conversions, counted once
+        await timing.place_batch(session, [m.payload.workspace_id for m in received])  # intelligent timing
     if due_now:
         due.set()

@@ -42,6 +42,7 @@ from kernel.settings import WebhookSettings
 from services import templates
 from services.dispatcher import domain as dispatch_rules
 from services.scheduler.domain import CampaignStatus
+from services.scheduler.results.schemas import ConversionGoal, ExperimentIn
 
 MAX_MESSAGE_BYTES = 128 * 1024  # the message as JSON: it travels in every SendRequested
 MAX_EVENT_NAME = 512  # a trigger or exception event's name
@@ -144,6 +145,19 @@ class CampaignIn(BaseModel):
         "the message as `app_id`)",
     )
     message: dict[str, Any]
+    conversion: ConversionGoal | None = Field(
+        default=None, description="the conversion goal: an event (with conditions) within hours after a send or holdout"
+    )
+    experiment: ExperimentIn | None = Field(default=None, description="pick the winning variant automatically after some hours")
+
+    @model_validator(mode="after")
+    def _results_consistent(self) -> "CampaignIn":
+        if self.experiment is not None:
+            if self.experiment.metric == "converted" and self.conversion is None:
+                raise invalid([(("experiment", "metric"), "no_goal", "metric converted needs the campaign's conversion goal")])
+            if len(getattr(self, "variants", None) or []) < 2:
+                raise invalid([(("experiment",), "no_variants", "an experiment picks between variants: give at least two")])
+        return self
 
     @field_validator("starts_at", "ends_at")
     @classmethod
@@ -292,6 +306,8 @@ class CampaignOut(BaseModel):
     starts_at: datetime | None
     ends_at: datetime | None
     message: dict[str, Any]
+    conversion: dict[str, Any] | None = None
+    experiment: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -334,6 +350,8 @@ class CampaignPatch(BaseModel):
     ends_at: datetime | None = None
     app_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     message: dict[str, Any] | None = None
+    conversion: ConversionGoal | None = None
+    experiment: ExperimentIn | None = None
 
 
 class CampaignDuplicate(BaseModel):

@@ -67,6 +67,9 @@ def campaign_fields(body: CampaignIn) -> dict[str, Any]:
         "starts_at": body.starts_at,
         "ends_at": body.ends_at,
         "message": body.message,
+        # Results (services/scheduler/results): the conversion goal and the automatic winner.
+        "conversion": body.conversion.model_dump(mode="json") if body.conversion else None,
+        "experiment": body.experiment.model_dump(mode="json") if body.experiment else None,
     }
 
 
@@ -87,7 +90,8 @@ def as_submitted(campaign: Campaign) -> dict[str, Any]:
 
 
 # A campaign's columns that a body sets (an app id is kept in the message).
-STORED = ("name", "channel", "trigger", "audience", "delay_seconds", "cancel_on", "starts_at", "ends_at", "message")
+STORED = ("name", "channel", "trigger", "audience", "delay_seconds", "cancel_on", "starts_at", "ends_at", "message",
+          "conversion", "experiment")
 
 
 async def update_campaign(session: AsyncSession, nc: NATS, workspace_id: str, campaign_id: str, patch: CampaignPatch) -> Campaign:
