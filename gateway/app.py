@@ -14,6 +14,7 @@ from gateway import openapi, ratelimit
 from gateway.api import router
 from gateway.config import get_settings
 from gateway.inbound import router as inbound_router
+from gateway.inbox import router as inbox_router
 from gateway.links import router as links_router
 from gateway.service import STALE_WRITE_KEY_SECONDS, ApiGrant, KeyCache
 from kernel import http, signing
@@ -83,7 +84,7 @@ class SdkCors:
 
 def build() -> FastAPI:
     """The gateway ASGI app."""
-    app = create_app("Herald gateway", lifespan, [router, inbound_router, links_router])
+    app = create_app("Herald gateway", lifespan, [router, inbound_router, inbox_router, links_router])
     app.add_middleware(SdkCors)  # outermost: even an unhandled error's answer is readable by the page
     openapi.serve_merged(app)
     return app

@@ -59,7 +59,7 @@ CONSUMERS: dict[str, tuple[str, str, str]] = {
 }
 
 EventType = Literal["identify", "track", "page", "screen", "group", "alias"]
-Channel = Literal["email", "webhook", "push", "sms"]
+Channel = Literal["email", "webhook", "push", "sms", "in_app", "content_card"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
 
 # A send decision in the scheduler: scheduled → requested (handed to the dispatcher), or stopped.
@@ -126,6 +126,7 @@ def workspace_subjects(stream: str, workspace_id: str) -> str:
 
 # Request/reply subjects (core NATS, outside every stream).
 PROFILE_QUERY_SUBJECT = "rpc.profiles.get"
+PROFILE_LOOKUP_SUBJECT = "rpc.profiles.lookup"  # a user id or anonymous id to its profile (ProfileLookup)
 TOKEN_DEACTIVATION_SUBJECT = "rpc.profiles.deactivate_token"
 SUBSCRIPTION_SUBJECT = "rpc.profiles.set_subscription"
 AUDIENCE_QUERY_SUBJECT = "rpc.segmenter.check"
@@ -1099,12 +1100,104 @@ class SmsContent(Contract):
     body: str = Field(min_length=1, max_length=1600, description="the text (Twilio takes at most 1,600 characters)")
 
 
-MessageContent = EmailContent | WebhookContent | PushContent | SmsContent
-CONTENT_BY_CHANNEL: dict[Channel, type[EmailContent] | type[WebhookContent] | type[PushContent] | type[SmsContent]] = {
+INBOX_DEFAULT_TTL_HOURS = 30 * 24  # an in-app message or card without an expiry leaves the feed after 30 days
+INBOX_MAX_TTL_HOURS = 365 * 24
+InboxText = Annotated[str, Field(max_length=4096)]
+
+
+class _Expiring(Contract):
+    """When an in-app message or a content card leaves the user's feed: at `expires_at`, or `ttl_hours` after it
+    was sent (one of them at most; neither: INBOX_DEFAULT_TTL_HOURS)."""
+
+    expires_at: datetime | None = Field(default=None, description="when it leaves the feed (with a time zone)")
+    ttl_hours: float | None = Field(
+        default=None, gt=0, le=INBOX_MAX_TTL_HOURS, description="hours after it was sent that it leaves the feed"
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-12-24T00:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> "_Expiring":
+        if self.expires_at is not None and self.ttl_hours is not None:
+            raise ValueError("give `expires_at` or `ttl_hours`, not both")
+        return self
+
+
+class InAppButton(Contract):
+    """A button of an in-app message: its text, where it leads (a deep link or a web URL) and what it does."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: InboxText = Field(min_length=1)
+    deep_link: InboxText | None = None
+    url: InboxText | None = None
+    action: Literal["open", "close", "request_push_permission"] | None = Field(
+        default=None, description="open its link (the default when it has one), close the message (the default "
+        "without one), or ask for push permission"
+    )
+
+    @model_validator(mode="after")
+    def _leads_somewhere(self) -> "InAppButton":
+        if self.deep_link is not None and self.url is not None:
+            raise ValueError("a button leads to a `deep_link` or a `url`, not both")
+        if self.action == "open" and self.deep_link is None and self.url is None:
+            raise ValueError("a button whose action is `open` needs a `deep_link` or a `url`")
+        return self
+
+
+class InAppContent(_Expiring):
+    """An in-app message: shown by the app (modal, slide-up or full screen) when it fetches its messages; every
+    text and link a Liquid template, rendered for the user when it is sent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    layout: Literal["modal", "slide_up", "full_screen"] = "modal"
+    header: InboxText | None = None
+    body: InboxText | None = None
+    image_url: InboxText | None = None
+    deep_link: InboxText | None = Field(default=None, description="where a tap on the message leads")
+    buttons: list[InAppButton] = Field(default_factory=list, max_length=2)
+
+    @model_validator(mode="after")
+    def _shows_something(self) -> "InAppContent":
+        if not (self.header or self.body or self.image_url):
+            raise ValueError("an in-app message needs a header, a body or an image_url")
+        return self
+
+
+class ContentCardContent(_Expiring):
+    """A content card: a card in the app's feed until dismissed or expired; every text and link a Liquid template."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: InboxText | None = None
+    body: InboxText | None = None
+    image_url: InboxText | None = None
+    link: InboxText | None = Field(default=None, description="where a tap on the card leads (a web URL or a deep link)")
+    link_text: InboxText | None = None
+    pinned: bool = Field(default=False, description="kept above the unpinned cards")
+
+    @model_validator(mode="after")
+    def _shows_something(self) -> "ContentCardContent":
+        if not (self.title or self.body or self.image_url):
+            raise ValueError("a content card needs a title, a body or an image_url")
+        return self
+
+
+InboxContent = InAppContent | ContentCardContent
+MessageContent = EmailContent | WebhookContent | PushContent | SmsContent | InAppContent | ContentCardContent
+CONTENT_BY_CHANNEL: dict[Channel, type[MessageContent]] = {
     "email": EmailContent,
     "webhook": WebhookContent,
     "push": PushContent,
     "sms": SmsContent,
+    "in_app": InAppContent,
+    "content_card": ContentCardContent,
 }
 
 
@@ -1150,6 +1243,15 @@ class SendRequested(Contract):
 class ProfileQuery(Contract):
     workspace_id: str
     profile_id: str
+
+
+class ProfileLookup(Contract):
+    """Which profile a user id (or alias), or else an anonymous id, is; answered with its ProfileSnapshot (`found`
+    false when no profile has it)."""
+
+    workspace_id: str
+    user_id: str | None = None
+    anonymous_id: str | None = None
 
 
 class Location(Contract):

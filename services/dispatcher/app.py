@@ -15,6 +15,7 @@ from services.dispatcher import handlers, models, service
 from services.dispatcher.api import channels_router, router
 from services.dispatcher.config import get_settings
 from services.dispatcher.domain import WebhookPolicy
+from services.dispatcher.inbox.api import router as inbox_router
 from services.dispatcher.providers import ApnsProvider, FcmProvider, SmtpProvider, TwilioProvider, WebhookProvider
 
 
@@ -77,4 +78,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build() -> FastAPI:
     """The dispatcher ASGI app."""
-    return create_app("Herald dispatcher", lifespan, [router, channels_router])
+    return create_app("Herald dispatcher", lifespan, [router, channels_router, inbox_router])

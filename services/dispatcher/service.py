@@ -48,6 +48,8 @@ from services.dispatcher import credentials, domain, repository
 from services.dispatcher.config import DispatcherSettings
 from services.dispatcher.credentials import SecretBox
 from services.dispatcher.domain import WebhookPolicy
+from services.dispatcher.inbox import domain as inbox_rules
+from services.dispatcher.inbox import service as inbox
 from services.dispatcher.models import ChannelConfig, Delivery, Suppression
 from services.dispatcher.providers import (
     ApnsCredentials,
@@ -132,6 +134,7 @@ class Result:
     devices: list[DeviceResult] = field(default_factory=list)
     suppress: str | None = None  # an address the provider called undeliverable: later sends to it are skipped
     segments: domain.SmsSegments | None = None
+    inbox: dict[str, Any] | None = None  # an in-app message or card: its feed row, stored when the send is recorded
 
 
 @dataclass
@@ -332,6 +335,8 @@ async def _attempt_safely(
                 if isinstance(address_context, Exception) or address_context is None:
                     return Result("retry", "channel_unavailable", "the SMS channel's settings or suppressions could not be read")
                 return await attempt_sms(d, send, profile, address_context)
+            if send.channel in inbox_rules.INBOX_CHANNELS:
+                return attempt_inbox(send, profile)
             return await attempt(send, profile, d.providers)
     except TimeoutError:
         return Result("retry", "attempt_timeout", f"the attempt took longer than {d.settings.attempt_timeout_seconds:g}s")
@@ -423,6 +428,17 @@ def _smtp_server(settings: DispatcherSettings, config: ChannelConfig | None) -> 
                                 transient=False, code="credentials_unreadable") from None
     server = SmtpServer(shown["host"], shown["port"], shown.get("username"), password, shown["tls"])
     return server, {"from": shown.get("from"), "reply_to": shown.get("reply_to")}
+
+
+def attempt_inbox(send: SendRequested, profile: ProfileSnapshot) -> Result:
+    """Render an in-app message or content card for the user; recording the send puts it in their feed."""
+    if not profile.found:
+        return Result("skipped", "profile_gone", "the user's profile no longer exists")
+    try:
+        row = inbox.prepare(send, profile, datetime.now(UTC))
+    except domain.Undeliverable as exc:
+        return Result("skipped", exc.code, str(exc))
+    return Result("sent", "ok", None, "in-app feed", inbox=row)
 
 
 async def attempt(send: SendRequested, profile: ProfileSnapshot, providers: Providers) -> Result:
@@ -565,6 +581,7 @@ async def record(
     recorded: list[Delivery] = []
     device_rows: list[dict[str, Any]] = []
     suppressions: list[dict[str, Any]] = []
+    feed_rows: list[dict[str, Any]] = []
     for claimed, result in results:
         delivery = rows[claimed.send.send_id]
         if delivery.status != "sending" or delivery.attempts != claimed.attempt:
@@ -573,6 +590,8 @@ async def record(
         _apply(delivery, claimed.send, result, now, settings)
         recorded.append(delivery)
         device_rows += [_device_row(delivery, device, now) for device in result.devices]
+        if result.inbox is not None and delivery.status == "sent":
+            feed_rows.append(result.inbox)
         if result.suppress:
             suppressions.append({
                 "workspace_id": delivery.workspace_id, "channel": delivery.channel, "address": result.suppress[:320],
@@ -582,6 +601,7 @@ async def record(
     await session.flush()
     await repository.save_push_attempts(session, device_rows)
     await repository.suppress(session, suppressions)
+    await inbox.store(session, feed_rows)
     return recorded, await _stage_outcomes(session, outbox, recorded)
 
 

@@ -8,7 +8,7 @@ from functools import partial
 
 from fastapi import FastAPI
 
-from kernel import bus
+from kernel import bus, contracts
 from kernel.contracts import (
     PROFILE_QUERY_SUBJECT,
     SUBSCRIPTION_SUBJECT,
@@ -42,6 +42,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         responder = await bus.serve_requests(
             res.nats, PROFILE_QUERY_SUBJECT, ProfileQuery, partial(handlers.on_profile_query, sessions=res.db)
         )
+        lookups = await bus.serve_requests(
+            res.nats, contracts.PROFILE_LOOKUP_SUBJECT, contracts.ProfileLookup,
+            partial(handlers.on_profile_lookup, sessions=res.db),
+        )
         deactivations = await bus.serve_requests(
             res.nats, TOKEN_DEACTIVATION_SUBJECT, TokenDeactivation,
             partial(handlers.on_token_deactivation, sessions=res.db),
@@ -60,6 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.gather(drain, return_exceptions=True)
             await subscriptions.stop()
             await deactivations.stop()
+            await lookups.stop()
             await responder.stop()  # answers in flight go out before the connection drains
 
 

@@ -4,7 +4,15 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
-from kernel.contracts import Event, ProfileQuery, ProfileSnapshot, Published, TokenDeactivated, TokenDeactivation
+from kernel.contracts import (
+    Event,
+    ProfileLookup,
+    ProfileQuery,
+    ProfileSnapshot,
+    Published,
+    TokenDeactivated,
+    TokenDeactivation,
+)
 from kernel.db import unit_of_work
 from services.profiles import service
 from services.profiles.activity import Rules
@@ -34,6 +42,12 @@ async def on_profile_query(query: ProfileQuery, sessions: async_sessionmaker[Asy
     """Answer a request for one profile's traits."""
     async with unit_of_work(sessions) as session:
         return await service.snapshot(session, query.workspace_id, query.profile_id)
+
+
+async def on_profile_lookup(query: ProfileLookup, sessions: async_sessionmaker[AsyncSession]) -> ProfileSnapshot:
+    """Answer which profile a user id (or alias), else an anonymous id, is (an app fetching its user's messages)."""
+    async with unit_of_work(sessions) as session:
+        return await service.snapshot_of_identity(session, query.workspace_id, query.user_id, query.anonymous_id)
 
 
 async def on_token_deactivation(

@@ -377,6 +377,17 @@ async def snapshot(session: AsyncSession, workspace_id: str, profile_id: str) ->
     )
 
 
+async def snapshot_of_identity(
+    session: AsyncSession, workspace_id: str, user_id: str | None, anonymous_id: str | None
+) -> ProfileSnapshot:
+    """The snapshot of the profile a user id (or alias), else an anonymous id, is; `found` false when none is."""
+    kind, value = (domain.USER, user_id) if user_id else (domain.ANONYMOUS, anonymous_id or "")
+    profile = await repository.profile_for_identity(session, workspace_id, kind, value) if value else None
+    if profile is None:
+        return ProfileSnapshot(profile_id="", found=False)
+    return await snapshot(session, workspace_id, profile.profile_id)
+
+
 async def _device_batch(session: AsyncSession, workspace_id: str, device_ids: list[str], tokens: list[str]) -> devices.Devices:
     """The devices and tokens named, locked until commit against the event path and other calls."""
     keys = [(workspace_id, "device", d) for d in device_ids] + [(workspace_id, "token", t) for t in tokens]

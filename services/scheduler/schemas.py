@@ -30,7 +30,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kernel.contracts import (
     Channel,
+    ContentCardContent,
     EmailContent,
+    InAppContent,
     PropertyCondition,
     PushContent,
     SendStatus,
@@ -117,9 +119,20 @@ class SmsMessage(SmsContent):
     """The contract's text; `CampaignIn` checks its template."""
 
 
-SHAPES: dict[str, type[EmailMessage] | type[WebhookMessage] | type[PushMessage] | type[SmsMessage]] = {
+class InAppMessage(InAppContent):
+    """The contract's in-app message; `CampaignIn` checks every template in it."""
+
+
+class ContentCardMessage(ContentCardContent):
+    """The contract's content card; `CampaignIn` checks every template in it."""
+
+
+ChannelMessage = EmailMessage | WebhookMessage | PushMessage | SmsMessage | InAppMessage | ContentCardMessage
+SHAPES: dict[str, type[ChannelMessage]] = {
     "email": EmailMessage, "webhook": WebhookMessage, "push": PushMessage, "sms": SmsMessage,
+    "in_app": InAppMessage, "content_card": ContentCardMessage,
 }
+INBOX_SETTINGS = {"layout", "pinned", "expires_at", "ttl_hours"}  # the in-app and card fields that are not templates
 
 
 APP_CHANNELS = ("push", "email", "sms")  # channels whose credentials (and, for push, devices) may be an app's own
@@ -220,9 +233,11 @@ def storable_problems(value: Any, loc: Loc = (), depth: int = 0) -> Iterator[Pro
             yield from storable_problems(item, (*loc, key), depth + 1)
 
 
-def message_problems(content: EmailMessage | WebhookMessage | PushMessage | SmsMessage) -> list[Problem]:
+def message_problems(content: ChannelMessage) -> list[Problem]:
     """What would keep this message from going out, found before any user's data meets it."""
     found: list[Problem] = []
+    if isinstance(content, InAppMessage | ContentCardMessage):  # every text and link is a template
+        return body_template_problems(content.model_dump(exclude=INBOX_SETTINGS, exclude_none=True), ("message",))
     if isinstance(content, SmsMessage):
         return template_problems(content.body, ("message", "body"))
     if isinstance(content, PushMessage):
