@@ -539,6 +539,9 @@ async def test_another_workspace_s_key_reaches_nothing_of_this_one_on_any_route(
             lambda r: r.status_code == 200 and r.json()["user_ids"] == [] and r.json()["count"] == 0,
         ),
         ("devices/deactivate", "POST"): ({"token": token}, lambda r: r.status_code == 200 and r.json()["deactivated"] is False),
+        ("channels/test", "POST"): (  # a test send to this workspace's user: nobody of its own
+            {"channel": "email", "user_id": ada, "message": {"subject": "s", "body": "b"}}, lambda r: r.status_code == 404,
+        ),
     }
     calls = sorted(((route, method) for route in API_ROUTES for method in route.methods), key=lambda c: c[1] != "GET")
     async with httpx.AsyncClient(base_url=str(herald.api.base_url), headers={"authorization": f"Bearer {other['api_key']}"}, timeout=10) as intruder:
