@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
@@ -222,3 +222,55 @@ async def test_the_automatic_winner_is_decided_by_its_timer_and_then_every_send_
     # 60/200 vs 40/200 clicked: pooled 0.25, se 0.043301, z 2.30940, p 0.02092 < 0.05
     assert decided["winner"] == "A" and decided["status"] == "decided"
     assert decided["p_value"] == pytest.approx(0.02092, abs=1e-5)
+
+
+async def test_an_experiment_run_by_the_scheduler_counts_what_its_policy_decided(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], nc: NATS, workspace_id: str
+) -> None:
+    """Through the scheduler end to end: triggers enter users, the delivery policy assigns arms at release (the control
+    group held out), and the stats count the conversions of every third user against the arms as decided."""
+    variants = [{"name": n, "weight": 45, "message": {"subject": n, "body": "x"}} for n in ("A", "B")]
+    r = await api.post("/api/v1/campaigns", json=campaign_body(
+        variants=variants, control_percent=10, conversion=GOAL, experiment={"auto_winner_after_hours": 24},
+    ))
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    assert (await api.post(f"/api/v1/campaigns/{cid}/launch")).status_code == 200
+    people = [f"u{i}" for i in range(120)]  # a control group of none: 0.9¹²⁰ ≈ 3e-6
+    now = datetime.now(UTC)
+    await bus.publish_contracts(nc.jetstream(), [event(workspace_id, p, "Signed Up", now) for p in people])
+
+    async def decided() -> dict[str, tuple[str, str | None]] | None:
+        async with sessions() as s:
+            rows = (await s.execute(
+                select(ScheduledSend.profile_id, ScheduledSend.status, ScheduledSend.variant)
+                .where(ScheduledSend.campaign_id == cid, ScheduledSend.status != "scheduled")
+            )).all()
+        return {p: (st, v) for p, st, v in rows} if len(rows) == len(people) else None
+
+    arms = await eventually(decided, timeout=30)
+    assert {st for st, v in arms.values() if v == "control"} <= {"suppressed"}
+    assert {st for st, v in arms.values() if v != "control"} == {"requested"}
+    assert {v for _, v in arms.values()} == {"A", "B", "control"}
+    buyers = people[::3]
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    await bus.publish_contracts(nc.jetstream(), [order(workspace_id, p, later) for p in buyers])
+    by_arm = {name: [p for p, (_, v) in arms.items() if v == name] for name in ("A", "B", "control")}
+    hand = {name: (sum(p in buyers for p in ps), len(ps)) for name, ps in by_arm.items()}
+
+    async def counted() -> dict[str, Any] | None:
+        stats = (await api.get(f"/api/v1/campaigns/{cid}/stats")).json()
+        return stats if stats["totals"]["converted"] == len(buyers) else None
+
+    stats = await eventually(counted, timeout=20)
+    got = {v["variant"]: v for v in stats["variants"]}
+    assert stats["totals"]["entered"] == len(people)
+    assert stats["totals"]["suppressed_by_rule"] == {"control": hand["control"][1]}
+    for name, (converted, n) in hand.items():
+        assert (got[name]["totals"]["converted"], got[name]["recipients"]) == (converted, n)
+        assert got[name]["conversion_rate"]["rate"] == pytest.approx(converted / n)
+    for name in ("A", "B"):
+        c, n = hand[name]
+        cc, cn = hand["control"]
+        assert got[name]["uplift"]["absolute"] == pytest.approx(c / n - cc / cn)
+    assert stats["experiment"] is None or stats["experiment"]["status"] == "pending"
