@@ -164,6 +164,8 @@ async def test_a_feed_is_rendered_fetched_with_cors_reported_on_and_on_the_timel
     by_anonymous = await app.gateway.get("/v1/messages", params={"anonymousId": "anon-ada", "writeKey": app.write_key,
                                                                  "channel": "content_card"})
     assert [m["id"] for m in by_anonymous.json()["messages"]] == [i for i in ids if i != modal.send_id]
+    not_yet = await app.feed(userId="ada-before-identify", anonymousId="anon-ada", channel="content_card")
+    assert not_yet.json() == by_anonymous.json()  # a user id nobody has yet: the anonymous id's messages
 
     # Expiry: the two-second card leaves by itself.
     async def expired() -> bool:

@@ -110,7 +110,7 @@ def state(**fields: Any) -> domain.MessageState:
 
 def test_an_impression_marks_the_message_seen_once() -> None:
     first = domain.engagement(state(), "impression", None, NOW)
-    assert (first.changes, first.event, first.dedupe) == ({"viewed_at": NOW}, "$message_viewed", "impression")
+    assert (first.changes, first.event, first.dedupe) == ({"viewed_at": NOW}, "$message_viewed", "viewed")
     again = domain.engagement(state(viewed_at=NOW), "impression", None, NOW + timedelta(minutes=1))
     assert again.changes == {} and again.dedupe == first.dedupe  # the same event: stored once
 
@@ -118,10 +118,10 @@ def test_an_impression_marks_the_message_seen_once() -> None:
 def test_a_click_counts_as_seen_and_names_its_button_and_link() -> None:
     click = domain.engagement(state(), "click", 0, NOW)
     assert click.changes == {"viewed_at": NOW, "clicked_at": NOW}
-    assert (click.event, click.dedupe) == ("$message_clicked", "click:0")
+    assert (click.event, click.dedupe) == ("$message_clicked", "clicked:0")
     assert click.properties == {"button": 0, "button_text": "Go", "action": "open", "url": "https://x.example"}
     body = domain.engagement(state(viewed_at=NOW, clicked_at=NOW), "click", None, NOW)
-    assert (body.changes, body.dedupe, body.properties) == ({}, "click", {"url": "shop://sale"})
+    assert (body.changes, body.dedupe, body.properties) == ({}, "clicked", {"url": "shop://sale"})
 
 
 def test_a_dismissal_is_recorded_once() -> None:

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from kernel.db import unit_of_work
 from kernel.errors import Unprocessable
 from kernel.outbox import Outbox
 from kernel.web import Res, Session, WorkspaceId
@@ -27,7 +28,6 @@ router = APIRouter(prefix="/api/v1/inbox", tags=["inbox"])
 @router.get("/messages", include_in_schema=False)
 async def get_feed(
     workspace_id: WorkspaceId,
-    session: Session,
     res: Res,
     user_id: Annotated[Identity | None, Query(alias="userId")] = None,
     anonymous_id: Annotated[Identity | None, Query(alias="anonymousId")] = None,
@@ -37,7 +37,8 @@ async def get_feed(
     """The in-app messages and content cards a user (by user id, else anonymous id) is eligible for, rendered."""
     _identified(user_id, anonymous_id)
     profile = await service.resolve(res.nats, workspace_id, user_id, anonymous_id)
-    return await service.feed(session, workspace_id, profile.profile_id if profile else None, channel, limit)
+    async with unit_of_work(res.db) as session:  # opened after the lookup: no connection held while profiles answers
+        return await service.feed(session, workspace_id, profile.profile_id if profile else None, channel, limit)
 
 
 @router.post("/messages/{message_id}/events", include_in_schema=False)

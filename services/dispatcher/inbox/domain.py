@@ -35,6 +35,10 @@ EVENT_NAMES: dict[EventKind, str] = {
 }
 
 
+# The part of an event's id after the send's: one event per message (a click one per button), however often reported.
+DEDUPE: dict[EventKind, str] = {"impression": "viewed", "click": "clicked", "dismissal": "dismissed"}
+
+
 class InvalidLink(Undeliverable):
     """A link rendered to something an app must not open (no scheme, a script, not a web URL where one is needed)."""
 
@@ -198,7 +202,7 @@ def engagement(state: MessageState, kind: EventKind, button: int | None, now: da
     first report's), and each report is one event however often the app repeats it (a click once per button)."""
     properties: dict[str, Any] = {}
     changes: dict[str, datetime] = {}
-    dedupe: str = kind
+    dedupe = DEDUPE[kind]
     if button is not None:
         if kind != "click":
             raise BadEvent(f"only a click names a button, not a {kind}", "button")
@@ -210,7 +214,7 @@ def engagement(state: MessageState, kind: EventKind, button: int | None, now: da
         link = chosen.get("deep_link") or chosen.get("url")
         if link:
             properties["url"] = link
-        dedupe = f"click:{button}"
+        dedupe = f"clicked:{button}"
     elif kind == "click":
         link = state.content.get("deep_link") or state.content.get("link")
         if link:

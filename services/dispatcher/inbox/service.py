@@ -37,14 +37,20 @@ async def store(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 
 
 async def resolve(nc: NATS, workspace_id: str, user_id: str | None, anonymous_id: str | None) -> ProfileSnapshot | None:
-    """The profile an app's user id (else anonymous id) is, asked of the profiles service; None when nobody is."""
-    lookup = ProfileLookup(workspace_id=workspace_id, user_id=user_id, anonymous_id=None if user_id else anonymous_id)
-    try:
-        profile = await bus.request(nc, PROFILE_LOOKUP_SUBJECT, lookup, ProfileSnapshot, timeout=LOOKUP_TIMEOUT_SECONDS)
-    except Exception as exc:
-        log.warning("profile_lookup_failed", workspace_id=workspace_id, error=type(exc).__name__)
-        raise Unavailable("the profiles service did not answer; retry shortly") from exc
-    return profile if profile.found else None
+    """The profile an app's user id is (else, or when no profile has that id yet, its anonymous id), asked of the
+    profiles service; None when nobody is."""
+    asked = [ProfileLookup(workspace_id=workspace_id, user_id=user_id)] if user_id else []
+    if anonymous_id:
+        asked.append(ProfileLookup(workspace_id=workspace_id, anonymous_id=anonymous_id))
+    for lookup in asked:
+        try:
+            profile = await bus.request(nc, PROFILE_LOOKUP_SUBJECT, lookup, ProfileSnapshot, timeout=LOOKUP_TIMEOUT_SECONDS)
+        except Exception as exc:
+            log.warning("profile_lookup_failed", workspace_id=workspace_id, error=type(exc).__name__)
+            raise Unavailable("the profiles service did not answer; retry shortly") from exc
+        if profile.found:
+            return profile
+    return None
 
 
 def describe(row: InboxMessage) -> InboxMessageOut:
@@ -91,9 +97,11 @@ async def report(
     properties: dict[str, Any] = {"campaign_id": row.campaign_id, "send_id": row.send_id, "channel": row.channel}
     if row.variant:
         properties["variant"] = row.variant
+    # One identity, the one the message was found by: an app's other id on the event could merge two profiles.
+    user_id = row.user_id or (profile.user_id if profile else None)
     event = Event(
         workspace_id=workspace_id, message_id=f"herald:{row.send_id}:{outcome.dedupe}", type="track",
-        user_id=row.user_id or body.userId, anonymous_id=body.anonymousId, event=outcome.event,
+        user_id=user_id, anonymous_id=None if user_id else body.anonymousId, event=outcome.event,
         properties={**properties, **outcome.properties}, context={"library": {"name": "herald-dispatcher"}},
         timestamp=now, received_at=now,
     )
