@@ -22,8 +22,10 @@ from gateway.config import get_settings as gateway_settings
 from herald.stack import create_workspace
 from kernel import bus
 from kernel.contracts import SendRequested
+from kernel.db import unit_of_work
 from services.dispatcher.app import build as build_dispatcher
 from services.dispatcher.config import get_settings as dispatcher_settings
+from services.dispatcher.inbox import repository as inbox_repository
 from services.dispatcher.models import Delivery
 from services.ingest.app import build as build_ingest
 from services.ingest.config import get_settings as ingest_settings
@@ -254,3 +256,19 @@ async def test_a_report_for_a_button_the_message_lacks_names_the_field(
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "button"], r.text
     assert (await app.report(modal.send_id, {"type": "dismissal", "userId": "cara"})).json()["recorded"] is True
     assert (await app.feed(userId="cara")).json() == {"messages": []}
+
+
+async def test_an_erased_users_messages_are_deleted(
+    stack: tuple[FastAPI, App, App], sessions: async_sessionmaker[AsyncSession], nc: Any
+) -> None:
+    _, app, _ = stack
+    dan = await app.identify("dan", "anon-dan", {"first_name": "Dan"})
+    eve = await app.identify("eve", "anon-eve", {"first_name": "Eve"})
+    cards = [a_send(app, dan, "dan", "content_card", {"title": "Hi {{ user.traits.first_name }}"}),
+             a_send(app, eve, "eve", "content_card", {"title": "Hi {{ user.traits.first_name }}"})]
+    await bus.publish_contracts(nc.jetstream(), cards)
+    await delivered(sessions, *cards)
+    async with unit_of_work(sessions) as s:
+        assert await inbox_repository.erase_profiles(s, app.workspace_id, [dan]) == 1
+    assert (await app.feed(userId="dan")).json() == {"messages": []}
+    assert [m["content"]["title"] for m in (await app.feed(userId="eve")).json()["messages"]] == ["Hi Eve"]

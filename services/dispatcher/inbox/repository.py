@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,3 +47,13 @@ async def lock_message(session: AsyncSession, workspace_id: str, profile_id: str
         )
         .with_for_update()
     )
+
+
+async def erase_profiles(session: AsyncSession, workspace_id: str, profile_ids: list[str]) -> int:
+    """Delete these profiles' messages (rendered with their data) for an erasure; returns how many went."""
+    if not profile_ids:
+        return 0
+    result = await session.execute(
+        delete(InboxMessage).where(InboxMessage.workspace_id == workspace_id, InboxMessage.profile_id.in_(profile_ids))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
