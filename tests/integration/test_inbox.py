@@ -133,6 +133,7 @@ async def test_a_feed_is_rendered_fetched_with_cors_reported_on_and_on_the_timel
     pinned = a_send(app, ada, "ada", "content_card", {"title": "Pinned for {{ user.traits.first_name }}", "pinned": True,
                                                       "link": "https://shop.example/vip"})
     card = a_send(app, ada, "ada", "content_card", {"title": "20% off", "image_url": "https://cdn.example.com/a.png"})
+    card = card.model_copy(update={"variant": "B"})  # an experiment's arm: on the feed and on every report
     short = a_send(app, ada, "ada", "content_card", {"title": "Flash sale", "ttl_hours": 2 / 3600})  # two seconds
     late = a_send(app, ada, "ada", "content_card", {"title": "Too late", "expires_at": "2020-01-01T00:00:00Z"})
     evil = a_send(app, ada, "ada", "in_app", {"header": "x", "deep_link": "javascript:alert(1)"})
@@ -185,7 +186,7 @@ async def test_a_feed_is_rendered_fetched_with_cors_reported_on_and_on_the_timel
                              auth=None)).status_code == 200
     assert (await app.report(pinned.send_id, {"type": "dismissal", "userId": "ada"})).status_code == 200
     after = (await app.feed(userId="ada")).json()["messages"]
-    assert [(m["id"], m["viewed"], m["clicked"]) for m in after] == [(card.send_id, True, True)]  # in-app seen, pin dismissed
+    assert [(m["id"], m["viewed"], m["clicked"], m["variant"]) for m in after] == [(card.send_id, True, True, "B")]
 
     async def on_timeline() -> list[tuple[str, str, str | None]] | None:
         events = [e for e in await app.timeline("ada") if e["name"].startswith("$message_") and
@@ -198,6 +199,10 @@ async def test_a_feed_is_rendered_fetched_with_cors_reported_on_and_on_the_timel
         ("$message_clicked", card.send_id, None), ("$message_dismissed", pinned.send_id, None)])
     viewed = next(e for e in await app.timeline("ada") if e["name"] == "$message_viewed")
     assert viewed["properties"] == {"campaign_id": "cmp_in_app", "send_id": modal.send_id, "channel": "in_app"}
+    card_click = next(e for e in await app.timeline("ada") if e["properties"].get("send_id") == card.send_id
+                      and e["name"] == "$message_clicked")
+    assert card_click["properties"] == {"campaign_id": "cmp_content_card", "send_id": card.send_id,
+                                        "channel": "content_card", "variant": "B"}
 
     # Someone else's message is not there: another user, another workspace, an unknown id.
     assert (await app.report(for_bob.send_id, {"type": "click", "userId": "ada"})).status_code == 404

@@ -26,7 +26,7 @@ def prepare(send: SendRequested, profile: ProfileSnapshot, now: datetime) -> dic
     return {
         "send_id": send.send_id, "workspace_id": send.workspace_id, "profile_id": send.profile_id,
         "user_id": send.user_id, "campaign_id": send.campaign_id, "channel": send.channel,
-        "variant": getattr(send, "variant", None), "content": rendered.content, "pinned": rendered.pinned,
+        "variant": send.variant, "content": rendered.content, "pinned": rendered.pinned,
         "sent_at": rendered.sent_at, "expires_at": rendered.expires_at,
     }
 
