@@ -222,6 +222,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("users/{user_id}/events", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/devices", ("POST",), "profiles", "users"),
     ApiRoute("devices/deactivate", ("POST",), "profiles", "users"),
+    ApiRoute("attributes", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/messages", ("GET",), "messages", "users"),
     ApiRoute("users/{user_id}/segments", ("GET",), "segmenter", "users"),
     ApiRoute("segments", ("GET", "POST"), "segmenter", "segments"),

@@ -5,9 +5,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from kernel import pagination
+from kernel import bus, pagination
 from kernel.errors import BadRequest
-from kernel.web import Session, WorkspaceId
+from kernel.web import Res, Session, WorkspaceId
 from services.profiles import context, repository, service
 from services.profiles.config import get_settings
 from services.profiles.schemas import (
@@ -73,7 +73,8 @@ async def get_user_events(
 
 @router.post("/{user_id}/devices")
 async def register_device(
-    user_id: str, body: DeviceRegistration, workspace_id: WorkspaceId, session: Session, by: LookupBy = "user_id"
+    user_id: str, body: DeviceRegistration, workspace_id: WorkspaceId, session: Session, res: Res,
+    by: LookupBy = "user_id",
 ) -> DeviceOut:
     """Register a device on a user (a push token moves here from any other device); a dead token is live again."""
     if body.locale is not None and context.language_of(body.locale) is None:
@@ -82,9 +83,11 @@ async def register_device(
         raise BadRequest(f"unknown IANA time zone {body.time_zone!r}")
     profile = await service.find_profile(session, workspace_id, user_id, by)
     fields = body.model_dump(exclude={"device_id"}, exclude_none=True)
-    return DeviceOut.model_validate(
-        await service.register_device(session, profile, body.device_id, fields, datetime.now(UTC))
-    )
+    at = datetime.now(UTC)
+    device = DeviceOut.model_validate(await service.register_device(session, profile, body.device_id, fields, at))
+    await session.commit()  # then announce it, so segments reading devices re-evaluate this user
+    await bus.publish_contracts(res.jetstream, [service.device_registered(profile, body.device_id, at)])
+    return device
 
 
 @devices_router.post("/deactivate")

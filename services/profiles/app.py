@@ -21,6 +21,7 @@ from kernel.contracts import (
 from kernel.web import create_app, open_resources
 from services.profiles import handlers
 from services.profiles.api import devices_router, router
+from services.profiles.attributes.api import router as attributes_router
 from services.profiles.config import get_settings
 from services.profiles.subscriptions import handlers as subscription_handlers
 from services.profiles.subscriptions.api import groups_router, users_router
@@ -70,4 +71,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build() -> FastAPI:
     """The profiles ASGI app."""
-    return create_app("Herald profiles", lifespan, [router, devices_router, users_router, groups_router])
+    return create_app("Herald profiles", lifespan, [router, devices_router, users_router, groups_router, attributes_router])

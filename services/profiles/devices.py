@@ -11,6 +11,7 @@ app registers it again through the API.
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from services.profiles.context import WRONG_TYPE, Platform, language_of, zone
@@ -104,6 +105,9 @@ def reports(
     return found, ignored
 
 
+_VALUES = attrgetter("profile_id", "last_seen", "dead_token", *FIELDS)  # what a segment condition may read of a device
+
+
 def _stamp(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
@@ -116,10 +120,12 @@ class Devices:
         self.by_token: dict[str, str] = {d.push_token: d.device_id for d in loaded if d.push_token}
         self.touched: set[str] = set()
 
-    def apply(self, report: DeviceReport, profile_id: str, at: datetime) -> None:
-        """Apply one report from an event of `profile_id` at `at` (see the module's rules)."""
+    def apply(self, report: DeviceReport, profile_id: str, at: datetime) -> bool:
+        """Apply one report from an event of `profile_id` at `at` (see the module's rules); True if the device
+        is new or any of its fields (last seen included) changed."""
         when = _stamp(at)
         device = self.by_id.get(report.device_id)
+        before = None if device is None else _VALUES(device)
         if device is None:
             device = self.by_id[report.device_id] = DeviceState(report.device_id, profile_id, at)
         self.touched.add(device.device_id)
@@ -130,6 +136,7 @@ class Devices:
                 self._claim(device, value, when, report.register)
             else:
                 self._write(device, name, value, when)
+        return before is None or _VALUES(device) != before
 
     def _write(self, device: DeviceState, name: str, value: Any, when: str) -> bool:
         previous = device.times.get(name)

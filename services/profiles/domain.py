@@ -35,6 +35,7 @@ class ProfileState:
     purchases: Purchases = field(default_factory=Purchases)
     # False while only Herald's own events ($message_*) are known: first/last seen are theirs until the user shows up.
     user_seen: bool = True
+    trait_ops: dict[str, Any] = field(default_factory=dict)  # attributes/domain.py: bases and operations
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Profiles bus handlers: EVENTS in; PROFILES out, after commit."""
 
+import structlog
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -10,6 +11,7 @@ from kernel.contracts import (
     ProfileQuery,
     ProfileSnapshot,
     Published,
+    Rejection,
     TokenDeactivated,
     TokenDeactivation,
 )
@@ -17,6 +19,9 @@ from kernel.db import unit_of_work
 from services.profiles import service
 from services.profiles.activity import Rules
 from services.profiles.subscriptions.service import OUTBOX
+
+log = structlog.get_logger(__name__)
+REJECTION_PUBLISH_TIMEOUT = 2.0
 
 
 async def on_events(
@@ -34,8 +39,23 @@ async def on_events(
         messages += [result.resolved, result.changed]
         correlation_ids += [message.correlation_id] * 2
     await bus.publish_contracts(js, messages, correlation_ids=correlation_ids, timeout=30.0)
+    if rejections := [r for result in applied for r in result.rejections]:
+        await _list_rejections(js, rejections)
     if staged := [i for result in applied for i in result.staged]:
         await OUTBOX.publish_after_commit(sessions, js, staged)  # the subscription changes the events made
+
+
+async def _list_rejections(js: JetStreamContext, rejections: list[Rejection]) -> None:
+    """List the values events carried that were left out (GET /api/v1/ingest/rejections), best effort.
+
+    They are diagnostics, counted and logged whatever happens here: failing to list them never fails the
+    batch, whose events are applied and committed.
+    """
+    try:
+        await bus.publish_contracts(js, rejections, timeout=REJECTION_PUBLISH_TIMEOUT)
+    except Exception:  # noqa: BLE001 - any failure to list them is logged, never raised
+        log.warning("profile_rejections_not_listed", workspace_id=rejections[0].workspace_id, count=len(rejections),
+                    exc_info=True)
 
 
 async def on_profile_query(query: ProfileQuery, sessions: async_sessionmaker[AsyncSession]) -> ProfileSnapshot:

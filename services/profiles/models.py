@@ -35,6 +35,9 @@ class Profile(Base):
     user_id: Mapped[str | None] = mapped_column(String(512))
     traits: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     trait_times: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    # Traits with operations ({"inc"}, {"add"}, {"remove"}) since their last set: that set's value and the
+    # operations (services/profiles/attributes/domain.py).
+    trait_ops: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Standard attributes (language, time_zone, country, ...) and when each was written (context.stamp).
@@ -136,3 +139,17 @@ class Device(Base):
     push_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     times: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+
+
+class CatalogueEntry(Base):
+    """A custom attribute (a trait) of a workspace's users: its inferred type, when seen, a few examples."""
+
+    __tablename__ = "attribute_catalogue"
+    __table_args__ = {"schema": SCHEMA}
+
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    examples: Mapped[list[Any]] = mapped_column(JSONB, default=list)

@@ -124,7 +124,8 @@ def _arrays(rows: list[tuple[Any, ...]], columns: tuple[str, ...], types: dict[s
     return out
 
 
-PROFILE_COLUMNS = ("profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen", "attributes", "attribute_times")
+PROFILE_COLUMNS = ("profile_id", "user_id", "traits", "trait_times", "first_seen", "last_seen", "attributes", "attribute_times",
+                   "trait_ops")
 SESSION_COLUMNS = ("session_count", "first_session", "last_session", "session_hours", "session_state")
 PURCHASE_COLUMNS = ("purchase_count", "revenue", "first_purchase", "last_purchase")
 # What activity.py keeps (sessions, purchases) and whether the user was seen.
@@ -134,7 +135,7 @@ PROFILE_TYPES = {
     "last_seen": "timestamptz", "attributes": "jsonb", "attribute_times": "jsonb", "session_count": "integer",
     "first_session": "timestamptz", "last_session": "timestamptz", "session_hours": "jsonb", "session_state": "jsonb",
     "purchase_count": "integer", "revenue": "numeric", "first_purchase": "timestamptz", "last_purchase": "timestamptz",
-    "user_seen": "boolean",
+    "user_seen": "boolean", "trait_ops": "jsonb",
 }
 _profiles = cast(Table, Profile.__table__)
 
@@ -142,7 +143,7 @@ _profiles = cast(Table, Profile.__table__)
 # phone's context change the attributes' times alone, and need not rewrite traits, sessions and purchases.
 Group = Literal["traits", "attributes", "activity"]
 GROUPS: dict[Group, tuple[str, ...]] = {
-    "traits": ("user_id", "traits", "trait_times"),
+    "traits": ("user_id", "traits", "trait_times", "trait_ops"),
     "attributes": ("attributes", "attribute_times"),
     "activity": ACTIVITY_COLUMNS,
 }
@@ -165,9 +166,9 @@ async def lock_profiles(session: AsyncSession, workspace_id: str, profile_ids: l
         pid: ProfileState(
             pid, uid, orjson.loads(traits), orjson.loads(trait_times), first, last, orjson.loads(attrs),
             orjson.loads(attr_times), Sessions(s_count, s_first, s_last, _loads(s_hours), _loads(s_state)),
-            Purchases(p_count, revenue, p_first, p_last), user_seen,
+            Purchases(p_count, revenue, p_first, p_last), user_seen, orjson.loads(trait_ops),
         )
-        for (pid, uid, traits, trait_times, first, last, attrs, attr_times, s_count, s_first, s_last, s_hours, s_state,
+        for (pid, uid, traits, trait_times, first, last, attrs, attr_times, trait_ops, s_count, s_first, s_last, s_hours, s_state,
              p_count, revenue, p_first, p_last, user_seen) in rows
     }
 

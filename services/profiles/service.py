@@ -11,9 +11,11 @@ from prometheus_client import Counter as Metric
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel import pagination
-from kernel.contracts import Event, ProfileChanged, ProfileSnapshot, ResolvedEvent
+from kernel.contracts import Event, ProfileChanged, ProfilePart, ProfileSnapshot, Rejection, ResolvedEvent
 from kernel.errors import NotFound, TransientError
 from services.profiles import activity, context, devices, domain, repository
+from services.profiles.attributes import domain as attribute_ops
+from services.profiles.attributes import service as catalogue
 from services.profiles.models import Profile
 from services.profiles.subscriptions import domain as subscriptions_domain
 from services.profiles.subscriptions import service as subscriptions
@@ -33,6 +35,8 @@ class Applied:
     resolved: ResolvedEvent
     changed: ProfileChanged
     duplicate: bool = False
+    # Values the event carried that were left out or cut, listed with the rejections (GET /api/v1/ingest/rejections).
+    rejections: list[Rejection] = field(default_factory=list)
     staged: list[int] = field(default_factory=list)  # outbox rows (subscription changes the event made)
 
 
@@ -116,6 +120,7 @@ class _WorkspaceBatch:
         self.ignored: Counter[str] = Counter()  # reason -> values left out, counted and logged once per batch
         self.ignored_example: str | None = None  # a message id that had one, for the log
         self.devices = devices.Devices([])
+        self.sightings: dict[str, attribute_ops.Sighting] = {}  # custom attributes shown, for the catalogue
 
     async def apply(self, events: list[Event], reads: list[_Read]) -> list[Applied]:
         keys = sorted({key for e in events for key in domain.identities_to_lock(e)})
@@ -141,6 +146,7 @@ class _WorkspaceBatch:
                 results.append(await self._apply(event, read))
                 stored[event.message_id] = (results[-1].resolved.profile_id, results[-1].changed.merged_profile_ids)
         await self._write()
+        await catalogue.record_sightings(self.session, self.ws, self.sightings)
         if self.ignored:
             for reason, n in self.ignored.items():
                 IGNORED.labels(reason).inc(n)
@@ -190,6 +196,7 @@ class _WorkspaceBatch:
         for other_id in plan.merge:
             other = self.profiles.pop(other_id)
             changed += domain.merge_traits(traits, times, other.traits, other.trait_times)
+            changed += attribute_ops.merge(traits, times, profile.trait_ops, other.traits, other.trait_times, other.trait_ops)
             attributes += domain.merge_traits(profile.attributes, profile.attribute_times, other.attributes,
                                               other.attribute_times)
             activity.merge_sessions(profile.sessions, other.sessions, self.rules.session_gap)
@@ -205,10 +212,17 @@ class _WorkspaceBatch:
         self.rows.append(_event_row(event, pid, plan.merge))
         self.counts[(pid, event.display_name, event.timestamp.date())] += 1
         groups: set[repository.Group] = set(repository.GROUPS) if plan.merge else set()
+        parts: set[ProfilePart] = set()
+        problems: list[tuple[str, list[str | int], str]] = []  # (reason, where, why) of values left out or cut
         staged: list[int] = []
         if event.type == "identify" and event.traits:
             custom = subscriptions_domain.without_subscription_traits(event.traits)  # Braze's email_subscribe, ...
-            changed += domain.apply_traits(traits, times, custom, event.timestamp)
+            outcome = attribute_ops.apply(traits, times, profile.trait_ops, custom, event.timestamp, event.message_id)
+            changed += outcome.changed
+            problems += [(p.reason, ["traits", p.trait], p.message) for p in outcome.problems]
+            for name, sighting in attribute_ops.sightings(custom, event.timestamp).items():
+                earlier = self.sightings.get(name)
+                self.sightings[name] = sighting if earlier is None else earlier.with_(sighting)
             groups.add("traits")  # a trait's time may move even when its value does not
             if custom is not event.traits:
                 staged, ignored_values = await subscriptions.apply_traits(self.session, self.ws, pid, event)
@@ -219,28 +233,36 @@ class _WorkspaceBatch:
             attributes += moved
             if written:
                 groups.add("attributes")
-        if seen.ignored:
-            self.ignored.update(seen.ignored)
-            self.ignored_example = self.ignored_example or event.message_id
+        problems += [(reason, [], IGNORED_WHY.get(reason, reason)) for reason in seen.ignored]
         for report in read.devices:
-            self.devices.apply(report, pid, event.timestamp)
+            if self.devices.apply(report, pid, event.timestamp):
+                parts.add("devices")
         if (browser := _session_kind(event, seen.platform)) is not None:
             tz = event.context.get("timezone")
             tz = tz if isinstance(tz, str) and context.zone(tz) is not None else profile.attributes.get("time_zone")
             if activity.add_session(profile.sessions, event.timestamp, tz, browser, self.rules.session_gap):
                 groups.add("activity")
+                parts.add("sessions")
         if event.type == "track" and event.event == activity.ORDER_COMPLETED:
             amount, ignored = activity.order_amount(event.properties, self.rules)
             activity.add_purchase(profile.purchases, event.timestamp, amount)
             groups.add("activity")
+            parts.add("purchases")
             if ignored:
-                self.ignored[ignored] += 1
-                self.ignored_example = self.ignored_example or event.message_id
+                problems.append((ignored, ["properties"], IGNORED_WHY[ignored]))
         if profile.user_id is None and plan.user_id:
             profile.user_id = plan.user_id
             groups.add("traits")
+        first_seen, last_seen = profile.first_seen, profile.last_seen
         if domain.see(profile, event.timestamp, by_user=not is_herald_event(event)):
             groups.add("activity")
+        if profile.first_seen != first_seen:
+            parts.add("first_seen")
+        if profile.last_seen != last_seen:
+            parts.add("last_seen")
+        if problems:
+            self.ignored.update(reason for reason, _, _ in problems)
+            self.ignored_example = self.ignored_example or event.message_id
         if pid not in self.new:
             self.changed.setdefault(pid, set()).update(groups)
 
@@ -253,11 +275,13 @@ class _WorkspaceBatch:
                 cause_message_id=event.message_id,
                 changed_traits=sorted(set(changed)),
                 changed_attributes=sorted(set(attributes)),
+                changed_parts=sorted(parts),
                 merged_profile_ids=plan.merge,
                 event_name=event.display_name,
                 created=created,
             ),
             staged=staged,
+            rejections=_rejections(event, problems),
         )
 
     async def _write(self) -> None:
@@ -273,6 +297,41 @@ class _WorkspaceBatch:
         self.devices.touched = set()
         self.new, self.changed = {}, {}
         self.links, self.rows, self.counts = {}, [], Counter()
+
+
+# What each reason for leaving a value out means, as the rejections list says it.
+IGNORED_WHY = {
+    context.UNKNOWN_LOCALE: "a locale or language with no ISO 639 language (context.locale, traits.language): left out",
+    context.INVALID_TIME_ZONE: "a time zone the IANA database does not know (context.timezone, traits.time_zone): left out",
+    context.COORDINATES_OUT_OF_RANGE: "context.location outside latitude ±90 or longitude ±180: left out",
+    context.WRONG_TYPE: "a standard attribute or device field of the wrong type (context or traits): left out",
+    devices.PUSH_TOKEN_WITHOUT_DEVICE: "a push_tokens entry without a device_id: left out",
+    activity.UNKNOWN_CURRENCY: "an order in a currency with no configured rate: counted without its amount",
+    activity.BAD_AMOUNT: "an order whose revenue or total is not a number: counted without its amount",
+}
+REJECTION_NAMESPACE = uuid.UUID("5d0c8c8e-4c1e-4f43-9d0b-3b7a8d0f12a6")
+MAX_REJECTION_ERRORS = 20  # values listed per rejection
+# What a ProfileChanged names as its cause when a device was registered through the API (no event is stored).
+DEVICE_REGISTERED = "$device_registered"
+
+
+def _rejections(event: Event, problems: list[tuple[str, list[str | int], str]]) -> list[Rejection]:
+    """One listed rejection per reason an event's values were left out or cut (the event itself was applied).
+
+    Their ids follow from the event's, so a redelivered batch lists nothing twice.
+    """
+    by_reason: dict[str, list[dict[str, Any]]] = {}
+    for reason, where, why in problems:
+        by_reason.setdefault(reason, []).append({"loc": where, "msg": why, "type": reason})
+    return [
+        Rejection(
+            workspace_id=event.workspace_id,
+            rejection_id=uuid.uuid5(REJECTION_NAMESPACE, f"{event.workspace_id}\x1f{event.message_id}\x1f{reason}").hex,
+            at=event.received_at, route="profiles", type=event.type, message_id=event.message_id,
+            event=event.event, reason=reason, errors=errors[:MAX_REJECTION_ERRORS],
+        )
+        for reason, errors in sorted(by_reason.items())
+    ]
 
 
 def _session_kind(event: Event, platform: context.Platform | None) -> bool | None:
@@ -404,6 +463,16 @@ async def register_device(
     batch.apply(devices.DeviceReport(device_id, fields, register=True), profile.profile_id, at)
     await repository.save_devices(session, profile.workspace_id, [batch.by_id[d] for d in batch.touched])
     return device_view(batch.by_id[device_id])
+
+
+def device_registered(profile: Profile, device_id: str, at: datetime) -> ProfileChanged:
+    """The change a device registered through the API announces: the profile's devices (segments reading them
+    re-evaluate it). Its cause id follows from the device and the time, so a retried publish is de-duplicated."""
+    return ProfileChanged(
+        workspace_id=profile.workspace_id, profile_id=profile.profile_id, user_id=profile.user_id,
+        cause_message_id=f"$device_registered:{device_id}:{at.isoformat()}", changed_parts=["devices"],
+        event_name=DEVICE_REGISTERED,
+    )
 
 
 async def deactivate_token(session: AsyncSession, workspace_id: str, token: str) -> dict[str, Any] | None:

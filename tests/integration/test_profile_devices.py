@@ -3,6 +3,7 @@
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from nats.aio.client import Client as NATS
 
 from services.profiles.app import build
@@ -105,3 +106,27 @@ async def test_a_dead_token_is_off_until_the_app_registers_it_again(sessions, nc
         bad = await client.post("/api/v1/users/eve/devices", json={"device_id": "x", "platform": "ios", "time_zone": "Mars/Base"})
         assert bad.status_code == 400, bad.text
         assert (await client.post("/api/v1/users/eve/devices", json={"device_id": "x", "platform": "symbian"})).status_code == 422
+
+
+async def test_a_change_names_the_parts_it_wrote_and_a_registration_announces_the_devices(sessions, nc: NATS, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
+    from kernel.db import unit_of_work
+    from services.profiles import service
+
+    first = event(workspace_id, user_id="gus", event="Application Opened", context=phone("d11"), timestamp=T0)
+    same_phone = event(workspace_id, user_id="gus", event="Product Viewed", context=phone("d11"), timestamp=T0)
+    server_side = event(workspace_id, user_id="gus", event="Order Completed", properties={"revenue": 5}, timestamp=T0 - H)
+    async with unit_of_work(sessions) as s:
+        applied = await service.apply_events(s, [first, same_phone, server_side])
+    assert [a.changed.changed_parts for a in applied] == [
+        ["devices", "sessions"],  # new profile and device; a phone's session starts (first/last seen: its creation)
+        [],  # the same phone at the same time: nothing the segmenter reads moved
+        ["first_seen", "purchases"],  # an earlier order from a back end
+    ]
+
+    changes = await nc.jetstream().subscribe(f"profiles.changed.{workspace_id}", ordered_consumer=True)
+    async with running(build, get_settings, workspace_id) as client:
+        r = await client.post("/api/v1/users/gus/devices", json={"device_id": "d12", "platform": "android", "push_token": "t12"})
+        assert r.status_code == 200, r.text
+    announced = orjson.loads((await changes.next_msg(timeout=5)).data)
+    assert announced["changed_parts"] == ["devices"] and announced["user_id"] == "gus"
+    assert announced["profile_id"] == (await profile(sessions, workspace_id, "gus"))["profile_id"]

@@ -86,7 +86,7 @@ async def test_a_redelivered_merge_announces_the_merge_again(sessions, nc: NATS,
     assert first.changed.merged_profile_ids == [anonymous]
     assert first.changed.event_name == "identify"
     # The re-announcement does not claim to know what changed: consumers re-check everything it could touch.
-    assert again.duplicate and again.changed == first.changed.model_copy(update={"changed_traits": [], "event_name": None})
+    assert again.duplicate and again.changed == first.changed.model_copy(update={"changed_traits": [], "changed_parts": None, "event_name": None})
 
 
 async def test_alias_joins_two_known_ids_into_one_profile(sessions, nc: NATS, workspace_id: str) -> None:  # type: ignore[no-untyped-def]

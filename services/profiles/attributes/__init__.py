@@ -1,0 +1,1 @@
+"""Custom attributes: Braze's operations on traits (inc, add, remove), and the workspace's attribute catalogue."""
