@@ -47,6 +47,15 @@ def engagement_of(resolved: ResolvedEvent) -> repository.Outcome | None:
     )
 
 
+def _reaches_goal(campaign_id: str, goal: dict[str, Any], resolved: ResolvedEvent, now: datetime) -> bool:
+    """Whether the event is the campaign's goal; an event the conditions cannot read is no conversion (never a failed batch)."""
+    try:
+        return domain.goal_matches(goal, resolved.event.display_name, resolved.event.properties, now)
+    except Exception as exc:
+        log.warning("goal_unreadable", campaign_id=campaign_id, message_id=resolved.event.message_id, error=repr(exc))
+        return False
+
+
 async def record(session: AsyncSession, events: list[ResolvedEvent]) -> None:
     """Count the batch's engagement events (once per send and outcome) and the conversions its events make
     (once per campaign and user), set-based: a redelivered batch changes nothing."""
@@ -64,8 +73,7 @@ async def record(session: AsyncSession, events: list[ResolvedEvent]) -> None:
         )
         for resolved in events
         for campaign in goals.get(resolved.workspace_id, [])
-        if campaign.conversion
-        and domain.goal_matches(campaign.conversion, resolved.event.display_name, resolved.event.properties, now)
+        if campaign.conversion and _reaches_goal(campaign.id, campaign.conversion, resolved, now)
     ]
     converted = await repository.record_conversions(session, hits)
     if converted:
