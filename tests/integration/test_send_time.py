@@ -15,7 +15,7 @@ from kernel.contracts import Event, ResolvedEvent
 from kernel.db import unit_of_work
 from services.profiles.models import Profile, StoredEvent
 from services.scheduler import service
-from services.scheduler.models import Campaign, ScheduledSend
+from services.scheduler.models import Campaign, Occurrence, ScheduledSend
 from services.scheduler.timing import domain
 from services.scheduler.timing import service as timing
 from tests.unit.test_send_time import history
@@ -144,3 +144,19 @@ async def test_a_triggered_send_waits_its_delay_then_its_best_hour(
     else:
         assert due == want and due.astimezone(zone).minute == 0
     assert due.astimezone(zone).hour == 19  # the hour this user's sessions favour
+
+
+async def test_a_scheduled_occurrence_sends_each_user_at_their_best_hour(
+    sessions: async_sessionmaker[AsyncSession], workspace_id: str
+) -> None:
+    await users(sessions, workspace_id)
+    wall = EARLIEST.replace(tzinfo=None)
+    campaign_id = await campaign(
+        sessions, workspace_id, trigger=None, schedule={"at": wall.isoformat(), "local_time": False},
+        delivery={"intelligent_timing": True},
+    )
+    async with unit_of_work(sessions) as s:
+        s.add(Occurrence(id=f"{campaign_id}@{wall.isoformat()}", workspace_id=workspace_id, campaign_id=campaign_id,
+                         wall_at=wall, due_at=EARLIEST, status="pending"))
+    assert await service.decide_due_occurrences(sessions, EARLIEST, workspace_id) == len(USERS)
+    assert await due_times(sessions, campaign_id) == expected(EARLIEST)
