@@ -8,7 +8,7 @@ from kernel import pagination
 from kernel.contracts import Channel
 from kernel.web import Res, Session, WorkspaceId
 from services.scheduler import repository, service
-from services.scheduler.domain import CampaignStatus
+from services.scheduler.domain import CampaignStatus, entry_kind
 from services.scheduler.models import Campaign
 from services.scheduler.results import service as results
 from services.scheduler.results.schemas import CampaignResults
@@ -20,13 +20,17 @@ from services.scheduler.schemas import (
     CampaignPatch,
     SendList,
     SendOut,
+    TriggerIn,
+    TriggerOut,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["campaigns"])
 
 
 def _out(campaign: Campaign) -> CampaignOut:
-    return CampaignOut.model_validate(campaign, from_attributes=True)
+    fields = {c.key: getattr(campaign, c.key) for c in Campaign.__table__.columns}
+    entry = entry_kind(campaign.trigger, campaign.schedule, campaign.segment_entry)
+    return CampaignOut.model_validate({**fields, "entry": entry})
 
 
 @router.post("/campaigns", status_code=201)
@@ -122,6 +126,14 @@ async def launch_campaign(campaign_id: str, workspace_id: WorkspaceId, session: 
 async def pause_campaign(campaign_id: str, workspace_id: WorkspaceId, session: Session) -> CampaignOut:
     """Stop triggering and hold pending sends until the campaign is launched again."""
     return _out(await service.set_status(session, workspace_id, campaign_id, "pause"))
+
+
+@router.post("/campaigns/{campaign_id}/trigger")
+async def trigger_campaign(campaign_id: str, body: TriggerIn, workspace_id: WorkspaceId, session: Session) -> TriggerOut:
+    """Enter users into an active API-triggered campaign now: listed `recipients` (each with `properties` for its
+    templates' `event.properties`), or `audience: true` for everyone in its audience. Idempotent by `trigger_id`;
+    a recipient that cannot enter is listed in `errors` with why, without failing the others."""
+    return await service.trigger_campaign(session, workspace_id, campaign_id, body)
 
 
 @router.get("/campaigns/{campaign_id}/stats")

@@ -1,4 +1,4 @@
-"""Scheduler app factory and lifespan: the API, the PROFILES consumer and the due-send timer."""
+"""Scheduler app factory and lifespan: the API, the PROFILES and SEGMENTS consumers, the occurrence and due-send timers."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -8,12 +8,14 @@ from functools import partial
 from fastapi import FastAPI
 
 from kernel import bus
-from kernel.contracts import ResolvedEvent
+from kernel.contracts import MembershipChanged, ResolvedEvent, membership_subject
 from kernel.web import create_app, open_resources
 from services.scheduler import handlers, service
 from services.scheduler.api import router
 from services.scheduler.config import get_settings
 from services.scheduler.results import service as results
+
+SEGMENT_ENTRY_DURABLE = "scheduler-segments"
 
 
 @asynccontextmanager
@@ -29,15 +31,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings,
             batched=True,
         )
+        # Segment entries (MembershipChanged on SEGMENTS) enter users into campaigns with a `segment_entry`.
+        entries = bus.ConsumerSpec(
+            stream="SEGMENTS",
+            durable=SEGMENT_ENTRY_DURABLE,
+            subject=membership_subject(">"),
+            model=MembershipChanged,
+            handler=partial(handlers.on_membership_changes, sessions=res.db, due=due),
+            batch=settings.consumer_batch,
+            concurrency=settings.consumer_concurrency,
+            ack_wait=settings.ack_wait_seconds,
+            batched=True,
+        )
         timer = asyncio.create_task(
             service.run_timer(res.db, res.nats, res.jetstream, stop, due, settings.poll_seconds, settings.due_batch)
         )
+        occurrences = asyncio.create_task(service.run_occurrence_timer(res.db, stop, due, settings.poll_seconds))
         experiments = asyncio.create_task(results.run_experiments(res.db, stop))
-        async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
+        async with bus.consuming(res.jetstream, [consumer, entries], readiness=res.readiness):
             yield
             stop.set()
             due.set()
             await timer
+            await occurrences
             await experiments
 
 

@@ -25,7 +25,12 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="draft")  # domain.CampaignStatus
     channel: Mapped[str] = mapped_column(String(16))
-    trigger: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    trigger: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # None: not action-based
+    # Entries besides a trigger (schemas.ScheduleIn, schemas.SegmentEntry) and re-eligibility (domain.reentry_refusal).
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    segment_entry: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    reeligible_after_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_sends_per_user: Mapped[int | None] = mapped_column(Integer, nullable=True)
     audience: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     delay_seconds: Mapped[int] = mapped_column(Integer, default=0)
     # Exception events: names, or {"event", "where"} (schemas.ExceptionEvent).
@@ -73,3 +78,25 @@ class ScheduledSend(Base):
     rule: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Occurrence(Base):
+    """One occurrence of a scheduled campaign: a durable timer, claimed when `due_at` comes (FOR UPDATE SKIP LOCKED),
+    that decides every send of that occurrence at once and schedules the next (domain.Schedule)."""
+
+    __tablename__ = "occurrences"
+    __table_args__ = (
+        Index("occurrences_due", "due_at", postgresql_where="status = 'pending'"),
+        Index("occurrences_campaign", "campaign_id", "status"),
+        {"schema": SCHEMA},
+    )
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # "<campaign id>@<wall-clock time>"
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    campaign_id: Mapped[str] = mapped_column(String(64))
+    wall_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))  # the wall-clock time it sends at
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when it is decided
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending → done | cancelled
+    entered: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    suppressed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -4,13 +4,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, and_, func, literal, or_, select, tuple_, update
+import orjson
+from sqlalchemy import ColumnElement, DateTime, and_, delete, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.pagination import like_pattern
-from services.profiles.views import segment_events
-from services.scheduler.models import Campaign, ScheduledSend
+from services.profiles.views import segment_events, segment_profiles
+from services.scheduler import domain
+from services.scheduler.models import Campaign, Occurrence, ScheduledSend
 from services.segmenter.conditions import compile_comparison
 
 
@@ -179,3 +181,217 @@ async def sends_for_user(session: AsyncSession, workspace_id: str, user_id: str,
     return [(r[0], r[1]) for r in rows]
 
 
+
+
+# --- entries decided set-based -------------------------------------------------------------------
+
+# The send id of one entry for one profile; domain.entry_send_id computes the same in Python.
+ENTRY_SEND_ID = "md5(:campaign_id || chr(31) || a.profile_id || chr(31) || :entry_key)::uuid::text"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry into a campaign, decided for many users in one statement: a schedule's occurrence, an API call, a
+    segment entry. Who: `profile_ids` (with each one's extra event properties), else everyone in the audience.
+    When: `due_at`, or `local_wall` in each user's time zone (`default_time_zone` for users without a valid one)."""
+
+    workspace_id: str
+    campaign_id: str
+    channel: str
+    entry_key: str  # the occurrence or call: part of every send id
+    trigger: dict[str, Any]  # TriggerEvent as JSON, the same for all (each recipient's properties merged in)
+    now: datetime
+    included: list[str]
+    excluded: list[str]
+    due_at: datetime | None = None
+    local_wall: datetime | None = None
+    default_time_zone: str = "UTC"
+    reeligible_after_days: int | None = None
+    max_sends_per_user: int | None = None
+    profile_ids: list[str] | None = None
+    properties: list[dict[str, Any]] | None = None
+
+
+def _entry_statement(entry: Entry) -> tuple[str, dict[str, Any]]:
+    """INSERT … SELECT of every send of an entry, ON CONFLICT DO NOTHING (a repeated entry adds nothing);
+    the statement's result is the inserted rows' (profile_id, status)."""
+    params: dict[str, Any] = {
+        "workspace_id": entry.workspace_id, "campaign_id": entry.campaign_id, "channel": entry.channel,
+        "entry_key": entry.entry_key, "trigger": orjson.dumps(entry.trigger).decode(), "now": entry.now,
+        "included": entry.included, "excluded": entry.excluded,
+    }
+    if entry.profile_ids is not None:
+        params["profile_ids"], params["properties"] = entry.profile_ids, [orjson.dumps(p).decode() for p in entry.properties or []]
+        source = (
+            "SELECT r.profile_id, r.props FROM unnest(CAST(:profile_ids AS text[]), CAST(:properties AS jsonb[])) "
+            "AS r(profile_id, props)"
+        )
+        trigger = "jsonb_set(CAST(:trigger AS jsonb), '{properties}', (CAST(:trigger AS jsonb) -> 'properties') || a.props)"
+    else:
+        source = "SELECT p.profile_id, NULL::jsonb AS props FROM profiles.segment_profiles p WHERE p.workspace_id = :workspace_id"
+        trigger = "CAST(:trigger AS jsonb)"
+    if entry.included:
+        source = f"SELECT s.profile_id, s.props FROM ({source}) s WHERE EXISTS (SELECT 1 FROM segmenter.segment_members m " \
+            "WHERE m.workspace_id = :workspace_id AND m.segment_id = ANY(CAST(:included AS text[])) AND m.profile_id = s.profile_id)"
+    exclude = (
+        "AND NOT EXISTS (SELECT 1 FROM segmenter.segment_members x WHERE x.workspace_id = :workspace_id "
+        "AND x.segment_id = ANY(CAST(:excluded AS text[])) AND x.profile_id = a.profile_id)"
+        if entry.excluded else ""
+    )
+    zones = ""
+    if entry.local_wall is not None:
+        params["wall"], params["default_zone"], params["grace"] = entry.local_wall, entry.default_time_zone, domain.LATE_GRACE
+        zones = "LEFT JOIN zones z ON z.name = p.attributes ->> 'time_zone'"
+        local = "(CAST(:wall AS timestamp) AT TIME ZONE coalesce(z.name, :default_zone))"
+        due = (
+            f"CASE WHEN {local} < CAST(:now AS timestamptz) - CAST(:grace AS interval) "
+            "THEN ((CAST(:wall AS timestamp) + interval '1 day') AT TIME ZONE coalesce(z.name, :default_zone)) "
+            f"ELSE {local} END"
+        )
+    else:
+        params["due_at"] = entry.due_at
+        due = "CAST(:due_at AS timestamptz)"
+    prior, status, reason = "", "'scheduled'", "NULL"
+    refused = []
+    if entry.max_sends_per_user is not None:
+        params["max_sends"] = entry.max_sends_per_user
+        refused.append((
+            "prior.n >= CAST(:max_sends AS integer)",
+            "'already sent ' || prior.n || ' time(s): max_sends_per_user is ' || CAST(:max_sends AS integer)",
+        ))
+    if entry.reeligible_after_days is not None:
+        params["days"] = entry.reeligible_after_days
+        refused.append((
+            "prior.last > CAST(:now AS timestamptz) - make_interval(days => CAST(:days AS integer))",
+            "'entered on ' || to_char(prior.last AT TIME ZONE 'UTC', 'YYYY-MM-DD') "
+            "|| ' (UTC): re-eligible ' || CAST(:days AS integer) || ' day(s) after'",
+        ))
+    if refused:
+        prior = (
+            "LEFT JOIN LATERAL (SELECT count(*) AS n, max(e.triggered_at) AS last FROM scheduler.sends e "
+            "WHERE e.workspace_id = :workspace_id AND e.campaign_id = :campaign_id AND e.profile_id = a.profile_id "
+            f"AND e.status IN {domain.ENTERED_STATUSES!r}) prior ON true"
+        )
+        status = f"CASE WHEN {' OR '.join(c for c, _ in refused)} THEN 'suppressed' ELSE 'scheduled' END"
+        reason = "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, r in refused) + " END"
+    rule = f"CASE WHEN {status} = 'suppressed' THEN 'reeligibility' END" if refused else "NULL"
+    sql = f"""
+        WITH zones AS MATERIALIZED (SELECT name FROM pg_timezone_names),
+        inserted AS (
+            INSERT INTO scheduler.sends AS t (send_id, workspace_id, campaign_id, profile_id, user_id, channel, status,
+                reason, rule, trigger, triggered_at, due_at, created_at, updated_at)
+            SELECT {ENTRY_SEND_ID}, :workspace_id, :campaign_id, a.profile_id, p.user_id, :channel, {status},
+                {reason}, {rule}, {trigger}, CAST(:now AS timestamptz), {due}, now(), now()
+            FROM ({source}) a
+            JOIN profiles.segment_profiles p ON p.workspace_id = :workspace_id AND p.profile_id = a.profile_id
+            {zones}
+            {prior}
+            WHERE true {exclude}
+            ON CONFLICT DO NOTHING
+            RETURNING t.profile_id, t.status
+        )
+    """
+    return sql, params
+
+
+async def enter(session: AsyncSession, entry: Entry) -> tuple[int, int]:
+    """Decide every send of an entry in one statement; returns (entered, suppressed) by it."""
+    sql, params = _entry_statement(entry)
+    row = (await session.execute(
+        text(sql + "SELECT count(*) FILTER (WHERE status = 'scheduled'), count(*) FILTER (WHERE status = 'suppressed') FROM inserted"),
+        params,
+    )).one()
+    return int(row[0]), int(row[1])
+
+
+async def enter_profiles(session: AsyncSession, entry: Entry) -> dict[str, str]:
+    """Decide the sends of an entry for listed profiles; returns each inserted profile's status."""
+    sql, params = _entry_statement(entry)
+    rows = await session.execute(text(sql + "SELECT profile_id, status FROM inserted"), params)
+    return {profile_id: status for profile_id, status in rows}
+
+
+async def profiles_of_users(session: AsyncSession, workspace_id: str, user_ids: list[str]) -> dict[str, str]:
+    """The profile id of each of these user ids that the workspace knows (profiles' published view)."""
+    p = segment_profiles.c
+    rows = await session.execute(
+        select(p.user_id, p.profile_id).where(p.workspace_id == workspace_id, p.user_id.in_(set(user_ids)))
+    )
+    return {user_id: profile_id for user_id, profile_id in rows}
+
+
+async def existing_sends(session: AsyncSession, send_ids: list[str]) -> set[str]:
+    """Which of these sends exist already."""
+    return set(await session.scalars(select(ScheduledSend.send_id).where(ScheduledSend.send_id.in_(send_ids))))
+
+
+async def prior_entries(session: AsyncSession, workspace_id: str, campaign_id: str, profile_id: str) -> tuple[int, datetime | None]:
+    """How often a profile entered a campaign (sends waiting or gone out) and when last."""
+    row = (await session.execute(
+        select(func.count(), func.max(ScheduledSend.triggered_at)).where(
+            ScheduledSend.workspace_id == workspace_id,
+            ScheduledSend.campaign_id == campaign_id,
+            ScheduledSend.profile_id == profile_id,
+            ScheduledSend.status.in_(domain.ENTERED_STATUSES),
+        )
+    )).one()
+    return int(row[0]), row[1]
+
+
+# --- occurrences: a scheduled campaign's durable timers ----------------------------------------------
+
+
+async def replace_pending_occurrence(session: AsyncSession, campaign: Campaign, occurrence: Occurrence | None) -> None:
+    """Drop the campaign's pending occurrence and, if given, put this one in its place."""
+    await session.execute(
+        delete(Occurrence).where(Occurrence.campaign_id == campaign.id, Occurrence.status == "pending")
+    )
+    if occurrence is not None:
+        await add_occurrence(session, occurrence)
+
+
+async def add_occurrence(session: AsyncSession, occurrence: Occurrence) -> None:
+    """Schedule an occurrence once (its id is the campaign and wall-clock time)."""
+    values = {c.key: getattr(occurrence, c.key) for c in Occurrence.__table__.columns if getattr(occurrence, c.key) is not None}
+    await session.execute(insert(Occurrence).values(values).on_conflict_do_nothing())
+
+
+async def claim_due_occurrences(
+    session: AsyncSession, now: datetime, limit: int, workspace_id: str | None = None
+) -> list[tuple[Occurrence, Campaign]]:
+    """Claim due occurrences of active campaigns (of one workspace, when given); other replicas skip the rows this
+    one locked."""
+    only = [Occurrence.workspace_id == workspace_id] if workspace_id is not None else []
+    rows = await session.execute(
+        select(Occurrence, Campaign)
+        .join(Campaign, Campaign.id == Occurrence.campaign_id)
+        .where(Occurrence.status == "pending", Occurrence.due_at <= now, Campaign.status == "active", *only)
+        .order_by(Occurrence.due_at)
+        .limit(limit)
+        .with_for_update(of=Occurrence, skip_locked=True)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def occurrences_of(session: AsyncSession, campaign_id: str) -> list[Occurrence]:
+    """A campaign's occurrences, oldest first."""
+    return list(await session.scalars(select(Occurrence).where(Occurrence.campaign_id == campaign_id).order_by(Occurrence.wall_at)))
+
+
+async def active_segment_entries(session: AsyncSession, workspace_id: str, segment_id: str) -> list[Campaign]:
+    """The workspace's active campaigns entered by entering this segment."""
+    rows = await session.scalars(
+        select(Campaign).where(
+            Campaign.workspace_id == workspace_id,
+            Campaign.status == "active",
+            Campaign.segment_entry["segment_id"].astext == segment_id,
+        )
+    )
+    return list(rows)
+
+
+async def entry_sends(session: AsyncSession, campaign_id: str, entry_key: str) -> int:
+    """How many sends one entry (an occurrence, an API call) of a campaign made, whenever."""
+    return int(await session.scalar(
+        select(func.count()).where(ScheduledSend.campaign_id == campaign_id, ScheduledSend.trigger["message_id"].astext == entry_key)
+    ) or 0)

@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
 import orjson
 from pydantic import (
@@ -43,7 +44,7 @@ from kernel.limits import MAX_DEPTH, MAX_SAFE_INTEGER
 from kernel.settings import WebhookSettings
 from services import templates
 from services.dispatcher import domain as dispatch_rules
-from services.scheduler.domain import CampaignStatus
+from services.scheduler.domain import CampaignStatus, EntryKind, Schedule, entry_kind, is_engagement_event
 from services.scheduler.results.schemas import ConversionGoal, ExperimentIn
 
 MAX_MESSAGE_BYTES = 128 * 1024  # the message as JSON: it travels in every SendRequested
@@ -72,6 +73,21 @@ class Trigger(BaseModel):
         default_factory=list, max_length=MAX_CONDITIONS,
         description="conditions on the event's properties, in the segments' grammar (docs/segments.md)",
     )
+    allow_engagement_events: bool = Field(
+        default=False,
+        description="needed to trigger on Herald's own engagement events ($message_opened, …); a campaign is never "
+        "triggered by its own sends' events",
+    )
+
+    @model_validator(mode="after")
+    def _engagement_only_when_asked(self) -> "Trigger":
+        if is_engagement_event(self.event) and not self.allow_engagement_events:
+            raise PydanticCustomError(
+                "engagement_event",
+                "{event} is one of Herald's own engagement events: set allow_engagement_events to trigger on it",
+                {"event": self.event},
+            )
+        return self
 
 
 class ExceptionEvent(BaseModel):
@@ -97,10 +113,99 @@ class ExceptionEvent(BaseModel):
         return self.model_dump(mode="json") if self.where else self.event
 
 
+SegmentId = Annotated[str, Field(min_length=1, max_length=64)]
+MAX_AUDIENCE_SEGMENTS = 20
+
+
 class Audience(BaseModel):
+    """Who a campaign may reach: members of any of `segment_ids` (and `segment_id`, the first shape), none of
+    `exclude_segment_ids`. A scheduled or API-triggered campaign without an audience reaches every user."""
+
     model_config = ConfigDict(extra="forbid")
 
     segment_id: str | None = Field(default=None, max_length=64)
+    segment_ids: list[SegmentId] = Field(default_factory=list, max_length=MAX_AUDIENCE_SEGMENTS)
+    exclude_segment_ids: list[SegmentId] = Field(default_factory=list, max_length=MAX_AUDIENCE_SEGMENTS)
+
+    def included(self) -> list[str]:
+        """Every segment a user must be in one of (none: anyone)."""
+        return list(dict.fromkeys([*([self.segment_id] if self.segment_id else []), *self.segment_ids]))
+
+    @model_validator(mode="after")
+    def _not_both(self) -> "Audience":
+        if both := set(self.included()) & set(self.exclude_segment_ids):
+            raise PydanticCustomError(
+                "segment_both_ways", "{segments} both included and excluded", {"segments": ", ".join(sorted(both))}
+            )
+        return self
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class Repeat(BaseModel):
+    """How a schedule repeats: every day, every week on `days`, or every month on the start's day of the month."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: Literal["day", "week", "month"]
+    days: list[Weekday] | None = Field(
+        default=None, min_length=1, max_length=7, description="week only: the days it sends on (default: the start's)"
+    )
+
+    @model_validator(mode="after")
+    def _days_only_weekly(self) -> "Repeat":
+        if self.days is not None and self.every != "week":
+            raise PydanticCustomError("days_not_weekly", "days are for `every: week` only", {})
+        if self.days is not None and len(set(self.days)) != len(self.days):
+            raise PydanticCustomError("days_repeated", "each day at most once", {})
+        return self
+
+
+class ScheduleIn(BaseModel):
+    """When a scheduled campaign sends: `at` a wall-clock time (no offset), in each user's own time zone when
+    `local_time`, else in `time_zone` (default UTC); once, or repeating."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime = Field(description="the (first) wall-clock time, e.g. 2026-12-01T09:00:00")
+    local_time: bool = Field(default=False, description="at that time in each user's time zone (workspace default without one)")
+    time_zone: str | None = Field(default=None, max_length=64, description="an IANA time zone for `at` (not with local_time)")
+    repeat: Repeat | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _wall_clock(cls, value: datetime) -> datetime:
+        if value.tzinfo is not None:
+            raise ValueError("give a wall-clock time without an offset (e.g. 2026-12-01T09:00:00) and, if needed, time_zone")
+        return value.replace(second=0, microsecond=0) if value.second == 0 and value.microsecond == 0 else value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and value not in available_timezones():
+            raise ValueError(f"unknown time zone {value!r}: an IANA name such as Europe/Berlin")
+        return value
+
+    @model_validator(mode="after")
+    def _one_zone(self) -> "ScheduleIn":
+        if self.local_time and self.time_zone is not None:
+            raise PydanticCustomError(
+                "zone_with_local_time", "local_time sends in each user's time zone: leave time_zone out", {}
+            )
+        return self
+
+    def rules(self) -> Schedule:
+        """The schedule as the domain computes occurrences with."""
+        return Schedule.stored(self.model_dump(mode="json"))
+
+
+class SegmentEntry(BaseModel):
+    """Send when a user enters this segment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segment_id: SegmentId
 
 
 class EmailMessage(EmailContent):
@@ -143,7 +248,16 @@ class CampaignIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     channel: Channel
-    trigger: Trigger
+    trigger: Trigger | None = Field(default=None, description="action-based: the event that enters a user")
+    schedule: ScheduleIn | None = Field(default=None, description="scheduled: when it sends to its audience")
+    segment_entry: SegmentEntry | None = Field(default=None, description="enters a user when they enter this segment")
+    reeligible_after_days: int | None = Field(
+        default=None, ge=0, le=3650,
+        description="a user enters again only this many days after their last entry (default: every entry sends)",
+    )
+    max_sends_per_user: int | None = Field(
+        default=None, ge=1, le=10_000, description="at most this many entries send per user (1: once per user; default: no cap)"
+    )
     audience: Audience | None = None
     delay_seconds: int = Field(default=0, ge=0, le=90 * 24 * 3600)
     cancel_on: list[ExceptionEvent] = Field(
@@ -183,7 +297,17 @@ class CampaignIn(BaseModel):
     def _consistent(self) -> "CampaignIn":
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
+        entries = [name for name in ("trigger", "schedule", "segment_entry") if getattr(self, name) is not None]
+        if len(entries) > 1:
+            raise invalid([((entries[1],), "one_entry", f"a campaign enters users one way: give {' or '.join(entries)}, not both")])
+        if self.schedule is not None and self.delay_seconds:
+            raise invalid([(("delay_seconds",), "delay_with_schedule", "a scheduled campaign sends at its schedule: no delay")])
         return self
+
+    @property
+    def entry(self) -> EntryKind:
+        """How this campaign enters users."""
+        return entry_kind(self.trigger, self.schedule, self.segment_entry)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -314,7 +438,12 @@ class CampaignOut(BaseModel):
     name: str
     status: CampaignStatus
     channel: str
-    trigger: dict[str, Any]
+    entry: EntryKind = Field(description="action (trigger), scheduled, segment_entry, or api (only when called)")
+    trigger: dict[str, Any] | None
+    schedule: dict[str, Any] | None = None
+    segment_entry: dict[str, Any] | None = None
+    reeligible_after_days: int | None = None
+    max_sends_per_user: int | None = None
     audience: dict[str, Any] | None
     delay_seconds: int
     cancel_on: list[str | dict[str, Any]]
@@ -358,6 +487,10 @@ class CampaignPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     channel: Channel | None = None
     trigger: Trigger | None = None
+    schedule: ScheduleIn | None = None
+    segment_entry: SegmentEntry | None = None
+    reeligible_after_days: int | None = Field(default=None, ge=0, le=3650)
+    max_sends_per_user: int | None = Field(default=None, ge=1, le=10_000)
     audience: Audience | None = None
     delay_seconds: int | None = Field(default=None, ge=0, le=90 * 24 * 3600)
     cancel_on: list[ExceptionEvent] | None = Field(default=None, max_length=100)
@@ -378,3 +511,51 @@ class CampaignDuplicate(BaseModel):
 class CampaignList(BaseModel):
     campaigns: list[CampaignOut]
     next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null on the last page")
+
+
+MAX_RECIPIENTS = 100
+
+
+class Recipient(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=512)
+    properties: dict[str, Any] = Field(default_factory=dict, description="this recipient's `event.properties` (over the call's)")
+
+
+class TriggerIn(BaseModel):
+    """Enter users into an API-triggered campaign now: listed `recipients`, or its whole `audience`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipients: list[Recipient] | None = Field(default=None, min_length=1, max_length=MAX_RECIPIENTS)
+    audience: bool = Field(default=False, description="true: everyone in the campaign's audience")
+    properties: dict[str, Any] = Field(default_factory=dict, description="`event.properties` for every recipient")
+    trigger_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="makes the call idempotent: the same id enters each user once, however often it is sent",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _checked(cls, data: Any, handler: ModelWrapValidatorHandler["TriggerIn"]) -> "TriggerIn":
+        if isinstance(data, dict) and (problems := list(storable_problems(data))):
+            raise invalid(problems)
+        body = handler(data)
+        if (body.recipients is None) == (not body.audience):
+            raise invalid([(("recipients",), "recipients_or_audience", "give recipients, or audience: true (one of the two)")])
+        return body
+
+
+class RecipientError(BaseModel):
+    index: int
+    user_id: str
+    error: str
+
+
+class TriggerOut(BaseModel):
+    trigger_id: str
+    entered: int = Field(description="users who entered by this call (sends scheduled)")
+    suppressed: int = Field(description="users this call found not eligible again (recorded with the reason)")
+    already: int = Field(description="users this trigger_id had already entered (a repeated call)")
+    errors: list[RecipientError] = Field(default_factory=list, description="recipients that did not enter, and why")

@@ -17,6 +17,7 @@ from kernel.contracts import (
     AUDIENCE_QUERY_SUBJECT,
     AudienceAnswer,
     AudienceQuery,
+    MembershipChanged,
     ResolvedEvent,
     SendRequested,
     TriggerEvent,
@@ -24,8 +25,9 @@ from kernel.contracts import (
 from kernel.db import unit_of_work
 from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
 from services.scheduler import domain, repository
-from services.scheduler.models import Campaign, ScheduledSend
-from services.scheduler.schemas import CampaignIn, CampaignPatch
+from services.scheduler.delivery import repository as delivery_repository
+from services.scheduler.models import Campaign, Occurrence, ScheduledSend
+from services.scheduler.schemas import Audience, CampaignIn, CampaignPatch, RecipientError, TriggerIn, TriggerOut
 
 log = structlog.get_logger(__name__)
 
@@ -40,19 +42,40 @@ async def in_audience(nc: NATS, workspace_id: str, segment_id: str, profile_id: 
     )
 
 
+def named_segments(body: CampaignIn) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every segment a campaign names, with where: its audience (included and excluded) and its segment entry."""
+    named: list[tuple[tuple[str | int, ...], str]] = []
+    if body.audience is not None:
+        if body.audience.segment_id:
+            named.append((("audience", "segment_id"), body.audience.segment_id))
+        named += [(("audience", "segment_ids", i), s) for i, s in enumerate(body.audience.segment_ids)]
+        named += [(("audience", "exclude_segment_ids", i), s) for i, s in enumerate(body.audience.exclude_segment_ids)]
+    if body.segment_entry is not None:
+        named.append((("segment_entry", "segment_id"), body.segment_entry.segment_id))
+    return named
+
+
 async def check_audience(nc: NATS, workspace_id: str, body: CampaignIn) -> None:
-    """A 422 naming `audience.segment_id` unless the audience segment exists in the workspace and is live."""
-    segment_id = body.audience.segment_id if body.audience else None
-    if not segment_id:
-        return
-    try:
-        answer = await in_audience(nc, workspace_id, segment_id, "-")
-    except Exception as exc:
-        raise Unavailable("the segmenter did not answer; retry") from exc
-    if not answer.found:
-        raise Unprocessable([{"loc": ["body", "audience", "segment_id"], "msg": f"no segment {segment_id!r} in this workspace"}])
-    if answer.archived:
-        raise Unprocessable([{"loc": ["body", "audience", "segment_id"], "msg": f"segment {segment_id!r} is archived: it matches nobody"}])
+    """A 422 naming the field unless every segment the campaign names exists in the workspace and is live."""
+    for loc, segment_id in named_segments(body):
+        try:
+            answer = await in_audience(nc, workspace_id, segment_id, "-")
+        except Exception as exc:
+            raise Unavailable("the segmenter did not answer; retry") from exc
+        if not answer.found:
+            raise Unprocessable([{"loc": ["body", *loc], "msg": f"no segment {segment_id!r} in this workspace"}])
+        if answer.archived:
+            raise Unprocessable([{"loc": ["body", *loc], "msg": f"segment {segment_id!r} is archived: it matches nobody"}])
+
+
+def check_schedule(body: CampaignIn, now: datetime) -> None:
+    """A 422 naming `schedule.at` when the schedule starts in the past (for everyone it could reach)."""
+    if body.schedule is not None and body.schedule.rules().has_passed(now):
+        raise Unprocessable([{
+            "loc": ["body", "schedule", "at"],
+            "msg": f"{body.schedule.at.isoformat()} has passed"
+            + (" in every time zone" if body.schedule.local_time else "") + ": give a time in the future",
+        }])
 
 
 def campaign_fields(body: CampaignIn) -> dict[str, Any]:
@@ -60,7 +83,11 @@ def campaign_fields(body: CampaignIn) -> dict[str, Any]:
     return {
         "name": body.name,
         "channel": body.channel,
-        "trigger": body.trigger.model_dump(mode="json"),
+        "trigger": body.trigger.model_dump(mode="json") if body.trigger else None,
+        "schedule": body.schedule.model_dump(mode="json") if body.schedule else None,
+        "segment_entry": body.segment_entry.model_dump(mode="json") if body.segment_entry else None,
+        "reeligible_after_days": body.reeligible_after_days,
+        "max_sends_per_user": body.max_sends_per_user,
         "audience": body.audience.model_dump(mode="json") if body.audience else None,
         "delay_seconds": body.delay_seconds,
         "cancel_on": [exception.stored() for exception in body.cancel_on],
@@ -74,7 +101,8 @@ def campaign_fields(body: CampaignIn) -> dict[str, Any]:
 
 
 async def create_campaign(session: AsyncSession, nc: NATS, workspace_id: str, body: CampaignIn) -> Campaign:
-    """Store a draft campaign after checking that its audience segment exists."""
+    """Store a draft campaign after checking that its segments exist and its schedule is ahead."""
+    check_schedule(body, datetime.now(UTC))
     await check_audience(nc, workspace_id, body)
     campaign = Campaign(id=f"cmp_{secrets.token_hex(8)}", workspace_id=workspace_id, status="draft", **campaign_fields(body))
     await repository.add_campaign(session, campaign)
@@ -90,8 +118,11 @@ def as_submitted(campaign: Campaign) -> dict[str, Any]:
 
 
 # A campaign's columns that a body sets (an app id is kept in the message).
-STORED = ("name", "channel", "trigger", "audience", "delay_seconds", "cancel_on", "starts_at", "ends_at", "message",
-          "conversion", "experiment")
+STORED = (
+    "name", "channel", "trigger", "audience", "delay_seconds", "cancel_on", "starts_at", "ends_at", "message",
+    "schedule", "segment_entry", "reeligible_after_days", "max_sends_per_user",
+    "conversion", "experiment",
+)
 
 
 async def update_campaign(session: AsyncSession, nc: NATS, workspace_id: str, campaign_id: str, patch: CampaignPatch) -> Campaign:
@@ -115,7 +146,9 @@ async def update_campaign(session: AsyncSession, nc: NATS, workspace_id: str, ca
     changed = {field for field, value in fields.items() if value != getattr(campaign, field)}
     if refusal := domain.edit_refusal(campaign.status, changed):
         raise Conflict(refusal, error="not_editable")
-    if "audience" in changed:
+    if "schedule" in changed:
+        check_schedule(body, datetime.now(UTC))
+    if {"audience", "segment_entry"} & changed:
         await check_audience(nc, workspace_id, body)
     for field in changed:
         setattr(campaign, field, fields[field])
@@ -133,6 +166,7 @@ async def archive(session: AsyncSession, workspace_id: str, campaign_id: str) ->
         campaign.status = "archived"
         campaign.updated_at = datetime.now(UTC)
         cancelled = await repository.cancel_all_pending(session, workspace_id, campaign.id, "campaign archived")
+        await repository.replace_pending_occurrence(session, campaign, None)
         log.info("campaign_archived", workspace_id=workspace_id, campaign_id=campaign.id, cancelled=cancelled)
         await session.flush()
     return campaign
@@ -179,16 +213,25 @@ async def get_campaign(session: AsyncSession, workspace_id: str, campaign_id: st
     return campaign
 
 
-async def set_status(session: AsyncSession, workspace_id: str, campaign_id: str, action: str) -> Campaign:
-    """Launch (draft/paused → active) or pause (active → paused) a campaign."""
+async def set_status(
+    session: AsyncSession, workspace_id: str, campaign_id: str, action: str, now: datetime | None = None
+) -> Campaign:
+    """Launch (draft/paused → active) or pause (active → paused) a campaign.
+
+    Launching a scheduled campaign schedules its next occurrence as of `now` (domain.Schedule.first_to_decide);
+    a pause holds it, and launching again schedules afresh.
+    """
+    now = now or datetime.now(UTC)
     campaign = await get_campaign(session, workspace_id, campaign_id, lock=True)
     if action == "launch":
         if campaign.status == "archived":
             raise Conflict("this campaign is archived: unarchive it (it becomes a draft) or duplicate it", error="not_editable")
-        if campaign.ends_at and campaign.ends_at <= datetime.now(UTC):
+        if campaign.ends_at and campaign.ends_at <= now:
             raise Conflict("this campaign's ends_at has passed; it cannot be launched")
         if campaign.status == "active":
             return campaign
+        if campaign.schedule:
+            await schedule_first_occurrence(session, campaign, now)
         campaign.status = "active"
     else:
         if campaign.status != "active":
@@ -197,6 +240,22 @@ async def set_status(session: AsyncSession, workspace_id: str, campaign_id: str,
     campaign.updated_at = datetime.now(UTC)
     await session.flush()
     return campaign
+
+
+async def audience_refusal(nc: NATS, workspace_id: str, audience: dict[str, Any] | None, profile_id: str) -> str | None:
+    """Why a profile is outside a campaign's audience now (asking the segmenter live), or None when it is in."""
+    if not audience:
+        return None
+    shape = Audience.model_validate(audience)
+    included = shape.included()
+    if included:
+        answers = [await in_audience(nc, workspace_id, segment_id, profile_id) for segment_id in included]
+        if not any(answer.member for answer in answers):
+            return f"not in segment {' or '.join(included)}"
+    for segment_id in shape.exclude_segment_ids:
+        if (await in_audience(nc, workspace_id, segment_id, profile_id)).member:
+            return f"in excluded segment {segment_id}"
+    return None
 
 
 async def on_events(
@@ -227,16 +286,19 @@ async def _on_event(
                 session, resolved.workspace_id, campaign.id, resolved.profile_id, event.timestamp,
                 f"exception event {name!r} performed",
             )
-        if not domain.matches_trigger(campaign.trigger, name, event.properties, now):
+        if not campaign.trigger or not domain.matches_trigger(campaign.trigger, name, event.properties, now):
             continue
+        if domain.is_own_engagement(campaign.id, name, event.properties):
+            continue  # a campaign's own sends never trigger it again: no loop
         if not domain.in_window(campaign.starts_at, campaign.ends_at, now):
             continue
-        status, reason = "scheduled", None
-        segment_id = (campaign.audience or {}).get("segment_id")
-        if segment_id:
-            answer = await in_audience(nc, resolved.workspace_id, segment_id, resolved.profile_id)
-            if not answer.member:
-                status, reason = "not_in_audience", f"not in segment {segment_id} when triggered"
+        status, reason, rule = "scheduled", None, None
+        if refusal := await audience_refusal(nc, resolved.workspace_id, campaign.audience, resolved.profile_id):
+            status, reason = "not_in_audience", f"{refusal} when triggered"
+        elif campaign.reeligible_after_days is not None or campaign.max_sends_per_user is not None:
+            entries, last = await repository.prior_entries(session, resolved.workspace_id, campaign.id, resolved.profile_id)
+            if refusal := domain.reentry_refusal(entries, last, now, campaign.reeligible_after_days, campaign.max_sends_per_user):
+                status, reason, rule = "suppressed", refusal, "reeligibility"
         trigger = TriggerEvent(
             message_id=event.message_id,
             name=name,
@@ -256,6 +318,7 @@ async def _on_event(
                 "channel": campaign.channel,
                 "status": status,
                 "reason": reason,
+                "rule": rule,
                 "trigger": trigger.model_dump(mode="json"),
                 "triggered_at": event.timestamp,
                 "due_at": now + timedelta(seconds=campaign.delay_seconds),
@@ -383,3 +446,192 @@ async def run_timer(
                 await asyncio.wait_for(due.wait(), timeout=poll_seconds)
             except TimeoutError:
                 pass
+
+
+# --- entries besides a trigger: schedules, segment entry, API calls ---------------------------------
+
+
+def _entry(campaign: Campaign, entry_key: str, trigger: TriggerEvent, now: datetime, **fields: Any) -> repository.Entry:
+    """An entry into this campaign, with its audience and re-eligibility rules."""
+    audience = Audience.model_validate(campaign.audience or {})
+    return repository.Entry(
+        workspace_id=campaign.workspace_id, campaign_id=campaign.id, channel=campaign.channel, entry_key=entry_key,
+        trigger=trigger.model_dump(mode="json"), now=now,
+        included=audience.included(), excluded=list(audience.exclude_segment_ids),
+        reeligible_after_days=campaign.reeligible_after_days, max_sends_per_user=campaign.max_sends_per_user,
+        **fields,
+    )
+
+
+def _occurrence(campaign: Campaign, schedule: domain.Schedule, wall: datetime) -> Occurrence:
+    return Occurrence(
+        id=f"{campaign.id}@{wall.isoformat()}", workspace_id=campaign.workspace_id, campaign_id=campaign.id,
+        wall_at=wall, due_at=schedule.first_instant(wall), status="pending",
+    )
+
+
+async def schedule_first_occurrence(session: AsyncSession, campaign: Campaign, now: datetime) -> None:
+    """Put the occurrence a launch at `now` starts with in place of any pending one (a 409 when none is left)."""
+    assert campaign.schedule is not None
+    schedule = domain.Schedule.stored(campaign.schedule)
+    wall = schedule.first_to_decide(now)
+    if wall is None or (campaign.ends_at is not None and schedule.first_instant(wall) >= campaign.ends_at):
+        raise Conflict("this campaign's schedule has no occurrence left to send: give it a new schedule")
+    await repository.replace_pending_occurrence(session, campaign, _occurrence(campaign, schedule, wall))
+
+
+async def default_time_zone(session: AsyncSession, workspace_id: str) -> str:
+    """The workspace's time zone for users without a valid one of their own (delivery settings, contract C2)."""
+    return (await delivery_repository.delivery_settings(session, workspace_id)).default_time_zone
+
+
+async def decide_occurrence(session: AsyncSession, occurrence: Occurrence, campaign: Campaign, now: datetime) -> int:
+    """Decide every send of one occurrence in one statement, then schedule the next; returns how many entered.
+
+    Local time: each user's send is due at the occurrence's wall-clock time in their time zone (the workspace
+    default without a valid one); one whose time passed more than domain.LATE_GRACE ago gets it the next day.
+    """
+    assert campaign.schedule is not None
+    schedule = domain.Schedule.stored(campaign.schedule)
+    occurrence.decided_at = now
+    if campaign.ends_at is not None and now >= campaign.ends_at:
+        occurrence.status = "cancelled"
+        return 0
+    trigger = TriggerEvent(message_id=occurrence.id, name=SCHEDULED_EVENT, properties={}, timestamp=now)
+    if schedule.local_time:
+        where = {"local_wall": occurrence.wall_at, "default_time_zone": await default_time_zone(session, campaign.workspace_id)}
+    else:
+        where = {"due_at": max(schedule.fixed_instant(occurrence.wall_at), now)}
+    entered, suppressed = await repository.enter(session, _entry(campaign, occurrence.id, trigger, now, **where))
+    await timing.place_new_sends(session, campaign.workspace_id, [campaign], now)  # intelligent timing, if asked for
+    occurrence.status, occurrence.entered, occurrence.suppressed = "done", entered, suppressed
+    log.info("occurrence_decided", campaign_id=campaign.id, occurrence=occurrence.id, entered=entered, suppressed=suppressed)
+    wall = schedule.next_after(occurrence.wall_at)
+    while wall is not None and schedule.last_instant(wall) <= now:  # decided very late: skip what nobody can get
+        wall = schedule.next_after(wall)
+    if wall is not None and (campaign.ends_at is None or schedule.first_instant(wall) < campaign.ends_at):
+        await repository.add_occurrence(session, _occurrence(campaign, schedule, wall))
+    return entered
+
+
+SCHEDULED_EVENT = "$scheduled"  # `event.name` in a scheduled send's templates
+SEGMENT_ENTRY_EVENT = "$segment_entered"
+API_TRIGGER_EVENT = "$api_triggered"
+
+
+async def decide_due_occurrences(
+    sessions: async_sessionmaker[AsyncSession], now: datetime | None = None, workspace_id: str | None = None
+) -> int:
+    """Decide due occurrences (of one workspace, when given) one per transaction (each may enter a million users)
+    until none is due; returns how many sends entered. Any replica may run it: an occurrence is claimed FOR UPDATE
+    SKIP LOCKED."""
+    total = 0
+    while True:
+        async with unit_of_work(sessions) as session:
+            claimed = await repository.claim_due_occurrences(session, now or datetime.now(UTC), 1, workspace_id)
+            if not claimed:
+                return total
+            occurrence, campaign = claimed[0]
+            total += await decide_occurrence(session, occurrence, campaign, now or datetime.now(UTC))
+
+
+async def run_occurrence_timer(
+    sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event, due: asyncio.Event, poll_seconds: float
+) -> None:
+    """Decide scheduled campaigns' occurrences as they come due, until stopped; wakes the send timer after one."""
+    while not stop.is_set():
+        try:
+            if await decide_due_occurrences(sessions):
+                due.set()
+        except Exception as exc:
+            log.warning("occurrences_failed", error=repr(exc))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+        except TimeoutError:
+            pass
+
+
+async def on_membership_changes(session: AsyncSession, changes: list[MembershipChanged], now: datetime | None = None) -> int:
+    """Enter users into the active campaigns entered by the segments they just entered; returns how many are due now."""
+    now = now or datetime.now(UTC)
+    due_now = 0
+    campaigns: dict[tuple[str, str], list[Campaign]] = {}
+    for change in changes:
+        if change.change != "entered":
+            continue
+        key = (change.workspace_id, change.segment_id)
+        if key not in campaigns:
+            campaigns[key] = await repository.active_segment_entries(session, *key)
+        for campaign in campaigns[key]:
+            if not domain.in_window(campaign.starts_at, campaign.ends_at, now):
+                continue
+            trigger = TriggerEvent(
+                message_id=change.cause_message_id, name=SEGMENT_ENTRY_EVENT,
+                properties={"segment_id": change.segment_id}, timestamp=change.at,
+            )
+            entry = _entry(
+                campaign, f"segment:{change.segment_id}:{change.cause_message_id}", trigger, now,
+                due_at=now + timedelta(seconds=campaign.delay_seconds), profile_ids=[change.profile_id], properties=[{}],
+            )
+            statuses = await repository.enter_profiles(session, entry)
+            due_now += sum(status == "scheduled" for status in statuses.values()) * int(campaign.delay_seconds == 0)
+    return due_now
+
+
+async def trigger_campaign(
+    session: AsyncSession, workspace_id: str, campaign_id: str, body: TriggerIn, now: datetime | None = None
+) -> TriggerOut:
+    """Enter listed users (or the campaign's whole audience) into an active API-triggered campaign now.
+
+    Idempotent by `trigger_id`: a user it already entered is counted as `already`, never sent twice. A
+    recipient Herald does not know, listed twice, or outside the campaign's audience is an error of its own.
+    """
+    now = now or datetime.now(UTC)
+    campaign = await get_campaign(session, workspace_id, campaign_id)
+    kind = domain.entry_kind(campaign.trigger, campaign.schedule, campaign.segment_entry)
+    if kind != "api":
+        raise Conflict(
+            f"this campaign enters users by its {kind.replace('_', ' ')}: only a campaign without trigger, schedule "
+            "and segment_entry is triggered through the API", error="not_api_triggered",
+        )
+    if campaign.status != "active":
+        raise Conflict(f"only an active campaign can be triggered (it is {campaign.status}): launch it first")
+    if not domain.in_window(campaign.starts_at, campaign.ends_at, now):
+        raise Conflict("outside the campaign's starts_at / ends_at")
+    trigger_id = body.trigger_id or secrets.token_hex(12)
+    entry_key = f"api:{trigger_id}"
+    trigger = TriggerEvent(message_id=entry_key, name=API_TRIGGER_EVENT, properties=body.properties, timestamp=now)
+    due_at = now + timedelta(seconds=campaign.delay_seconds)
+    if body.recipients is None:
+        entered, suppressed = await repository.enter(session, _entry(campaign, entry_key, trigger, now, due_at=due_at))
+        already = await repository.entry_sends(session, campaign.id, entry_key) - entered - suppressed
+        return TriggerOut(trigger_id=trigger_id, entered=entered, suppressed=suppressed, already=already)
+    errors: list[RecipientError] = []
+    known = await repository.profiles_of_users(session, workspace_id, [r.user_id for r in body.recipients])
+    listed: dict[str, tuple[int, str, dict[str, Any]]] = {}
+    for index, recipient in enumerate(body.recipients):
+        profile_id = known.get(recipient.user_id)
+        if profile_id is None:
+            errors.append(RecipientError(index=index, user_id=recipient.user_id, error="no such user in this workspace"))
+        elif profile_id in listed:
+            errors.append(RecipientError(index=index, user_id=recipient.user_id, error="listed twice in this call"))
+        else:
+            listed[profile_id] = (index, recipient.user_id, recipient.properties)
+    statuses = await repository.enter_profiles(session, _entry(
+        campaign, entry_key, trigger, now, due_at=due_at,
+        profile_ids=list(listed), properties=[props for _, _, props in listed.values()],
+    ))
+    missing = [p for p in listed if p not in statuses]
+    existing = await repository.existing_sends(session, [domain.entry_send_id(campaign.id, entry_key, p) for p in missing])
+    already = 0
+    for profile_id in missing:
+        if domain.entry_send_id(campaign.id, entry_key, profile_id) in existing:
+            already += 1
+        else:
+            index, user_id, _ = listed[profile_id]
+            errors.append(RecipientError(index=index, user_id=user_id, error="not in the campaign's audience"))
+    errors.sort(key=lambda e: e.index)
+    return TriggerOut(
+        trigger_id=trigger_id, entered=sum(s == "scheduled" for s in statuses.values()),
+        suppressed=sum(s == "suppressed" for s in statuses.values()), already=already, errors=errors,
+    )
