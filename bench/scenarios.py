@@ -21,6 +21,7 @@ import nats
 import orjson
 from nats.js.api import StreamConfig
 
+from bench.channels import channels
 from bench.harness import FAILED, Env, Figure, RssSampler, parse_only_server
 from herald.stack import set_rate_limits
 from kernel.contracts import SendRequested, send_subject
@@ -924,6 +925,7 @@ def failed(name: str, exc: BaseException) -> Figure:
 LABELS = {
     "ingest": "1. Ingest", "profiles": "2. Event → profile", "trigger": "3. Trigger latency", "segments": "4. Segments",
     "dispatch": "5. Dispatch", "fairness": "7. Fairness",
+    "channels": "9. Channels",
 }
 SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] = {
     "ingest": ingest,
@@ -932,4 +934,5 @@ SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] =
     "segments": segments,
     "dispatch": dispatch,
     "fairness": fairness,
+    "channels": channels,
 }
