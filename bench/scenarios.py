@@ -22,6 +22,7 @@ import orjson
 from nats.js.api import StreamConfig
 
 from bench.channels import channels
+from bench.campaigns import scheduled_campaign
 from bench.harness import FAILED, Env, Figure, RssSampler, parse_only_server
 from herald.stack import set_rate_limits
 from kernel.contracts import SendRequested, send_subject
@@ -924,7 +925,7 @@ def failed(name: str, exc: BaseException) -> Figure:
 
 LABELS = {
     "ingest": "1. Ingest", "profiles": "2. Event → profile", "trigger": "3. Trigger latency", "segments": "4. Segments",
-    "dispatch": "5. Dispatch", "fairness": "7. Fairness",
+    "dispatch": "5. Dispatch", "fairness": "7. Fairness", "scheduled": "8. Scheduled campaign",
     "channels": "9. Channels",
 }
 SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] = {
@@ -934,5 +935,6 @@ SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] =
     "segments": segments,
     "dispatch": dispatch,
     "fairness": fairness,
+    "scheduled": scheduled_campaign,
     "channels": channels,
 }

@@ -238,6 +238,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("campaigns/{campaign_id}/duplicate", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/launch", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/pause", ("POST",), "scheduler", "campaigns"),
+    ApiRoute("campaigns/{campaign_id}/trigger", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/stats", ("GET",), "scheduler", "campaigns"),
     ApiRoute("channels", ("GET",), "dispatcher", "channels"),
     ApiRoute("channels/apns", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),

@@ -28,6 +28,7 @@ from services.scheduler import domain, repository
 from services.scheduler.delivery import repository as delivery_repository
 from services.scheduler.models import Campaign, Occurrence, ScheduledSend
 from services.scheduler.schemas import Audience, CampaignIn, CampaignPatch, RecipientError, TriggerIn, TriggerOut
+from services.scheduler.timing import service as timing
 
 log = structlog.get_logger(__name__)
 

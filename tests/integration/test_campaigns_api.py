@@ -157,7 +157,7 @@ async def test_a_bad_edit_is_a_422_naming_the_field_and_changes_nothing(
     [
         ({"delay": 1800}, ["body", "delay"]),
         ({"trigger": {"event": "Product Added", "filter": []}}, ["body", "trigger", "filter"]),
-        ({"audience": {"segment_ids": ["s"]}}, ["body", "audience", "segment_ids"]),
+        ({"audience": {"segments": ["s"]}}, ["body", "audience", "segments"]),
     ],
 )
 async def test_unknown_fields_in_a_new_campaign_are_refused_naming_them(

@@ -510,6 +510,7 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("segments/{segment_id}", "PATCH"): {"name": "stolen"},
     ("campaigns/{campaign_id}", "PATCH"): {"name": "stolen"},
     ("campaigns/{campaign_id}/duplicate", "POST"): {"name": "stolen"},
+    ("campaigns/{campaign_id}/trigger", "POST"): {"audience": True},
 }
 # Routes without an id: what another workspace's key may do there acts on its own workspace only.
 EMPTY_ANSWERS = {"users/{user_id}/messages"}  # nobody's messages: an empty list, as for any unknown user
