@@ -86,3 +86,24 @@ def test_after_a_winner_every_send_uses_it_but_held_out_users_stay_out() -> None
     assert domain.variant_after_winner("control", "A") == "control"
     assert domain.variant_after_winner("global_control", "A") == "global_control"
     assert domain.variant_after_winner("B", None) == "B"
+
+
+def test_counts_add_up_per_arm_and_day_and_control_is_the_baseline() -> None:
+    from datetime import date
+
+    from services.scheduler.results import service
+
+    d1, d2 = date(2026, 12, 2), date(2026, 12, 3)
+    total, arms, days = service.tally(
+        [("A", d1, "requested", None, 10), ("A", d1, "suppressed", "frequency_cap", 2), (None, d2, "scheduled", None, 1),
+         ("control", d1, "suppressed", "control", 5)],
+        [("A", d1, "sent", 10), ("A", d2, "opened", 4)],
+        [("A", d2, 3), ("control", d1, 1)],
+    )
+    assert (total.entered, total.suppressed, total.suppressed_by_rule) == (18, 7, {"frequency_cap": 2, "control": 5})
+    assert (total.sent, total.opened, total.converted) == (10, 4, 4)
+    assert (arms["A"].entered, arms["A"].converted, arms["default"].entered) == (12, 3, 1)
+    assert (days["A"][d1].sent, days["A"][d2].opened, days["A"][d2].converted, days["A"][d1].converted) == (10, 4, 3, 0)
+    assert service.baseline({"A": 10, "control": 5, "global_control": 2}) == "control"
+    assert service.baseline({"A": 10, "global_control": 2}) == "global_control"
+    assert service.baseline({"A": 10, "control": 0}) is None
