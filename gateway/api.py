@@ -240,6 +240,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("campaigns/{campaign_id}/pause", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/trigger", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/stats", ("GET",), "scheduler", "campaigns"),
+    ApiRoute("settings/delivery", ("GET", "PUT"), "scheduler", "campaigns"),  # caps, holdout, time zone: the campaigns' policy
     ApiRoute("channels", ("GET",), "dispatcher", "channels"),
     ApiRoute("channels/apns", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
     ApiRoute("channels/fcm", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),

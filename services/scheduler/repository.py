@@ -109,14 +109,15 @@ async def cancel_pending(
     return result.rowcount or 0  # type: ignore[attr-defined]
 
 
-async def claim_due(session: AsyncSession, limit: int) -> list[tuple[ScheduledSend, Campaign]]:
-    """Claim due sends of active campaigns; other replicas skip the rows this one locked."""
+async def claim_due(session: AsyncSession, limit: int, now: datetime | None = None) -> list[tuple[ScheduledSend, Campaign]]:
+    """Claim sends of active campaigns due by `now` (default: the database's clock); other replicas skip the rows
+    this one locked."""
     rows = await session.execute(
         select(ScheduledSend, Campaign)
         .join(Campaign, Campaign.id == ScheduledSend.campaign_id)
         .where(
             ScheduledSend.status == "scheduled",
-            ScheduledSend.due_at <= func.now(),
+            ScheduledSend.due_at <= (func.now() if now is None else literal(now, DateTime(timezone=True))),
             Campaign.status == "active",
         )
         .order_by(ScheduledSend.due_at)

@@ -44,6 +44,7 @@ from kernel.limits import MAX_DEPTH, MAX_SAFE_INTEGER
 from kernel.settings import WebhookSettings
 from services import templates
 from services.dispatcher import domain as dispatch_rules
+from services.scheduler.delivery import schemas as delivery_schemas
 from services.scheduler.domain import CampaignStatus, EntryKind, Schedule, entry_kind, is_engagement_event
 from services.scheduler.results.schemas import ConversionGoal, ExperimentIn
 
@@ -286,6 +287,37 @@ class CampaignIn(BaseModel):
                 raise invalid([(("experiment",), "no_variants", "an experiment picks between variants: give at least two")])
         return self
 
+    # The delivery policy's fields (services/scheduler/delivery, docs/delivery.md).
+    transactional: bool = Field(
+        default=False, description="exempt from frequency caps, the global control group and quiet hours (not from its window)"
+    )
+    delivery: delivery_schemas.DeliveryIn | None = Field(default=None, description="a delivery window in each user's time zone; a rate per minute")
+    variants: list[delivery_schemas.VariantIn] | None = Field(
+        default=None, min_length=1, max_length=delivery_schemas.MAX_VARIANTS,
+        description="experiment arms: their weights and control_percent add up to 100 (each user's arm is stable)",
+    )
+    control_percent: int = Field(default=0, ge=0, le=99, description="percent of the campaign's users held out (sent nothing)")
+    locales: dict[delivery_schemas.LocaleKey, dict[str, Any]] | None = Field(
+        default=None, max_length=delivery_schemas.MAX_LOCALES,
+        description="the message per language (e.g. pt-BR, pt), chosen from the user's locale: pt-BR → pt → message",
+    )
+
+    @model_validator(mode="after")
+    def _variants_and_locales(self) -> "CampaignIn":
+        """Weights and control add up to 100; every variant's and locale's message is its channel's content."""
+        problems = delivery_schemas.experiment_problems(self.variants, self.control_percent)
+        for index, variant in enumerate(self.variants or []):
+            variant.message = channel_content(self.channel, self.app_id, variant.message, ("variants", index, "message"), problems)
+            for key, message in (variant.locales or {}).items():
+                variant.locales[key] = channel_content(  # type: ignore[index]
+                    self.channel, self.app_id, message, ("variants", index, "locales", key), problems
+                )
+        for key, message in (self.locales or {}).items():
+            self.locales[key] = channel_content(self.channel, self.app_id, message, ("locales", key), problems)  # type: ignore[index]
+        if problems:
+            raise invalid(problems)
+        return self
+
     @field_validator("starts_at", "ends_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
@@ -330,6 +362,23 @@ class CampaignIn(BaseModel):
         if len(orjson.dumps(campaign.message)) > MAX_MESSAGE_BYTES:
             raise invalid([(("message",), "message_too_large", f"the message is at most {MAX_MESSAGE_BYTES} bytes as JSON")])
         return campaign
+
+
+def channel_content(channel: str, app_id: str | None, message: dict[str, Any], loc: Loc, problems: list[Problem]) -> dict[str, Any]:
+    """A variant's or locale's message shaped as its channel's content (as `message` is), its problems added to `problems`."""
+    if channel in APP_CHANNELS and app_id:
+        message = {**message, "app_id": message.get("app_id") or app_id}
+    try:
+        content = SHAPES[channel].model_validate(message)
+    except ValidationError as exc:
+        problems += [((*loc, *e["loc"]), e["type"], e["msg"]) for e in exc.errors(include_url=False)]
+        return message
+    found = message_problems(content)
+    problems += [((*loc, *where[1:]), kind, text) for where, kind, text in found]
+    shaped = content.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if len(orjson.dumps(shaped)) > MAX_MESSAGE_BYTES:
+        problems.append((loc, "message_too_large", f"a message is at most {MAX_MESSAGE_BYTES} bytes as JSON"))
+    return shaped
 
 
 def storable_problems(value: Any, loc: Loc = (), depth: int = 0) -> Iterator[Problem]:
@@ -450,6 +499,11 @@ class CampaignOut(BaseModel):
     starts_at: datetime | None
     ends_at: datetime | None
     message: dict[str, Any]
+    transactional: bool = False
+    delivery: dict[str, Any] | None = None
+    variants: list[dict[str, Any]] | None = None
+    control_percent: int = 0
+    locales: dict[str, dict[str, Any]] | None = None
     conversion: dict[str, Any] | None = None
     experiment: dict[str, Any] | None = None
     created_at: datetime
@@ -469,6 +523,8 @@ class SendOut(BaseModel):
     channel: str
     status: SendStatus
     reason: str | None
+    rule: str | None = Field(default=None, description="the delivery-policy rule that stopped (suppressed) or holds the send")
+    variant: str | None = Field(default=None, description="the experiment arm: a variant's name, control or global_control")
     triggered_at: datetime
     due_at: datetime
     created_at: datetime
@@ -498,6 +554,11 @@ class CampaignPatch(BaseModel):
     ends_at: datetime | None = None
     app_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     message: dict[str, Any] | None = None
+    transactional: bool | None = None
+    delivery: delivery_schemas.DeliveryIn | None = None
+    variants: list[delivery_schemas.VariantIn] | None = Field(default=None, min_length=1, max_length=delivery_schemas.MAX_VARIANTS)
+    control_percent: int | None = Field(default=None, ge=0, le=99)
+    locales: dict[delivery_schemas.LocaleKey, dict[str, Any]] | None = Field(default=None, max_length=delivery_schemas.MAX_LOCALES)
     conversion: ConversionGoal | None = None
     experiment: ExperimentIn | None = None
 

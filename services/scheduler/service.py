@@ -25,7 +25,9 @@ from kernel.contracts import (
 from kernel.db import unit_of_work
 from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
 from services.scheduler import domain, repository
+from services.scheduler.delivery import domain as delivery_domain
 from services.scheduler.delivery import repository as delivery_repository
+from services.scheduler.delivery import service as delivery_service
 from services.scheduler.models import Campaign, Occurrence, ScheduledSend
 from services.scheduler.schemas import Audience, CampaignIn, CampaignPatch, RecipientError, TriggerIn, TriggerOut
 from services.scheduler.timing import service as timing
@@ -95,6 +97,12 @@ def campaign_fields(body: CampaignIn) -> dict[str, Any]:
         "starts_at": body.starts_at,
         "ends_at": body.ends_at,
         "message": body.message,
+        # Delivery policy (services/scheduler/delivery): exemptions, window and rate, experiment arms, translations.
+        "transactional": body.transactional,
+        "delivery": body.delivery.model_dump(mode="json", exclude_none=True) if body.delivery else None,
+        "variants": [v.model_dump(mode="json", exclude_none=True) for v in body.variants] if body.variants else None,
+        "control_percent": body.control_percent,
+        "locales": body.locales,
         # Results (services/scheduler/results): the conversion goal and the automatic winner.
         "conversion": body.conversion.model_dump(mode="json") if body.conversion else None,
         "experiment": body.experiment.model_dump(mode="json") if body.experiment else None,
@@ -123,6 +131,7 @@ STORED = (
     "name", "channel", "trigger", "audience", "delay_seconds", "cancel_on", "starts_at", "ends_at", "message",
     "schedule", "segment_entry", "reeligible_after_days", "max_sends_per_user",
     "conversion", "experiment",
+    "transactional", "delivery", "variants", "control_percent", "locales",
 )
 
 
@@ -331,16 +340,21 @@ async def _on_event(
 RECHECK_AFTER = timedelta(seconds=5)  # a send whose check failed (the segmenter down) is looked at again
 
 
-async def release_due(session: AsyncSession, nc: NATS, limit: int) -> list[SendRequested]:
-    """Claim due sends and decide each: cancelled, out of audience, or requested (returned).
+async def release_due(session: AsyncSession, nc: NATS, limit: int, now: datetime | None = None) -> list[SendRequested]:
+    """Claim sends due by `now` and decide each: cancelled, out of audience, stopped or held by the delivery
+    policy, or requested (returned).
 
-    Each send is decided on its own: one whose audience cannot be checked now waits a little and
-    is looked at again; one whose campaign message no longer fits the contract is cancelled with
-    the reason. Neither holds back the others.
+    First each send's own checks (the campaign ended, an exception event, the audience), one by one:
+    one whose audience cannot be checked now waits a little and is looked at again. Then the delivery
+    policy over the rest at once (services/scheduler/delivery): global control group, frequency caps,
+    delivery window, the campaign's control group, rate limit. A stopped send is `suppressed` with the
+    `rule` and a reason; a held one stays `scheduled`, due when it may go, with the rule and reason
+    saying why. One whose chosen message no longer fits the contract is cancelled with the reason.
+    Neither holds back the others.
     """
-    now = datetime.now(UTC)
-    requested: list[SendRequested] = []
-    for send, campaign in await repository.claim_due(session, limit):
+    now = now or datetime.now(UTC)
+    passed: list[tuple[ScheduledSend, Campaign]] = []
+    for send, campaign in await repository.claim_due(session, limit, now):
         send.updated_at = now
         try:
             decision = await _decide(session, nc, send, campaign, now)
@@ -351,6 +365,18 @@ async def release_due(session: AsyncSession, nc: NATS, limit: int) -> list[SendR
         if decision is not None:
             send.status, send.reason = decision
             continue
+        passed.append((send, campaign))
+    requested: list[SendRequested] = []
+    went: list[tuple[ScheduledSend, Campaign]] = []
+    outcomes = await delivery_service.apply_policy(session, passed, now)
+    for (send, campaign), outcome in zip(passed, outcomes, strict=True):
+        send.variant = outcome.variant
+        if isinstance(outcome, delivery_domain.Suppress):
+            send.status, send.rule, send.reason = "suppressed", outcome.rule, outcome.reason
+            continue
+        if isinstance(outcome, delivery_domain.Wait):
+            send.due_at, send.rule, send.reason = outcome.until, outcome.rule, outcome.reason
+            continue
         try:
             message = SendRequested(
                 send_id=send.send_id,
@@ -359,16 +385,20 @@ async def release_due(session: AsyncSession, nc: NATS, limit: int) -> list[SendR
                 channel=send.channel,  # type: ignore[arg-type]
                 profile_id=send.profile_id,
                 user_id=send.user_id,
-                message=campaign.message,  # type: ignore[arg-type]  # parsed into the channel's content
+                message=outcome.message,  # type: ignore[arg-type]  # parsed into the channel's content
                 trigger=TriggerEvent.model_validate(send.trigger),
                 requested_at=now,
+                transactional=campaign.transactional,
+                variant=outcome.variant,
             )
         except ValidationError as exc:
             log.error("send_invalid", send_id=send.send_id, campaign_id=campaign.id, error=str(exc))
             send.status, send.reason = "cancelled", f"the campaign's message does not fit its channel: {exc.errors()[0]['msg']}"
             continue
-        send.status = "requested"
+        send.status, send.rule, send.reason = "requested", None, None
         requested.append(message)
+        went.append((send, campaign))
+    await delivery_service.count_sent(session, went, now)
     await session.flush()
     return requested
 
@@ -397,6 +427,8 @@ def describe_send(send: ScheduledSend, campaign_name: str | None) -> dict[str, A
         "channel": send.channel,
         "status": send.status,
         "reason": send.reason,
+        "rule": send.rule,
+        "variant": send.variant,
         "triggered_at": send.triggered_at,
         "due_at": send.due_at,
         "created_at": send.created_at,

@@ -226,3 +226,11 @@ def test_rate_overflow_spreads_forward_a_minute_at_a_time() -> None:
 def test_lock_keys_fit_a_bigint() -> None:
     keys = {domain.lock_key("ws", f"p{i}") for i in range(1000)}
     assert len(keys) == 1000 and all(-(2**63) <= k < 2**63 for k in keys)
+
+
+def test_a_decided_winner_goes_to_every_variant_user_and_control_stays_out() -> None:
+    c = campaign(variants=variants(), control_percent=10, winner="B")
+    out = decide(Rules(), c, user(bucket=bucket_for("A", campaign(variants=variants(), control_percent=10))))
+    assert isinstance(out, Go) and out.variant == "B" and out.message["title"] == "B"
+    held = decide(Rules(), c, user(bucket=bucket_for("control", c)))
+    assert isinstance(held, Suppress) and held.rule == "control"

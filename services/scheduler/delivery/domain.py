@@ -16,8 +16,11 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
+
+from services.scheduler.results import domain as results_rules
 
 BUCKETS = 10_000
 Rule = Literal[
@@ -27,7 +30,8 @@ Rule = Literal[
 GLOBAL_CONTROL = "global_control"  # the variant recorded for a user in the workspace holdout
 CONTROL = "control"  # the variant recorded for a user in a campaign's control group
 ANY_CHANNEL = "any"
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Outside = Literal["wait", "drop"]
 
 
@@ -171,6 +175,16 @@ def quiet_hours_window(value: Any) -> Window | None:
     return None if quiet_start == quiet_end else Window(quiet_end, quiet_start)
 
 
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones() - {"localtime", "Factory"})
+
+
+def zone_named(name: str | None) -> ZoneInfo | None:
+    """The IANA time zone of that name, or None when there is none by that name."""
+    return ZoneInfo(name) if name and name in _zone_names() else None
+
+
 def local_to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
     """A local wall-clock time in `zone` as UTC (a time skipped by a DST change is read with the offset before it)."""
     return wall.replace(tzinfo=zone).astimezone(UTC)
@@ -231,6 +245,7 @@ class CampaignRules:
     variants: tuple[dict[str, Any], ...] = ()
     control_percent: int = 0
     locales: dict[str, Any] | None = None
+    winner: str | None = None  # the experiment's decided winner (services/scheduler/results): every variant user gets it
 
 
 @dataclass(frozen=True)
@@ -280,7 +295,9 @@ def decide(rules: Rules, campaign: CampaignRules, user: Recipient, now: datetime
     `rate_overflow_due`). Transactional campaigns skip the holdout, caps and quiet hours, never their own window."""
     if not campaign.transactional and in_global_control(user.bucket, rules.global_control_percent):
         return Suppress("global_control", f"in the workspace's global control group ({rules.global_control_percent} %)", GLOBAL_CONTROL)
-    variant = arm(position(user.bucket, campaign.id), campaign.control_percent, campaign.variants)
+    variant = results_rules.variant_after_winner(
+        arm(position(user.bucket, campaign.id), campaign.control_percent, campaign.variants), campaign.winner
+    )
     if not campaign.transactional and (cap := cap_reached(rules.frequency_caps, campaign.channel, user.history, now)):
         what = "sends" if cap.channel == ANY_CHANNEL else f"{cap.channel} sends"
         return Suppress("frequency_cap", f"frequency cap: at most {cap.max} {what} per {cap.per_days} days", variant)
@@ -299,8 +316,8 @@ def decide(rules: Rules, campaign: CampaignRules, user: Recipient, now: datetime
     if variant == CONTROL:
         return Suppress("control", f"in the campaign's control group ({campaign.control_percent} %)", CONTROL)
     message, locales = campaign.message, campaign.locales
-    if variant is not None:
-        chosen = next(v for v in campaign.variants if v["name"] == variant)
+    chosen = next((v for v in campaign.variants if v["name"] == variant), None)
+    if chosen is not None:
         message, locales = chosen["message"], chosen.get("locales")
     key = pick_locale(locales, user.locale)
     return Go(variant, locales[key] if key and locales else message, key)
