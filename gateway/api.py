@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway import domain, ratelimit, repository, service
+from gateway import domain, ratelimit, repository, service, streaming
 from gateway.config import get_settings
 from gateway.domain import Access, Family
 from gateway.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
@@ -205,6 +205,7 @@ class ApiRoute:
     methods: tuple[str, ...]
     upstream: Upstream
     family: Family
+    streamed: bool = False  # the answer is relayed as it arrives (a user's export), never buffered whole
 
     @property
     def parts(self) -> list[str]:
@@ -218,7 +219,9 @@ class ApiRoute:
 API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("ingest/rejections", ("GET",), "ingest", "ingest"),
     ApiRoute("users", ("GET",), "profiles", "users"),
-    ApiRoute("users/{user_id}", ("GET",), "profiles", "users"),
+    ApiRoute("users/{user_id}", ("GET", "DELETE"), "profiles", "users"),
+    ApiRoute("users/{user_id}/export", ("GET",), "profiles", "users", streamed=True),
+    ApiRoute("erasures/{erasure_id}", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/events", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/devices", ("POST",), "profiles", "users"),
     ApiRoute("devices/deactivate", ("POST",), "profiles", "users"),
@@ -424,6 +427,10 @@ async def api_proxy(path: str, request: Request, res: Res) -> Response:
     query = _forwarded_query(request)
     if route.upstream == "messages":
         return await _user_messages(request, workspace_id, upstream_path + query)
+    if route.streamed:
+        return await streaming.relay_stream(
+            request, f"{_service_for(route)}/api/v1/{upstream_path}{query}", workspace_id, _upstream_headers(request)
+        )
     body = await read_limited(request, API_BODY_LIMIT) if request.method != "GET" else None
     upstream = await _call(
         request, request.method, f"{_service_for(route)}/api/v1/{upstream_path}{query}", workspace_id, body

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import openapi, ratelimit
 from gateway.api import router
+from gateway.braze import router as braze_router
 from gateway.config import get_settings
 from gateway.inbound import router as inbound_router
 from gateway.inbox import router as inbox_router
@@ -84,7 +85,7 @@ class SdkCors:
 
 def build() -> FastAPI:
     """The gateway ASGI app."""
-    app = create_app("Herald gateway", lifespan, [router, inbound_router, inbox_router, links_router])
+    app = create_app("Herald gateway", lifespan, [router, inbound_router, inbox_router, links_router, braze_router])
     app.add_middleware(SdkCors)  # outermost: even an unhandled error's answer is readable by the page
     openapi.serve_merged(app)
     return app

@@ -1410,3 +1410,156 @@ class AudienceAnswer(Contract):
     member: bool
     found: bool = True
     archived: bool = False  # the segment is archived: it matches nobody
+
+
+# --- the user's rights: erasure and export (services/*/privacy) --------------------------------
+#
+# An erasure is a job the profiles service tracks: it publishes one ErasureRequested on PROFILES
+# (durable: every service that holds personal data consumes it with its own durable consumer and
+# acks only once its part is committed), and each service answers with an ErasureReport there.
+
+ErasingService = Literal["profiles", "segmenter", "scheduler", "dispatcher"]
+ERASING_SERVICES: tuple[ErasingService, ...] = get_args(ErasingService)
+# Each service's durable consumer of erasure requests, and the profiles service's of the reports.
+ERASURE_CONSUMERS: dict[str, tuple[str, str, str]] = {
+    **{service: ("PROFILES", f"{service}_erasures", "profiles.erase.>") for service in ERASING_SERVICES},
+    "profiles_reports": ("PROFILES", "profiles_erasure_reports", "profiles.erased.>"),
+}
+# A personal-data page (export) a service answers over request/reply, by service.
+EXPORT_SUBJECTS: dict[str, str] = {
+    "segmenter": "rpc.segmenter.export",
+    "scheduler": "rpc.scheduler.export",
+    "dispatcher": "rpc.dispatcher.export",
+}
+# What stands in for an erased person's profile id in the rows kept as anonymous counts.
+ERASED_PROFILE_ID = "erased"
+
+
+def erasure_subject(workspace_id: str) -> str:
+    return f"profiles.erase.{workspace_id}"
+
+
+def erasure_report_subject(workspace_id: str) -> str:
+    return f"profiles.erased.{workspace_id}"
+
+
+class ErasureRequested(Contract):
+    """Erase everything held on these profiles (one person: their profile and the profiles merged into it)."""
+
+    erasure_id: str
+    workspace_id: str
+    profile_ids: list[str]
+    requested_at: datetime
+
+    @property
+    def subject(self) -> str:
+        return erasure_subject(self.workspace_id)
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"{self.workspace_id}:erase:{self.erasure_id}"
+
+
+class ErasureReport(Contract):
+    """One service's part of an erasure is committed; `erased` counts what it removed or anonymized, by kind."""
+
+    erasure_id: str
+    workspace_id: str
+    service: ErasingService
+    erased: dict[str, int] = Field(default_factory=dict)
+    at: datetime
+
+    @property
+    def subject(self) -> str:
+        return erasure_report_subject(self.workspace_id)
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"{self.workspace_id}:erased:{self.erasure_id}:{self.service}"
+
+
+class PersonalDataQuery(Contract):
+    """A page of what a service holds on these profiles, after the position `after` (its own opaque text)."""
+
+    workspace_id: str
+    profile_ids: list[str]
+    after: str | None = None
+    limit: int = Field(500, ge=1, le=1000)
+
+
+class MembershipRecord(Contract):
+    segment_id: str
+    segment_name: str | None = None
+    entered_at: datetime
+
+
+class SendRecord(Contract):
+    """A send decision the scheduler made for the person."""
+
+    send_id: str
+    campaign_id: str
+    channel: str
+    status: str
+    reason: str | None = None
+    trigger: dict[str, Any] = Field(default_factory=dict)
+    triggered_at: datetime
+    due_at: datetime
+    created_at: datetime
+
+
+class DeliveryRecord(Contract):
+    """A delivery-log row the dispatcher keeps for the person: where, what, and the provider's answer."""
+
+    send_id: str
+    campaign_id: str
+    channel: str
+    status: str
+    reason: str | None = None
+    recipient: str | None = None
+    subject: str | None = None
+    attempts: int = 0
+    provider_response: str | None = None
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+class MembershipPage(Contract):
+    records: list[MembershipRecord]
+    after: str | None = None  # the next page's position; None on the last page
+
+
+class SendPage(Contract):
+    records: list[SendRecord]
+    after: str | None = None
+
+
+class DeliveryPage(Contract):
+    records: list[DeliveryRecord]
+    after: str | None = None
+
+
+# --- Braze-compatible user API (services/ingest/braze) ------------------------------------------
+
+BRAZE_LOOKUP_SUBJECT = "rpc.profiles.braze_lookup"
+
+
+class BrazeLookup(Contract):
+    """Which of these people exist: by email (the most recently seen profile with it), user id, anonymous id."""
+
+    workspace_id: str
+    emails: list[str] = Field(default_factory=list)  # lower case
+    user_ids: list[str] = Field(default_factory=list)
+    anonymous_ids: list[str] = Field(default_factory=list)
+
+
+class KnownPerson(Contract):
+    """How to name an existing profile in an event: its user id, else one of its anonymous ids."""
+
+    user_id: str | None = None
+    anonymous_id: str | None = None
+
+
+class BrazeKnown(Contract):
+    emails: dict[str, KnownPerson] = Field(default_factory=dict)
+    user_ids: list[str] = Field(default_factory=list)
+    anonymous_ids: list[str] = Field(default_factory=list)

@@ -10,12 +10,14 @@ from fastapi import FastAPI
 from kernel import bus
 from kernel.contracts import SendRequested
 from kernel.outbox import Outbox
+from kernel.privacy import erasure_consumer, serve_export
 from kernel.web import create_app, open_resources
 from services.dispatcher import handlers, models, service
 from services.dispatcher.api import channels_router, router
 from services.dispatcher.config import get_settings
 from services.dispatcher.domain import WebhookPolicy
 from services.dispatcher.inbox.api import router as inbox_router
+from services.dispatcher.privacy import service as privacy
 from services.dispatcher.providers import ApnsProvider, FcmProvider, SmtpProvider, TwilioProvider, WebhookProvider
 
 
@@ -47,10 +49,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         consumer = bus.ConsumerSpec.for_service(
             "dispatcher", SendRequested, partial(handlers.on_sends, dispatcher=dispatcher), settings, batched=True
         )
+        erasures = erasure_consumer("dispatcher", privacy.erase, res.db, res.jetstream, settings)
+        exports = await serve_export(res.nats, "dispatcher", privacy.export, res.db)
         stop = asyncio.Event()
         loops: list[asyncio.Task[None]] = []
         try:
-            async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness) as consumers:
+            async with bus.consuming(res.jetstream, [consumer, erasures], readiness=res.readiness) as consumers:
                 # An attempt is bounded by attempt_timeout_seconds, and a batch still being handled
                 # holds its messages (in_progress) past the ack wait the server really applies: an
                 # attempt older than both was interrupted.
@@ -67,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 yield
         finally:
             stop.set()
+            await exports.stop()
             await asyncio.gather(*loops, return_exceptions=True)
             for push in (providers.apns, providers.fcm):
                 if push is not None:

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from kernel.web import create_app, open_resources
 from services.ingest.api import router
+from services.ingest.braze.api import router as braze_router
 from services.ingest.config import get_settings
 
 
@@ -19,4 +20,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build() -> FastAPI:
     """The ingest ASGI app."""
-    return create_app("Herald ingest", lifespan, [router])
+    return create_app("Herald ingest", lifespan, [router, braze_router])

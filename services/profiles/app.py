@@ -18,11 +18,17 @@ from kernel.contracts import (
     SubscriptionChange,
     TokenDeactivation,
 )
+from kernel.privacy import erasure_consumer
 from kernel.web import create_app, open_resources
 from services.profiles import handlers
 from services.profiles.api import devices_router, router
 from services.profiles.attributes.api import router as attributes_router
 from services.profiles.config import get_settings
+from services.profiles.braze import handlers as braze_handlers
+from services.profiles.privacy import handlers as privacy_handlers
+from services.profiles.privacy import service as privacy
+from services.profiles.privacy.api import erasures_router
+from services.profiles.privacy.api import users_router as privacy_router
 from services.profiles.subscriptions import handlers as subscription_handlers
 from services.profiles.subscriptions.api import groups_router, users_router
 from services.profiles.subscriptions.service import OUTBOX
@@ -55,15 +61,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             res.nats, SUBSCRIPTION_SUBJECT, SubscriptionChange,
             partial(subscription_handlers.on_set_subscription, sessions=res.db, js=res.jetstream),
         )
+        braze = await bus.serve_requests(
+            res.nats, contracts.BRAZE_LOOKUP_SUBJECT, contracts.BrazeLookup,
+            partial(braze_handlers.on_lookup, sessions=res.db),
+        )
         stop = asyncio.Event()
         drain = asyncio.create_task(OUTBOX.drain(res.db, res.jetstream, stop), name="profiles:outbox")
         try:
-            async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
+            erasures = [
+                erasure_consumer("profiles", privacy.erase, res.db, res.jetstream, settings),
+                privacy_handlers.report_consumer(res.db, settings),
+            ]
+            async with bus.consuming(res.jetstream, [consumer, *erasures], readiness=res.readiness):
                 yield
         finally:
             stop.set()
             await asyncio.gather(drain, return_exceptions=True)
             await subscriptions.stop()
+            await braze.stop()
             await deactivations.stop()
             await lookups.stop()
             await responder.stop()  # answers in flight go out before the connection drains
@@ -71,4 +86,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build() -> FastAPI:
     """The profiles ASGI app."""
-    return create_app("Herald profiles", lifespan, [router, devices_router, users_router, groups_router, attributes_router])
+    return create_app("Herald profiles", lifespan, [
+        router, devices_router, users_router, groups_router, attributes_router, privacy_router, erasures_router,
+    ])

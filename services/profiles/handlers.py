@@ -36,6 +36,8 @@ async def on_events(
     messages: list[Published] = []
     correlation_ids: list[str | None] = []
     for message, result in zip(received, applied, strict=True):
+        if result.erased:
+            continue  # a tombstone kept it out: the person was erased
         messages += [result.resolved, result.changed]
         correlation_ids += [message.correlation_id] * 2
     await bus.publish_contracts(js, messages, correlation_ids=correlation_ids, timeout=30.0)

@@ -11,12 +11,14 @@ from prometheus_client import Counter as Metric
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel import pagination
-from kernel.contracts import Event, ProfileChanged, ProfilePart, ProfileSnapshot, Rejection, ResolvedEvent
+from kernel.contracts import ERASED_PROFILE_ID, Event, ProfileChanged, ProfilePart, ProfileSnapshot, Rejection, ResolvedEvent
 from kernel.errors import NotFound, TransientError
 from services.profiles import activity, context, devices, domain, repository
 from services.profiles.attributes import domain as attribute_ops
 from services.profiles.attributes import service as catalogue
 from services.profiles.models import Profile
+from services.profiles.privacy import domain as privacy
+from services.profiles.privacy import repository as tombstones
 from services.profiles.subscriptions import domain as subscriptions_domain
 from services.profiles.subscriptions import service as subscriptions
 
@@ -38,6 +40,7 @@ class Applied:
     # Values the event carried that were left out or cut, listed with the rejections (GET /api/v1/ingest/rejections).
     rejections: list[Rejection] = field(default_factory=list)
     staged: list[int] = field(default_factory=list)  # outbox rows (subscription changes the event made)
+    erased: bool = False  # a tombstone kept it out (privacy/domain.py): nothing stored, nothing to publish
 
 
 @dataclass(slots=True)
@@ -138,9 +141,12 @@ class _WorkspaceBatch:
                 await repository.load_devices(self.session, self.ws, sorted({r.device_id for r in reports}), sorted(tokens))
             )
 
+        blocked = await _tombstoned(self.session, self.ws, events)
         results = []
-        for event, read in zip(events, reads, strict=True):
-            if event.message_id in stored:
+        for i, (event, read) in enumerate(zip(events, reads, strict=True)):
+            if i in blocked:
+                results.append(_dropped(event))
+            elif event.message_id in stored:
                 results.append(await self._again(event, *stored[event.message_id]))
             else:
                 results.append(await self._apply(event, read))
@@ -332,6 +338,22 @@ def _rejections(event: Event, problems: list[tuple[str, list[str | int], str]]) 
         )
         for reason, errors in sorted(by_reason.items())
     ]
+
+
+async def _tombstoned(session: AsyncSession, workspace_id: str, events: list[Event]) -> set[int]:
+    """The positions of the events an erased person's tombstones keep out: one lookup for the whole batch."""
+    digests = sorted({d for event in events for d in privacy.event_digests(event)})
+    gone = await tombstones.tombstoned(session, workspace_id, digests)
+    return privacy.blocked_positions(events, [is_herald_event(e) for e in events], gone) if gone else set()
+
+
+def _dropped(event: Event) -> Applied:
+    """What an event a tombstone kept out leaves: nothing stored, nothing published (`erased`)."""
+    return Applied(
+        ResolvedEvent(workspace_id=event.workspace_id, profile_id=ERASED_PROFILE_ID, event=event),
+        ProfileChanged(workspace_id=event.workspace_id, profile_id=ERASED_PROFILE_ID, cause_message_id=event.message_id),
+        erased=True,
+    )
 
 
 def _session_kind(event: Event, platform: context.Platform | None) -> bool | None:

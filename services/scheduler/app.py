@@ -9,11 +9,12 @@ from fastapi import FastAPI
 
 from kernel import bus
 from kernel.contracts import MembershipChanged, ResolvedEvent, membership_subject
+from kernel.privacy import erasure_consumer, serve_export
 from kernel.web import create_app, open_resources
 from services.scheduler import handlers, service
 from services.scheduler.api import router
 from services.scheduler.config import get_settings
-from services.scheduler.delivery.api import router as delivery_router
+from services.scheduler.privacy import service as privacy
 from services.scheduler.results import service as results
 
 SEGMENT_ENTRY_DURABLE = "scheduler-segments"
@@ -49,15 +50,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         occurrences = asyncio.create_task(service.run_occurrence_timer(res.db, stop, due, settings.poll_seconds))
         experiments = asyncio.create_task(results.run_experiments(res.db, stop))
-        async with bus.consuming(res.jetstream, [consumer, entries], readiness=res.readiness):
+        erasures = erasure_consumer("scheduler", privacy.erase, res.db, res.jetstream, settings)
+        exports = await serve_export(res.nats, "scheduler", privacy.export, res.db)
+        async with bus.consuming(res.jetstream, [consumer, entries, erasures], readiness=res.readiness):
             yield
             stop.set()
             due.set()
             await timer
             await occurrences
             await experiments
+            await exports.stop()
 
 
 def build() -> FastAPI:
     """The scheduler ASGI app."""
-    return create_app("Herald scheduler", lifespan, [router, delivery_router])
+    return create_app("Herald scheduler", lifespan, [router])

@@ -12,10 +12,12 @@ from fastapi import FastAPI
 from kernel import bus
 from kernel.contracts import AUDIENCE_QUERY_SUBJECT, AudienceQuery, ProfileChanged
 from kernel.outbox import Outbox
+from kernel.privacy import erasure_consumer, serve_export
 from kernel.web import create_app, open_resources
 from services.segmenter import handlers, models, service
 from services.segmenter.api import router, users_router
 from services.segmenter.config import get_settings
+from services.segmenter.privacy import service as privacy
 
 
 @asynccontextmanager
@@ -34,6 +36,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         responder = await bus.serve_requests(
             res.nats, AUDIENCE_QUERY_SUBJECT, AudienceQuery, partial(handlers.on_audience_query, sessions=res.db)
         )
+        erasures = erasure_consumer("segmenter", privacy.erase, res.db, res.jetstream, settings)
+        exports = await serve_export(res.nats, "segmenter", privacy.export, res.db)
         stop = asyncio.Event()
         app.state.backfill_wake = wake = asyncio.Event()
         drain = asyncio.create_task(outbox.drain(res.db, res.jetstream, stop), name="segmenter:outbox")
@@ -50,12 +54,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             name="segmenter:sweeps",
         )
         try:
-            async with bus.consuming(res.jetstream, [consumer], readiness=res.readiness):
+            async with bus.consuming(res.jetstream, [consumer, erasures], readiness=res.readiness):
                 yield
         finally:
             stop.set()
             wake.set()  # the backfill loop stops now, not at its next poll
             await responder.stop()  # answers in flight go out before the connection drains
+            await exports.stop()
             await asyncio.gather(drain, backfills, sweeps)
 
 

@@ -1,0 +1,1 @@
+"""What the Braze-compatible user API (services/ingest/braze) asks the profiles service: who exists."""
