@@ -123,15 +123,17 @@ async def test_delivery_settings_are_read_replaced_and_checked(api: httpx.AsyncC
     assert put.status_code == 200, put.text
     got = (await api.get("/api/v1/settings/delivery")).json()
     assert {k: got[k] for k in rules} == rules and got["updated_at"]
-    refused = {
-        ("default_time_zone",): {"default_time_zone": "Mars/Olympus"},
-        ("global_control_percent",): {"global_control_percent": 100},
-        ("frequency_caps", 0, "channel"): {"frequency_caps": [{"channel": "fax", "max": 1, "per_days": 1}]},
-        ("frequency_caps", 0, "per_days"): {"frequency_caps": [{"channel": "push", "max": 1, "per_days": 0}]},
-        ("frequency_caps",): {"frequency_caps": [{"channel": "push", "max": 1, "per_days": 7}] * 2},
-        ("surprise",): {"surprise": 1},
-    }
-    for loc, bad in refused.items():
+    base = {"frequency_caps": [], "global_control_percent": 0}
+    refused: list[tuple[tuple[str | int, ...], dict[str, Any]]] = [
+        (("default_time_zone",), base | {"default_time_zone": "Mars/Olympus"}),
+        (("global_control_percent",), base | {"global_control_percent": 100}),
+        (("frequency_caps", 0, "channel"), base | {"frequency_caps": [{"channel": "fax", "max": 1, "per_days": 1}]}),
+        (("frequency_caps", 0, "per_days"), base | {"frequency_caps": [{"channel": "push", "max": 1, "per_days": 0}]}),
+        (("frequency_caps",), base | {"frequency_caps": [{"channel": "push", "max": 1, "per_days": 7}] * 2}),
+        (("surprise",), base | {"surprise": 1}),
+        (("frequency_caps",), {"global_control_percent": 0}),  # a replacement says what the caps are
+    ]
+    for loc, bad in refused:
         r = await api.put("/api/v1/settings/delivery", json=bad)
         assert r.status_code == 422, (bad, r.text)
         assert ["body", *loc] in [d["loc"] for d in r.json()["detail"]], r.text

@@ -12,7 +12,7 @@ router = APIRouter(prefix="/api/v1", tags=["campaigns"])
 
 def _out(row: DeliverySettings | None) -> DeliverySettingsOut:
     if row is None:
-        return DeliverySettingsOut()
+        return DeliverySettingsOut(frequency_caps=[], global_control_percent=0)
     return DeliverySettingsOut.model_validate(row, from_attributes=True)
 
 

@@ -48,9 +48,10 @@ class DeliverySettingsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    frequency_caps: list[CapIn] = Field(default_factory=list, max_length=MAX_CAPS)
+    # Both required: a PUT replaces the rules whole, so it says what the caps and the holdout are ([] and 0: none).
+    frequency_caps: list[CapIn] = Field(max_length=MAX_CAPS, description="[] for none")
     global_control_percent: int = Field(
-        default=0, ge=0, le=99, description="users held out of every marketing send (buckets 0 to percent × 100 − 1)"
+        ge=0, le=99, description="users held out of every marketing send (buckets 0 to percent × 100 − 1); 0 for none"
     )
     default_time_zone: str = Field(default="UTC", max_length=64, description="an IANA time zone, for users without one")
     quiet_hours_attribute: str | None = Field(
