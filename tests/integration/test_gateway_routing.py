@@ -272,7 +272,7 @@ async def test_unknown_routes_are_a_404_in_the_envelope(herald: Herald, path: st
 @pytest.mark.parametrize(
     "method, path, allow",
     [
-        ("DELETE", "/api/v1/users/ada", "GET"),
+        ("PUT", "/api/v1/users/ada", "GET, DELETE"),  # DELETE erases the user
         ("POST", "/api/v1/users/ada/events", "GET"),
         ("PUT", "/api/v1/segments", "GET, POST"),
         ("DELETE", "/api/v1/segments/seg_1", "GET, PATCH"),
