@@ -21,8 +21,9 @@ still counts; only its amount is left out (and the reason counted).
 """
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -60,6 +61,9 @@ class Sessions:
     # recent: [[start µs, end µs, time zone or None, 1 browser / 0 phone], ...] by start; horizon: the
     # latest end of a browser session no longer kept
     state: dict[str, Any] | None = None
+    # Not stored here: sessions started (or, joined into another, un-started) per UTC day since the profile was
+    # read, for the per-day table that windowed counts read (taken and written by the service).
+    started: Counter[date] = field(default_factory=Counter)
 
 
 def _us(at: datetime) -> int:
@@ -99,11 +103,13 @@ def _add(sessions: Sessions, start: int, end: int, time_zone: str | None, browse
         first = min(first, (s[0], s[2] or ""))
         end = max(end, s[1])
         hours[hour_of_week(_at(s[0]), s[2])] -= 1
+        sessions.started[_at(s[0]).date()] -= 1
         recent.remove(s)
     start, time_zone = first[0], first[1] or None
     recent.append([start, end, time_zone, 1 if browser else 0])
     recent.sort(key=lambda s: (s[0], s[3]))
     hours[hour_of_week(_at(start), time_zone)] += 1
+    sessions.started[_at(start).date()] += 1
     sessions.count += 1 - len(near)
     began = _at(start)
     sessions.first = min(sessions.first or began, began)
@@ -125,6 +131,8 @@ def merge_sessions(mine: Sessions, other: Sessions, gap: timedelta) -> None:
     leftover = list(other.hours or [0] * HOURS_OF_WEEK)
     for s in recent:
         leftover[hour_of_week(_at(s[0]), s[2])] -= 1
+        # its per-day rows move here whole (repository.move_profile); these sessions are added again below
+        mine.started[_at(s[0]).date()] -= 1
     mine.hours = [a + b for a, b in zip(mine.hours or [0] * HOURS_OF_WEEK, leftover, strict=True)]
     for start, end, tz, browser in recent:
         _add(mine, start, end, tz, bool(browser), gap // _MICRO)

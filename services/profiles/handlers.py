@@ -18,6 +18,7 @@ from kernel.contracts import (
 from kernel.db import unit_of_work
 from services.profiles import service
 from services.profiles.activity import Rules
+from services.profiles.config import get_settings
 from services.profiles.subscriptions.service import OUTBOX
 
 log = structlog.get_logger(__name__)
@@ -61,9 +62,11 @@ async def _list_rejections(js: JetStreamContext, rejections: list[Rejection]) ->
 
 
 async def on_profile_query(query: ProfileQuery, sessions: async_sessionmaker[AsyncSession]) -> ProfileSnapshot:
-    """Answer a request for one profile's traits."""
+    """Answer a request for one profile's snapshot: the parts it asks for."""
     async with unit_of_work(sessions) as session:
-        return await service.snapshot(session, query.workspace_id, query.profile_id)
+        return await service.snapshot(
+            session, query.workspace_id, query.profile_id, query.parts, get_settings().workspace_currency
+        )
 
 
 async def on_profile_lookup(query: ProfileLookup, sessions: async_sessionmaker[AsyncSession]) -> ProfileSnapshot:

@@ -2,6 +2,7 @@
 
 import json
 from datetime import date
+from decimal import Decimal
 from functools import lru_cache
 from operator import attrgetter
 from typing import Any, Literal, cast
@@ -267,6 +268,17 @@ async def move_profile(session: AsyncSession, workspace_id: str, source: str, ta
         delete(EventCount).where(EventCount.workspace_id == workspace_id, EventCount.profile_id == source)
     )
     await session.execute(
+        text(
+            "WITH moved AS (DELETE FROM profiles.activity_days WHERE workspace_id = :ws AND profile_id = :source "
+            "RETURNING day, sessions, purchases, revenue) "
+            "INSERT INTO profiles.activity_days AS a (workspace_id, profile_id, day, sessions, purchases, revenue) "
+            "SELECT :ws, :target, day, sessions, purchases, revenue FROM moved "
+            "ON CONFLICT (workspace_id, profile_id, day) DO UPDATE SET sessions = a.sessions + EXCLUDED.sessions, "
+            "purchases = a.purchases + EXCLUDED.purchases, revenue = a.revenue + EXCLUDED.revenue"
+        ),
+        {"ws": workspace_id, "source": source, "target": target},
+    )
+    await session.execute(
         update(Device).where(Device.workspace_id == workspace_id, Device.profile_id == source).values(profile_id=target)
     )
     await session.execute(
@@ -311,6 +323,28 @@ _BUMP = text(
     "ON CONFLICT (workspace_id, profile_id, name, day) DO UPDATE SET count = profiles.event_counts.count + EXCLUDED.count"
 )
 
+
+async def bump_days(
+    session: AsyncSession, workspace_id: str, days: dict[tuple[str, date], tuple[int, int, Decimal]]
+) -> None:
+    """Add to the per-day activity rows (profile, UTC day): sessions started, purchases and revenue."""
+    if not days:
+        return
+    ordered = sorted(days.items())
+    await session.execute(_BUMP_DAYS, {
+        "ws": workspace_id, "profiles": [p for (p, _), _ in ordered], "days": [d for (_, d), _ in ordered],
+        "sessions": [v[0] for _, v in ordered], "purchases": [v[1] for _, v in ordered],
+        "revenue": [v[2] for _, v in ordered],
+    })
+
+
+_BUMP_DAYS = text(
+    "INSERT INTO profiles.activity_days AS a (workspace_id, profile_id, day, sessions, purchases, revenue) "
+    "SELECT CAST(:ws AS text), u.* FROM unnest(CAST(:profiles AS text[]), CAST(:days AS date[]), "
+    "CAST(:sessions AS integer[]), CAST(:purchases AS integer[]), CAST(:revenue AS numeric[])) AS u "
+    "ON CONFLICT (workspace_id, profile_id, day) DO UPDATE SET sessions = a.sessions + EXCLUDED.sessions, "
+    "purchases = a.purchases + EXCLUDED.purchases, revenue = a.revenue + EXCLUDED.revenue"
+)
 
 _devices = cast(Table, Device.__table__)
 DEVICE_COLUMNS = ("device_id", "profile_id", "last_seen", "platform", "app", "app_version", "os_version", "model",

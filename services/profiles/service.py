@@ -2,8 +2,10 @@
 
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -11,7 +13,17 @@ from prometheus_client import Counter as Metric
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel import pagination
-from kernel.contracts import ERASED_PROFILE_ID, Event, ProfileChanged, ProfilePart, ProfileSnapshot, Rejection, ResolvedEvent
+from kernel.contracts import (
+    DEFAULT_SNAPSHOT_PARTS,
+    ERASED_PROFILE_ID,
+    Event,
+    ProfileChanged,
+    ProfilePart,
+    ProfileSnapshot,
+    Rejection,
+    ResolvedEvent,
+    SnapshotPart,
+)
 from kernel.errors import NotFound, TransientError
 from services.profiles import activity, context, devices, domain, repository
 from services.profiles.attributes import domain as attribute_ops
@@ -124,6 +136,7 @@ class _WorkspaceBatch:
         self.ignored_example: str | None = None  # a message id that had one, for the log
         self.devices = devices.Devices([])
         self.sightings: dict[str, attribute_ops.Sighting] = {}  # custom attributes shown, for the catalogue
+        self.bought: dict[tuple[str, date], tuple[int, Decimal]] = {}  # (profile, UTC day) -> purchases, revenue
 
     async def apply(self, events: list[Event], reads: list[_Read]) -> list[Applied]:
         keys = sorted({key for e in events for key in domain.identities_to_lock(e)})
@@ -252,6 +265,9 @@ class _WorkspaceBatch:
         if event.type == "track" and event.event == activity.ORDER_COMPLETED:
             amount, ignored = activity.order_amount(event.properties, self.rules)
             activity.add_purchase(profile.purchases, event.timestamp, amount)
+            day = (pid, event.timestamp.astimezone(UTC).date())
+            count, revenue = self.bought.get(day, (0, Decimal(0)))
+            self.bought[day] = (count + 1, revenue + (amount or 0))
             groups.add("activity")
             parts.add("purchases")
             if ignored:
@@ -299,10 +315,23 @@ class _WorkspaceBatch:
         await repository.link_identities(self.session, self.ws, self.links)
         await repository.insert_events(self.session, self.ws, self.rows)
         await repository.bump_counts(self.session, self.ws, self.counts)
+        await repository.bump_days(self.session, self.ws, self._days())
         await repository.save_devices(self.session, self.ws, [self.devices.by_id[d] for d in self.devices.touched])
         self.devices.touched = set()
         self.new, self.changed = {}, {}
         self.links, self.rows, self.counts = {}, [], Counter()
+
+    def _days(self) -> dict[tuple[str, date], tuple[int, int, Decimal]]:
+        """The per-day changes buffered (sessions started, purchases, revenue), taken out of the buffers."""
+        days = {key: (0, n, amount) for key, (n, amount) in self.bought.items()}
+        self.bought = {}
+        for pid, profile in self.profiles.items():
+            for day, n in profile.sessions.started.items():
+                if n:
+                    sessions, purchases, revenue = days.get((pid, day), (0, 0, Decimal(0)))
+                    days[(pid, day)] = (sessions + n, purchases, revenue)
+            profile.sessions.started.clear()
+        return days
 
 
 # What each reason for leaving a value out means, as the rejections list says it.
@@ -411,12 +440,34 @@ def device_view(device: devices.DeviceState | Any) -> dict[str, Any]:
     }
 
 
+def computed_view(profile: Profile, totals: dict[str, int], currency: str) -> dict[str, Any]:
+    """What the profile computes, as the profile JSON shows it (`computed`)."""
+    hours = profile.session_hours or [0] * activity.HOURS_OF_WEEK
+    return {
+        "first_seen": profile.first_seen,
+        "last_seen": profile.last_seen,
+        "event_counts": totals,
+        "sessions": {
+            "count": profile.session_count,
+            "first": profile.first_session,
+            "last": profile.last_session,
+            "hour_of_week": [hours[day * 24 : day * 24 + 24] for day in range(7)],
+        },
+        "purchases": {
+            "count": profile.purchase_count,
+            "revenue": float(profile.revenue),
+            "currency": currency,
+            "first": profile.first_purchase,
+            "last": profile.last_purchase,
+        },
+    }
+
+
 async def describe(session: AsyncSession, profile: Profile, currency: str = "USD") -> dict[str, Any]:
     """The public profile shape."""
     ids = await repository.identities_of(session, profile.workspace_id, profile.profile_id)
     totals = await repository.event_totals(session, profile.workspace_id, profile.profile_id)
     owned = await repository.devices_of(session, profile.workspace_id, profile.profile_id)
-    hours = profile.session_hours or [0] * activity.HOURS_OF_WEEK
     return {
         "user_id": profile.user_id,
         "profile_id": profile.profile_id,
@@ -426,36 +477,28 @@ async def describe(session: AsyncSession, profile: Profile, currency: str = "USD
         "attributes": attributes_view(profile.attributes, profile.attribute_times),
         "devices": [device_view(d) for d in owned],
         "subscriptions": (await subscriptions.describe(session, profile.workspace_id, profile.profile_id)).model_dump(),
-        "computed": {
-            "first_seen": profile.first_seen,
-            "last_seen": profile.last_seen,
-            "event_counts": totals,
-            "sessions": {
-                "count": profile.session_count,
-                "first": profile.first_session,
-                "last": profile.last_session,
-                "hour_of_week": [hours[day * 24 : day * 24 + 24] for day in range(7)],
-            },
-            "purchases": {
-                "count": profile.purchase_count,
-                "revenue": float(profile.revenue),
-                "currency": currency,
-                "first": profile.first_purchase,
-                "last": profile.last_purchase,
-            },
-        },
+        "computed": computed_view(profile, totals, currency),
     }
 
 
-async def snapshot(session: AsyncSession, workspace_id: str, profile_id: str) -> ProfileSnapshot:
-    """What the dispatcher needs to render a message to this profile."""
+async def snapshot(
+    session: AsyncSession, workspace_id: str, profile_id: str,
+    parts: Collection[SnapshotPart] = DEFAULT_SNAPSHOT_PARTS, currency: str = "USD",
+) -> ProfileSnapshot:
+    """What the dispatcher needs to render a message to this profile: the parts asked for (each costs its reads)."""
     profile = await repository.get_profile(session, workspace_id, profile_id)
     if profile is None:
         return ProfileSnapshot(profile_id=profile_id, found=False)
-    return ProfileSnapshot(
-        profile_id=profile_id, user_id=profile.user_id, traits=profile.traits,
-        subscriptions=await subscriptions.describe(session, workspace_id, profile_id),
-    )
+    filled: dict[str, Any] = {"traits": profile.traits} if "traits" in parts else {}
+    if "subscriptions" in parts:
+        filled["subscriptions"] = await subscriptions.describe(session, workspace_id, profile_id)
+    if "attributes" in parts:
+        filled["attributes"] = attributes_view(profile.attributes, profile.attribute_times)
+    if "devices" in parts:
+        filled["devices"] = [device_view(d) for d in await repository.devices_of(session, workspace_id, profile_id)]
+    if "computed" in parts:
+        filled["computed"] = computed_view(profile, await repository.event_totals(session, workspace_id, profile_id), currency)
+    return ProfileSnapshot.model_validate({"profile_id": profile_id, "user_id": profile.user_id, **filled})
 
 
 async def snapshot_of_identity(

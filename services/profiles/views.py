@@ -1,8 +1,9 @@
 """The read-only views the profiles service publishes for other services' SQL (a contract).
 
 Created by the profiles migrations. Columns may be added, never renamed or removed. The
-segmenter compiles segment filters against them; the scheduler reads `segment_events` to find
-exception events; the dispatcher reads push-enabled devices and their tokens from `segment_devices`.
+segmenter compiles segment filters against them (windowed session and purchase counts against
+`segment_activity_days`); the scheduler reads `segment_events` to find exception events; the
+dispatcher reads push-enabled devices and their tokens from `segment_devices`.
 """
 
 from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, Numeric, String, Table
@@ -62,4 +63,16 @@ segment_devices = Table(
     Column("push_enabled", Boolean),
     Column("last_seen", DateTime(timezone=True)),
     Column("push_token", String),  # for the dispatcher alone: no segment condition reads it
+)
+# Sessions started and purchases per profile and UTC day (windowed counts and revenue: "3 sessions in the last
+# 7 days", "spent over 100 in the last 30 days"); revenue in the workspace currency.
+segment_activity_days = Table(
+    "segment_activity_days",
+    views,
+    Column("workspace_id", String),
+    Column("profile_id", String),
+    Column("day", Date),
+    Column("sessions", Integer),
+    Column("purchases", Integer),
+    Column("revenue", Numeric(20, 4)),
 )

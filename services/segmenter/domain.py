@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
+    Date,
     Float,
     Numeric,
     and_,
@@ -63,7 +64,7 @@ from kernel.contracts import (
     TraitCondition,
     split_path,
 )
-from services.profiles.views import segment_devices, segment_events, segment_profiles
+from services.profiles.views import segment_activity_days, segment_devices, segment_events, segment_profiles
 from services.segmenter.conditions import compile_comparison, json_text, key_of, leaf, now_param, time_sql
 
 OPS = CONDITION_OPS
@@ -219,6 +220,8 @@ def _node(condition: Any, path: str, budget: Budget) -> Node:
         return compare
     if isinstance(condition, ComputedCondition):
         budget.spend(path, cost_of(condition))
+        if condition.within_days is not None:  # a subquery over the days, like an event condition's
+            budget.spend(path, EVENT_COST)
         return condition
     if isinstance(condition, EventCondition):
         budget.spend(path, EVENT_COST)
@@ -337,15 +340,36 @@ def _counted(where: list[ColumnElement[bool]], low: int | None, high: int | None
 
 
 def _computed(node: ComputedCondition, now: ColumnElement[Any]) -> ColumnElement[bool]:
-    """A comparison on a typed column of the profile: a time or a number."""
+    """A comparison on a typed column of the profile (a time or a number), or on a count over the last days."""
     positive = NEGATED_OPS.get(node.op)
     if positive is not None:
-        return not_(_computed_holds(node.computed, positive, node.value, now))
-    return _computed_holds(node.computed, node.op, node.value, now)
+        return not_(_computed_holds(node.computed, positive, node.value, now, node.within_days))
+    return _computed_holds(node.computed, node.op, node.value, now, node.within_days)
 
 
-def _computed_holds(name: str, op: str, value: Any, now: ColumnElement[Any]) -> ColumnElement[bool]:
-    column_: ColumnElement[Any] = COMPUTED_COLUMNS[name]
+# What a windowed count adds up, per day (profiles' `segment_activity_days`).
+WINDOWED_COLUMNS = {
+    "sessions.count": segment_activity_days.c.sessions,
+    "purchases.count": segment_activity_days.c.purchases,
+    "purchases.revenue": segment_activity_days.c.revenue,
+}
+
+
+def _windowed(name: str, days: int, now: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The sum of a per-day count over the last `days` UTC calendar days, today included (0 without activity)."""
+    a = segment_activity_days
+    today = cast(func.timezone("UTC", now), Date)
+    total = select(func.coalesce(func.sum(WINDOWED_COLUMNS[name]), 0)).where(
+        a.c.workspace_id == segment_profiles.c.workspace_id, a.c.profile_id == segment_profiles.c.profile_id,
+        a.c.day > today - days,
+    )
+    return total.correlate(segment_profiles).scalar_subquery()
+
+
+def _computed_holds(
+    name: str, op: str, value: Any, now: ColumnElement[Any], within_days: int | None = None
+) -> ColumnElement[bool]:
+    column_: ColumnElement[Any] = COMPUTED_COLUMNS[name] if within_days is None else _windowed(name, within_days, now)
     if op == "exists":
         return column_.is_not(None)
     if COMPUTED_FIELDS[name] == "time":
@@ -502,7 +526,7 @@ def reads(node: Node) -> Reads:
             time = time or bool(n.within_days) or any(w.op in RELATIVE_DATE_OPS for w in n.where)
         elif isinstance(n, ComputedCondition):
             parts.add(n.computed.split(".")[0])
-            time = time or n.op in RELATIVE_DATE_OPS
+            time = time or n.op in RELATIVE_DATE_OPS or n.within_days is not None  # a window slides with time
         elif isinstance(n, DeviceCondition):
             parts.add("devices")
             time = time or bool(n.within_days) or any(w.op in RELATIVE_DATE_OPS for w in n.where)

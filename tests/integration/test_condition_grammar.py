@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel.db import unit_of_work
@@ -192,3 +192,64 @@ async def test_exception_events_compile_the_table_to_sql(stored: tuple[str, asyn
     async with unit_of_work(sessions) as s:
         found = await campaign_queries.exception_performed(s, send, [exception], NOW)
     assert (found == "E") is expected
+
+
+# Windowed computed values: sessions started and purchases per UTC day (the profiles service's
+# `segment_activity_days`), counted over the last N calendar days, today included. Segments alone read
+# them (a campaign trigger's conditions are on the event), so these cases run through the SQL.
+# (per-day rows as (days before NOW, sessions, purchases, revenue), condition, expected)
+WindowCase = tuple[list[tuple[int, int, int, float]], dict[str, Any], bool]
+WINDOW_CASES: list[WindowCase] = [
+    ([(0, 1, 0, 0), (3, 1, 0, 0), (6, 1, 0, 0)], {"computed": "sessions.count", "op": "gte", "value": 3, "within_days": 7}, True),
+    ([(0, 1, 0, 0), (3, 1, 0, 0), (7, 1, 0, 0)], {"computed": "sessions.count", "op": "gte", "value": 3, "within_days": 7}, False),
+    ([], {"computed": "sessions.count", "op": "eq", "value": 0, "within_days": 7}, True),
+    ([], {"computed": "sessions.count", "op": "gte", "value": 0, "within_days": 1}, True),
+    ([(10, 3, 0, 0), (1, -1, 0, 0)], {"computed": "sessions.count", "op": "eq", "value": 2, "within_days": 30}, True),
+    ([(0, 1, 0, 0)], {"computed": "sessions.count", "op": "neq", "value": 1, "within_days": 7}, False),
+    ([(29, 0, 1, 60.5), (2, 0, 1, 40)], {"computed": "purchases.revenue", "op": "gt", "value": 100, "within_days": 30}, True),
+    ([(30, 0, 1, 60.5), (2, 0, 1, 40)], {"computed": "purchases.revenue", "op": "gt", "value": 100, "within_days": 30}, False),
+    ([(29, 0, 1, 60.5), (2, 0, 1, 40)], {"computed": "purchases.count", "op": "in", "value": [2, 3], "within_days": 30}, True),
+    ([(29, 0, 1, 60.5), (2, 0, 1, 40)], {"computed": "purchases.count", "op": "lt", "value": 2, "within_days": 7}, True),
+    ([(0, 0, 1, 0)], {"computed": "purchases.revenue", "op": "lte", "value": 0, "within_days": 1}, True),
+]
+
+
+@pytest.fixture(scope="module")
+async def windows(infra: Any) -> tuple[str, async_sessionmaker[AsyncSession]]:
+    """Each window case's per-day rows on one profile, in a workspace of its own."""
+    from kernel.db import make_engine, make_sessionmaker
+
+    workspace_id = f"ws_{uuid.uuid4().hex[:16]}"
+    engine = make_engine(infra.database_url, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    async with unit_of_work(sessions) as s:
+        await s.execute(insert(Profile), [
+            {"workspace_id": workspace_id, "profile_id": f"window{i}", "user_id": f"window{i}", "traits": {},
+             "trait_times": {}, "first_seen": NOW, "last_seen": NOW}
+            for i in range(len(WINDOW_CASES))
+        ])
+        for i, (rows, _, _) in enumerate(WINDOW_CASES):
+            for days_before, started, bought, revenue in rows:
+                await s.execute(text(
+                    "INSERT INTO profiles.activity_days (workspace_id, profile_id, day, sessions, purchases, revenue) "
+                    "VALUES (:ws, :pid, :day, :sessions, :purchases, :revenue)"
+                ), {"ws": workspace_id, "pid": f"window{i}", "day": (NOW - timedelta(days=days_before)).date(),
+                    "sessions": started, "purchases": bought, "revenue": revenue})
+    yield workspace_id, sessions
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("case", range(len(WINDOW_CASES)), ids=[str(c[1]) for c in WINDOW_CASES])
+async def test_segments_count_sessions_and_revenue_in_a_window(windows: tuple[str, async_sessionmaker[AsyncSession]], case: int) -> None:
+    workspace_id, sessions = windows
+    _, tree, expected = WINDOW_CASES[case]
+    compiled = segment_rules.compile_filter(segment_rules.parse(tree))
+    async with unit_of_work(sessions) as s:
+        verdict = await segment_queries.evaluate_for_profile(s, workspace_id, f"window{case}", {"seg": compiled}, now=NOW)
+    assert verdict == {"seg": expected}
+    assert segment_rules.reads(segment_rules.parse(tree)).time  # a window slides: the sweep re-evaluates it
+
+
+def test_a_window_counts_only_sessions_purchases_and_revenue() -> None:
+    with pytest.raises(segment_rules.FilterError, match="within_days"):
+        segment_rules.parse({"computed": "last_seen", "op": "exists", "within_days": 7})

@@ -116,3 +116,27 @@ async def test_the_change_names_the_attributes_whose_value_changed(sessions, wor
     )
     assert applied[1].changed.changed_attributes == []  # the same values again (their times moved)
     assert applied[2].changed.changed_attributes == ["time_zone"]
+
+
+async def test_a_profile_query_answers_the_parts_it_asks_for(sessions, nc: NATS, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
+    from kernel import bus
+    from kernel.contracts import PROFILE_QUERY_SUBJECT, ProfileQuery, ProfileSnapshot
+
+    await apply(sessions, nc.jetstream(), event(workspace_id, user_id="eve", event="Application Opened", context=PHONE),
+                event(workspace_id, type="identify", user_id="eve", traits={"plan": "pro"}, timestamp=T0 + timedelta(hours=1)))
+    profile_id = (await profile(sessions, workspace_id, "eve"))["profile_id"]
+    async with running(build, get_settings, workspace_id):
+        async def ask(**parts: Any) -> ProfileSnapshot:
+            query = ProfileQuery(workspace_id=workspace_id, profile_id=profile_id, **parts)
+            return await bus.request(nc, PROFILE_QUERY_SUBJECT, query, ProfileSnapshot)
+
+        default = await ask()
+        everything = await ask(parts=["traits", "attributes", "devices", "computed", "subscriptions"])
+        devices_only = await ask(parts=["devices"])
+    assert default.traits == {"plan": "pro"}  # what a query without parts always had: cheap to read
+    assert default.attributes.language is None and default.devices == [] and default.computed.event_counts == {}
+    assert everything.attributes.language == "de" and everything.attributes.location is not None
+    assert [d.device_id for d in everything.devices] == ["dev-1"] and everything.devices[0].platform == "ios"
+    assert everything.computed.event_counts == {"Application Opened": 1, "identify": 1}
+    assert everything.computed.sessions.count == 1 and everything.computed.purchases.currency == "USD"
+    assert devices_only.traits == {} and [d.device_id for d in devices_only.devices] == ["dev-1"]

@@ -12,6 +12,7 @@ from services.profiles.activity import Rules
 from services.profiles.app import build
 from services.profiles.config import get_settings
 from tests.integration.helpers import running
+from tests.integration.test_profile_sessions import activity_days
 from tests.integration.test_profile_updates import T0, event
 
 EUR = Rules(currency="EUR", rates={"USD": Decimal("0.92")})
@@ -51,6 +52,13 @@ async def test_purchases_add_up_once_in_the_workspace_currency_whatever_the_orde
     # 19.90 + 50 USD at 0.92 + 2 x 9.95, exactly; the XBT order counts, its amount cannot be converted
     assert expected == {"count": 4, "revenue": 85.8, "currency": "EUR",
                         "first": T0 - timedelta(days=1), "last": T0 + timedelta(days=3)}
+    # per UTC day, for windowed revenue ("spent over X in the last 30 days"), converted the same way
+    day = T0.date()
+    assert await activity_days(sessions, one_by_one, "ada") == {
+        day - timedelta(days=1): (0, 1, Decimal("19.9000")), day: (0, 2, Decimal("19.9000")),
+        day + timedelta(days=3): (0, 1, Decimal("46.0000")),
+    }
+    assert await activity_days(sessions, batched, "ada") == await activity_days(sessions, one_by_one, "ada")
 
 
 async def test_a_merge_adds_the_anonymous_purchases_and_the_api_names_the_currency(sessions, workspace_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -65,3 +73,5 @@ async def test_a_merge_adds_the_anonymous_purchases_and_the_api_names_the_curren
     bought = body["computed"]["purchases"]
     assert (bought["count"], bought["revenue"], bought["currency"]) == (3, 75.9, "EUR")
     assert bought["first"].startswith("2026-10-23")
+    by_day = await activity_days(sessions, workspace_id, "bo")  # the anonymous day moved with the merge
+    assert sum(n for _, n, _ in by_day.values()) == 3 and by_day[(T0 - timedelta(days=9)).date()] == (0, 1, Decimal("10.0000"))

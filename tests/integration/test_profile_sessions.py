@@ -1,9 +1,10 @@
 """Sessions on real PostgreSQL: phones by lifecycle events, browsers by inactivity, once per event, in any order."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel.db import unit_of_work
@@ -16,6 +17,16 @@ M = timedelta(minutes=1)
 BROWSER = {"library": {"name": "analytics.js", "version": "next-1.70.0"}, "timezone": "Europe/Berlin",
            "userAgent": "Mozilla/5.0"}
 PHONE = {"device": {"id": "d1", "type": "ios"}, "os": {"name": "iOS", "version": "18.1"}, "timezone": "America/New_York"}
+
+
+async def activity_days(sessions: async_sessionmaker[AsyncSession], workspace_id: str, user_id: str) -> dict[date, tuple[Any, ...]]:
+    """The profile's rows of `segment_activity_days`, by day: (sessions, purchases, revenue), the empty ones left out."""
+    async with unit_of_work(sessions) as s:
+        found = await service.find_profile(s, workspace_id, user_id, "user_id")
+        rows = await s.execute(
+            text("SELECT day, sessions, purchases, revenue FROM profiles.segment_activity_days "
+                 "WHERE workspace_id = :ws AND profile_id = :pid"), {"ws": workspace_id, "pid": found.profile_id})
+    return {day: tuple(rest) for day, *rest in rows if any(rest)}
 
 
 def history(ws: str) -> list[Any]:
@@ -50,6 +61,10 @@ async def test_sessions_count_phones_and_browsers_once_whatever_the_order(sessio
     assert hours[0][9] == 1  # the browser session, Monday 09:00 in Berlin
     assert hours[0][6] == 1 and hours[1][5] == 1  # the app, Monday 06:00 and Tuesday 05:00 in New York
     assert sum(map(sum, hours)) == 3
+    # the days the sessions started, for windowed counts: the browser's and the app's first on Monday (UTC)
+    days = {day: n for day, (n, _, _) in (await activity_days(sessions, one_by_one, "ada")).items()}
+    assert days == {MON.date(): 2, (MON + timedelta(days=1)).date(): 1}
+    assert {day: n for day, (n, _, _) in (await activity_days(sessions, batched, "ada")).items()} == days
 
 
 async def _apply_with(sessions: async_sessionmaker[AsyncSession], rules: Rules, *events: Any) -> None:
@@ -72,3 +87,4 @@ async def test_a_merge_adds_the_anonymous_sessions(sessions, nc: NATS, workspace
                                     timestamp=MON + 3 * 60 * M + M))
     merged = (await profile(sessions, workspace_id, "cy"))["computed"]["sessions"]
     assert (merged["count"], merged["first"], merged["last"]) == (2, MON, MON + 3 * 60 * M)
+    assert {day: n for day, (n, _, _) in (await activity_days(sessions, workspace_id, "cy")).items()} == {MON.date(): 2}
