@@ -224,6 +224,8 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("erasures/{erasure_id}", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/events", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/devices", ("POST",), "profiles", "users"),
+    ApiRoute("users/{user_id}/subscriptions", ("GET", "PUT"), "profiles", "users"),
+    ApiRoute("users/{user_id}/consents", ("GET", "POST"), "profiles", "users"),
     ApiRoute("devices/deactivate", ("POST",), "profiles", "users"),
     ApiRoute("attributes", ("GET",), "profiles", "users"),
     ApiRoute("users/{user_id}/messages", ("GET",), "messages", "users"),
@@ -244,6 +246,10 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("campaigns/{campaign_id}/trigger", ("POST",), "scheduler", "campaigns"),
     ApiRoute("campaigns/{campaign_id}/stats", ("GET",), "scheduler", "campaigns"),
     ApiRoute("settings/delivery", ("GET", "PUT"), "scheduler", "campaigns"),  # caps, holdout, time zone: the campaigns' policy
+    ApiRoute("subscription-groups", ("GET", "POST"), "profiles", "campaigns"),  # the lists campaigns send to
+    ApiRoute("subscription-groups/{group_id}", ("GET", "PATCH", "DELETE"), "profiles", "campaigns"),
+    ApiRoute("subscription-groups/{group_id}/archive", ("POST",), "profiles", "campaigns"),
+    ApiRoute("subscription-groups/{group_id}/unarchive", ("POST",), "profiles", "campaigns"),
     ApiRoute("channels", ("GET",), "dispatcher", "channels"),
     ApiRoute("channels/apns", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),
     ApiRoute("channels/fcm", ("GET", "PUT", "DELETE"), "dispatcher", "channels"),

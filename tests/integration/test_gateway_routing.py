@@ -511,6 +511,9 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("campaigns/{campaign_id}", "PATCH"): {"name": "stolen"},
     ("campaigns/{campaign_id}/duplicate", "POST"): {"name": "stolen"},
     ("campaigns/{campaign_id}/trigger", "POST"): {"audience": True},
+    ("users/{user_id}/subscriptions", "PUT"): {"email": {"state": "unsubscribed"}},
+    ("users/{user_id}/consents", "POST"): {"purpose": "marketing", "status": "withdrawn", "policy_version": "1"},
+    ("subscription-groups/{group_id}", "PATCH"): {"name": "stolen"},
 }
 # Routes without an id: what another workspace's key may do there acts on its own workspace only.
 EMPTY_ANSWERS = {"users/{user_id}/messages"}  # nobody's messages: an empty list, as for any unknown user
@@ -527,7 +530,14 @@ async def test_another_workspace_s_key_reaches_nothing_of_this_one_on_any_route(
     assert made.status_code == 201, made.text
     created = await herald.api.post("/api/v1/campaigns", json=campaign_body())
     assert created.status_code == 201, created.text
-    mine = {"user_id": ada, "segment_id": made.json()["id"], "campaign_id": created.json()["id"]}
+    listed = await herald.api.post("/api/v1/subscription-groups", json={"channel": "email", "name": "Digest"})
+    assert listed.status_code == 201, listed.text
+    gone = unique("gone")
+    await identified(herald, sessions, gone)
+    erased = await herald.api.delete(f"/api/v1/users/{gone}")  # an erasure of this workspace's, for erasures/{id}
+    assert erased.status_code == 202, erased.text
+    mine = {"user_id": ada, "segment_id": made.json()["id"], "campaign_id": created.json()["id"], "group_id": listed.json()["id"],
+            "erasure_id": erased.json()["erasure_id"]}
     own_key_id = (await herald.api.get("/api/v1/api-keys")).json()["api_keys"][0]["id"]
 
     other = await create_workspace(infra.database_url, "intruder")
@@ -540,6 +550,7 @@ async def test_another_workspace_s_key_reaches_nothing_of_this_one_on_any_route(
             lambda r: r.status_code == 200 and r.json()["user_ids"] == [] and r.json()["count"] == 0,
         ),
         ("devices/deactivate", "POST"): ({"token": token}, lambda r: r.status_code == 200 and r.json()["deactivated"] is False),
+        ("subscription-groups", "POST"): ({"channel": "email", "name": "Mine"}, lambda r: r.status_code == 201),
         ("channels/test", "POST"): (  # a test send to this workspace's user: nobody of its own
             {"channel": "email", "user_id": ada, "message": {"subject": "s", "body": "b"}}, lambda r: r.status_code == 404,
         ),
@@ -582,4 +593,7 @@ async def test_another_workspace_s_key_reaches_nothing_of_this_one_on_any_route(
     assert (campaign["name"], campaign["status"]) == ("Abandoned cart", "draft")
     profile = (await herald.api.get(f"/api/v1/users/{ada}")).json()
     assert [(d["push_token"], d["push_enabled"]) for d in profile["devices"]] == [(token, True)]
+    assert profile["subscriptions"] == {"email": None, "push": None, "sms": None, "groups": {}}
+    group = (await herald.api.get(f"/api/v1/subscription-groups/{mine['group_id']}")).json()
+    assert (group["name"], group["archived_at"]) == ("Digest", None)
     assert (await herald.api.get("/api/v1/api-keys")).json()["api_keys"][0]["revoked_at"] is None
