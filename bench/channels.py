@@ -98,7 +98,11 @@ async def raw_apns_rate(url: str, credentials: ApnsCredentials, tokens: list[str
     async with httpx.AsyncClient(http1=False, http2=True, timeout=30, trust_env=False) as client:
         async def worker(mine: range) -> None:
             for i in mine:
-                r = await client.post(f"{url}/3/device/{tokens[i % len(tokens)]}", content=bodies[i], headers=headers)
+                target = f"{url}/3/device/{tokens[i % len(tokens)]}"
+                try:
+                    r = await client.post(target, content=bodies[i], headers=headers)
+                except httpx.RemoteProtocolError:  # a GOAWAY retired the connection: again on a new one, as the dispatcher does
+                    r = await client.post(target, content=bodies[i], headers=headers)
                 if r.status_code != 200:
                     raise RuntimeError(f"the APNs sink answered {r.status_code} {r.text[:120]}")
 

@@ -533,7 +533,13 @@ class ApnsProvider:
         headers = {**request.headers, "authorization": f"bearer {self.provider_token(credentials)}",
                    "content-type": "application/json"}
         try:
-            response = await self._client(credentials).post(url, content=request.body, headers=headers)
+            try:
+                response = await self._client(credentials).post(url, content=request.body, headers=headers)
+            except httpx.RemoteProtocolError:
+                # The connection was closed under this request (an HTTP/2 GOAWAY, which APNs sends when it retires a
+                # connection): a stream the server had not begun was not processed, so it goes again at once, on a
+                # new connection, instead of waiting for a retry.
+                response = await self._client(credentials).post(url, content=request.body, headers=headers)
         except httpx.TransportError as exc:
             raise DeliveryError(f"APNs unreachable: {type(exc).__name__}", transient=True, code="provider_unreachable") from exc
         if response.status_code == 200:
