@@ -19,8 +19,8 @@ LookupBy = Annotated[Literal["user_id", "anonymous_id"], Query(description="what
 @users_router.get(
     "/{user_id}/export",
     response_class=StreamingResponse,
-    responses={200: {"description": "the person's data as one JSON document, streamed",
-                     "content": {"application/json": {"schema": UserExport.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+    responses={200: {"model": UserExport, "description": "the person's data as one JSON document, streamed",
+                     "content": {"application/json": {}}}},
 )
 async def export_user(
     user_id: str, workspace_id: WorkspaceId, session: Session, res: Res, by: LookupBy = "user_id"
