@@ -1379,6 +1379,8 @@ class SubscriptionChange(Contract):
     state: SubscriptionState
     source: str = Field(min_length=1, max_length=64)
     at: datetime
+    # Said on the `$subscription_changed` event besides channel/group, from, to and source (an SMS keyword, a number).
+    details: dict[str, str] = Field(default_factory=dict, max_length=8)
 
     @model_validator(mode="after")
     def _one_target(self) -> "SubscriptionChange":

@@ -153,7 +153,9 @@ async def sms_inbound(body: SmsInbound, request: Request, workspace_id: Workspac
     dispatcher: service.Dispatcher | None = getattr(request.app.state, "dispatcher", None)
     outbox = dispatcher.outbox if dispatcher is not None else Outbox(models.outbox)
     try:
-        answer, staged = await service.receive_sms(session, outbox, get_settings(), workspace_id, body)
+        answer, staged = await service.receive_sms(
+            session, outbox, get_settings(), workspace_id, body, dispatcher.nc if dispatcher is not None else None
+        )
     except service.InboundRefused as exc:
         raise Forbidden(str(exc), error="bad_signature") from None
     await session.commit()

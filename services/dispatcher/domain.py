@@ -21,12 +21,14 @@ import phonenumbers
 
 from kernel import signing
 from kernel.contracts import (
+    SUBSCRIPTION_CHANNELS,
     EmailContent,
     IosPush,
     ProfileSnapshot,
     PushContent,
     SendRequested,
     SmsContent,
+    SubscriptionsSnapshot,
     WebhookContent,
 )
 from services import templates
@@ -824,3 +826,29 @@ def twilio_signature(auth_token: str, url: str, params: list[tuple[str, str]]) -
     every parameter's name and value, sorted by name."""
     signed = url + "".join(f"{name}{value}" for name, value in sorted(params, key=lambda p: p[0]))
     return base64.b64encode(hmac.digest(auth_token.encode(), signed.encode(), "sha1")).decode()
+
+
+# --- subscriptions: the first rule of the send policy (docs/subscriptions.md) -------------------
+
+
+def subscription_refusal(
+    channel: str, subscriptions: SubscriptionsSnapshot, transactional: bool, group_id: str | None
+) -> tuple[str, str] | None:
+    """Why a send must not go out under the user's subscription states, as (code, reason); None: it may go.
+
+    A marketing send needs its channel not `unsubscribed` (`subscribed`, `opted_in` or never set all send, as
+    Braze's default for email) and, when its campaign names a subscription group, the user `subscribed` to it.
+    A transactional send ignores both, except an explicit unsubscribe from its campaign's group. Channels with
+    no subscription (webhook, in-app) are never refused here.
+    """
+    entry = subscriptions.groups.get(group_id) if group_id else None
+    if entry is not None and entry.state == "unsubscribed":
+        return "left_group", f"the user left subscription group {group_id} ({entry.source}, {entry.at:%Y-%m-%d %H:%M} UTC)"
+    if transactional:
+        return None
+    if group_id and entry is None:
+        return "not_in_group", f"the user never joined subscription group {group_id}"
+    held = getattr(subscriptions, channel, None) if channel in SUBSCRIPTION_CHANNELS else None
+    if held is not None and held.state == "unsubscribed":
+        return "unsubscribed", f"the user unsubscribed from {channel} ({held.source}, {held.at:%Y-%m-%d %H:%M} UTC)"
+    return None

@@ -308,6 +308,15 @@ async def _address_context(
     )
 
 
+def subscription_check(send: SendRequested, profile: ProfileSnapshot) -> Result | None:
+    """The send policy's first rule, before anything is rendered: skipped, with why, when the user's subscription
+    states refuse it (domain.subscription_refusal); None when it may go on."""
+    refusal = domain.subscription_refusal(
+        send.channel, profile.subscriptions, send.transactional, send.subscription_group_id
+    )
+    return Result("skipped", *refusal) if refusal is not None else None
+
+
 async def _attempt_safely(
     d: Dispatcher,
     claimed: Claimed,
@@ -321,6 +330,8 @@ async def _attempt_safely(
     profile = profiles[(send.workspace_id, send.profile_id)]
     if isinstance(profile, Exception):
         return Result("retry", "profile_unavailable", f"profile lookup failed: {type(profile).__name__}")
+    if (refused := subscription_check(send, profile)) is not None:
+        return refused
     try:
         async with asyncio.timeout(d.settings.attempt_timeout_seconds):
             if send.channel == "push":
@@ -892,15 +903,36 @@ class InboundAnswer:
     user_id: str | None
 
 
+async def _sms_subscription(
+    nc: NATS, workspace_id: str, user_id: str, subscribed: bool, word: str, number: str, now: datetime
+) -> bool:
+    """Set the user's sms subscription for a STOP or START texted back; False when the profiles service could not."""
+    change = SubscriptionChange(
+        workspace_id=workspace_id, user_id=user_id, channel="sms", state="subscribed" if subscribed else "unsubscribed",
+        source="sms", at=now, details={"keyword": word, "phone": number},
+    )
+    try:
+        answer = await bus.request(nc, SUBSCRIPTION_SUBJECT, change, SubscriptionSet, timeout=3.0)
+    except Exception as exc:
+        log.warning("sms_subscription_unavailable", workspace_id=workspace_id, error=type(exc).__name__)
+        return False
+    if answer.current is None:
+        log.warning("sms_subscription_not_set", workspace_id=workspace_id, error=answer.error)
+    return answer.current is not None
+
+
 HELP_REPLY = "Reply STOP to stop receiving texts, START to receive them again. Msg&data rates may apply."
 
 
 async def receive_sms(
-    session: AsyncSession, outbox: Outbox, settings: DispatcherSettings, workspace_id: str, inbound: SmsInbound
+    session: AsyncSession, outbox: Outbox, settings: DispatcherSettings, workspace_id: str, inbound: SmsInbound,
+    nc: NATS | None = None,
 ) -> tuple[InboundAnswer, list[int]]:
     """An incoming text, checked against the signature of the workspace's Twilio account that it names: STOP
-    suppresses the number, START lifts that, and either is a `$subscription_changed` event (channel sms) on the
-    timeline of the user last texted at that number; HELP is a `$sms_help` event and gets the help reply.
+    suppresses the number, START lifts that, and either sets the sms subscription of the user last texted at that
+    number through the profiles service (rpc.profiles.set_subscription, source "sms"), which puts the
+    `$subscription_changed` event on the timeline; if it cannot be reached the event is put there from here, and
+    the number's suppression still holds. HELP is a `$sms_help` event and gets the help reply.
 
     Returns the answer and the outbox ids to publish after commit. InboundRefused when the signature is not the
     account's.
@@ -938,6 +970,9 @@ async def receive_sms(
         await repository.unsuppress(session, workspace_id, "sms", number.lower())
     user_id = await repository.last_user_texted(session, workspace_id, number)
     staged: list[int] = []
+    if user_id is not None and kind != "help" and nc is not None:
+        if await _sms_subscription(nc, workspace_id, user_id, kind == "start", word, number, now):
+            return InboundAnswer(kind, None, user_id), []
     if user_id is not None:
         properties: dict[str, Any] = {"channel": "sms", "keyword": word, "phone": number}
         if kind != "help":

@@ -15,12 +15,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
-from kernel.contracts import SUBSCRIPTION_SUBJECT, SubscriptionChange, SubscriptionSet
+from kernel.contracts import SUBSCRIPTION_SUBJECT, SendRequested, SubscriptionChange, SubscriptionSet
 from kernel.db import unit_of_work
 from services.profiles.app import build
 from services.profiles.config import get_settings
+from services.profiles.subscriptions import service as subscriptions
 from tests.conftest import eventually
-from tests.integration.helpers import running
+from tests.integration.helpers import person, running
+from tests.integration.test_dispatch_delivery import a_send, delivery, dispatcher, handle, responder, smtp  # noqa: F401
 from tests.integration.test_profile_updates import T0, apply, event
 
 IDENTIFY = "identify"
@@ -268,3 +270,56 @@ async def test_unknown_users_and_groups_and_other_workspaces_are_404(
     assert (await api.delete(f"/api/v1/subscription-groups/{theirs}")).status_code == 404
     r = await api.put("/api/v1/users/ivy/subscriptions", json={"groups": {theirs: {"state": "subscribed"}}})
     assert r.status_code == 404
+
+
+# --- the dispatcher's rule: a send the user's states refuse is skipped before it is rendered ---------------------
+
+
+async def _set(sessions: async_sessionmaker[AsyncSession], workspace_id: str, profile_id: str, **what: Any) -> None:
+    async with unit_of_work(sessions) as s:
+        answer, _ = await subscriptions.set_from_request(s, SubscriptionChange(
+            workspace_id=workspace_id, profile_id=profile_id, source="api", at=T0, **what,
+        ))
+    assert answer.current is not None, answer
+
+
+async def test_the_dispatcher_skips_what_the_user_left_and_a_transactional_send_only_ignores_marketing_state(
+    dispatcher: Any, responder: None, smtp: Any, sessions: async_sessionmaker[AsyncSession], nc: NATS, workspace_id: str,  # noqa: F811
+) -> None:
+    outcomes = await nc.jetstream().subscribe(f"events.{workspace_id}.track", ordered_consumer=True)
+    async with unit_of_work(sessions) as s:
+        digest = (await subscriptions.create_group(s, workspace_id, "email", "Weekly digest", None)).group_id
+    left = await person(sessions, workspace_id, {"email": "left@example.com"})
+    never = await person(sessions, workspace_id, {"email": "never@example.com"})
+    member = await person(sessions, workspace_id, {"email": "member@example.com"})
+    await _set(sessions, workspace_id, left, channel="email", state="unsubscribed")
+    await _set(sessions, workspace_id, left, group_id=digest, state="unsubscribed")
+    await _set(sessions, workspace_id, member, channel="email", state="opted_in")
+    await _set(sessions, workspace_id, member, group_id=digest, state="subscribed")
+    message = {"subject": "Hi", "body": "News."}
+
+    def send(profile_id: str, transactional: bool = False, group: str | None = None) -> SendRequested:
+        return a_send(workspace_id, profile_id, "email", message).model_copy(
+            update={"transactional": transactional, "subscription_group_id": group}
+        )
+
+    cases = {
+        "left marketing": (send(left), ("skipped", "unsubscribed")),
+        "left transactional": (send(left, transactional=True), ("sent", "ok")),
+        "left its group, transactional": (send(left, transactional=True, group=digest), ("skipped", "left_group")),
+        "never joined the group": (send(never, group=digest), ("skipped", "not_in_group")),
+        "never joined, transactional": (send(never, transactional=True, group=digest), ("sent", "ok")),
+        "no state: sendable": (send(never), ("sent", "ok")),
+        "opted in and in the group": (send(member, group=digest), ("sent", "ok")),
+    }
+    await handle(dispatcher, *(s for s, _ in cases.values()))
+    for name, (sent, expected) in cases.items():
+        row = await delivery(sessions, sent.send_id)
+        assert (row.status, row.reason_code) == expected, name
+    skipped = await delivery(sessions, cases["left its group, transactional"][0].send_id)
+    assert skipped.reason is not None and digest in skipped.reason and "api" in skipped.reason
+    emailed = sorted(e["send_id"] for e in smtp.catcher.emails)
+    assert emailed == sorted(s.send_id for s, (status, _) in cases.values() if status == "sent")
+    events = [orjson.loads((await outcomes.next_msg(timeout=5)).data) for _ in range(3 + 4 * 2)]  # skipped once, sent twice
+    reasons = sorted(e["properties"]["reason_code"] for e in events if e["event"] == "$message_skipped")
+    assert reasons == ["left_group", "not_in_group", "unsubscribed"]

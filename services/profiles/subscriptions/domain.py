@@ -8,7 +8,7 @@ and a change older than the one held is not applied (and not announced).
 """
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -64,6 +64,7 @@ class Requested:
 
     key: str
     entry: SubscriptionEntry
+    details: dict[str, str] = field(default_factory=dict)  # more to say on the event (an SMS keyword)
 
 
 def trait_changes(traits: dict[str, Any], at: datetime) -> tuple[list[Requested], list[str]]:
@@ -136,10 +137,12 @@ def change_event(
     after: SubscriptionEntry,
     received_at: datetime,
     group_channel: str | None = None,
+    details: dict[str, str] | None = None,
 ) -> Event:
     """The `$subscription_changed` event a change puts on the user's timeline (its id is the change's own, so an
     announcement published twice is stored once)."""
     properties: dict[str, Any] = {
+        **(details or {}),
         "from": before.state if before else None,
         "to": after.state,
         "source": after.source,

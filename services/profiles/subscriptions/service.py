@@ -70,7 +70,8 @@ async def apply(
     now: datetime,
 ) -> tuple[list[Outcome], list[int]]:
     """Apply changes to one (locked) profile in order, the newest of each key winning; stage an event per change
-    that won. Returns each change's outcome and the outbox ids to publish after commit."""
+    that won and moved the state (a newer entry with the same state only updates when and where from). Returns each
+    change's outcome and the outbox ids to publish after commit."""
     held = (await repository.states_of(session, workspace_id, [profile_id])).get(profile_id, {})
     outcomes: list[Outcome] = []
     events: list[Event] = []
@@ -80,9 +81,11 @@ async def apply(
         if domain.wins(change.entry, before):
             held[change.key] = writes[change.key] = change.entry
             group = groups.get(change.key)
-            events.append(domain.change_event(
-                workspace_id, profile_id, who, change.key, before, change.entry, now, group.channel if group else None
-            ))
+            if before is None or before.state != change.entry.state:
+                events.append(domain.change_event(
+                    workspace_id, profile_id, who, change.key, before, change.entry, now,
+                    group.channel if group else None, change.details,
+                ))
             outcomes.append(Outcome(change.key, change.entry, True))
         else:
             outcomes.append(Outcome(change.key, held[change.key], False))
@@ -181,7 +184,8 @@ async def set_from_request(session: AsyncSession, change: SubscriptionChange) ->
     await _lock_profile(session, ws, profile.profile_id)
     who = await speaker(session, ws, profile.profile_id, profile.user_id)
     entry = SubscriptionEntry(state=change.state, at=change.at, source=change.source)
-    outcomes, staged = await apply(session, ws, profile.profile_id, who, [Requested(key, entry)], groups, datetime.now(UTC))
+    requested = Requested(key, entry, dict(change.details))
+    outcomes, staged = await apply(session, ws, profile.profile_id, who, [requested], groups, datetime.now(UTC))
     return SubscriptionSet(profile_id=profile.profile_id, changed=outcomes[0].changed, current=outcomes[0].current), staged
 
 
