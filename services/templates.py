@@ -267,6 +267,29 @@ def problems(source: str) -> list[str]:
     return found
 
 
+@lru_cache(maxsize=4096)
+def user_parts(sources: tuple[str, ...]) -> frozenset[str]:
+    """The fields of `user` these templates read (`traits`, `attributes`, `devices`, `computed`), all of them
+    when one reads `user` whole or by a computed key; analysed once per distinct set of templates.
+
+    The dispatcher asks the profiles service for these parts only: devices and computed values cost reads
+    that traits do not. Text that is not a valid template reads nothing (the render will say why)."""
+    found: set[str] = set()
+    for source in sources:
+        if "user" not in source:
+            continue
+        try:
+            analysis = parse(source).analyze(include_partials=False)
+        except TemplateError:
+            continue
+        for use in analysis.globals.get("user", []):
+            field = use.segments[1] if len(use.segments) > 1 else None
+            if not isinstance(field, str) or field in LIQUID_PROPERTIES:
+                return frozenset(TEMPLATE_FIELDS["user"])
+            found.add(field)
+    return frozenset(found)
+
+
 def _unknown_variables(globals_: Mapping[str, list[Variable]], source: str) -> list[str]:
     """A variable whose root is none of TEMPLATE_ROOTS (`usr.traits`), or whose field is none of its root's
     (`user.trait`), once per name, where it first appears: it would render as nothing for every user."""

@@ -11,6 +11,7 @@ never recorded (its worker died) is judged `unknown`, never resent: the provider
 import asyncio
 import hmac
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -20,14 +21,16 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
 from kernel.contracts import (
     CONTENT_BY_CHANNEL,
+    DEFAULT_SNAPSHOT_PARTS,
     FINAL_DELIVERY_STATUSES,
     PROFILE_QUERY_SUBJECT,
+    SNAPSHOT_PARTS,
     SUBSCRIPTION_CHANNELS,
     SUBSCRIPTION_SUBJECT,
     TOKEN_DEACTIVATION_SUBJECT,
@@ -35,6 +38,7 @@ from kernel.contracts import (
     ProfileQuery,
     ProfileSnapshot,
     SendRequested,
+    SnapshotPart,
     SubscriptionChange,
     SubscriptionSet,
     TokenDeactivated,
@@ -44,6 +48,7 @@ from kernel.db import unit_of_work
 from kernel.errors import Conflict, NotFound, Unavailable, Unprocessable
 from kernel.logging import bind_correlation_id
 from kernel.outbox import Outbox
+from services import templates
 from services.dispatcher import credentials, domain, repository
 from services.dispatcher.config import DispatcherSettings
 from services.dispatcher.credentials import SecretBox
@@ -216,7 +221,7 @@ async def deliver(d: Dispatcher, claimed: list[Claimed]) -> list[Delivery]:
     """Attempt each claimed send concurrently, each on its own, then record every outcome at once."""
     if not claimed:
         return []
-    profiles = await _profiles(d.nc, {(c.send.workspace_id, c.send.profile_id) for c in claimed})
+    profiles = await _profiles(d.nc, _profile_parts([c.send for c in claimed]))
     pushes = [c.send for c in claimed if c.send.channel == "push"]
     push_context = await _push_context(d, pushes) if pushes else None
     addressed = [c.send for c in claimed if c.send.channel in ADDRESSED_CHANNELS]
@@ -237,18 +242,54 @@ async def deliver(d: Dispatcher, claimed: list[Claimed]) -> list[Delivery]:
     return recorded
 
 
-async def _profiles(nc: NATS, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ProfileSnapshot | Exception]:
-    """Each profile's snapshot from the profiles service, asked concurrently, or why it could not be had."""
+# What every snapshot holds: the traits (addresses: email, phone) and the subscriptions (the send policy).
+ALWAYS_ASKED: frozenset[SnapshotPart] = frozenset(DEFAULT_SNAPSHOT_PARTS)
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every text of a message (its templates), however deep in the content it is."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, BaseModel):
+        for item in value.__dict__.values():
+            yield from _texts(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _texts(item)
+
+
+def _profile_parts(sends: list[SendRequested]) -> dict[tuple[str, str], frozenset[SnapshotPart]]:
+    """The parts of each profile's snapshot these sends render with: what is always needed, and what their
+    templates read of `user` (analysed once per distinct message, templates.user_parts)."""
+    wanted: dict[tuple[str, str], frozenset[SnapshotPart]] = {}
+    for send in sends:
+        read = templates.user_parts(tuple(_texts(send.message)))
+        parts = ALWAYS_ASKED.union(p for p in SNAPSHOT_PARTS if p in read)
+        key = (send.workspace_id, send.profile_id)
+        wanted[key] = wanted[key] | parts if key in wanted else parts
+    return wanted
+
+
+async def _profiles(
+    nc: NATS, wanted: dict[tuple[str, str], frozenset[SnapshotPart]]
+) -> dict[tuple[str, str], ProfileSnapshot | Exception]:
+    """Each profile's snapshot from the profiles service, with the parts asked, concurrently, or why it could not be had.
+
+    Devices and computed values cost the profiles service reads that traits do not, so only what a
+    message's templates read is asked for (every part, it cut dispatch by a fifth)."""
 
     async def one(workspace_id: str, profile_id: str) -> ProfileSnapshot | Exception:
+        query = ProfileQuery(workspace_id=workspace_id, profile_id=profile_id,
+                             parts=sorted(wanted[(workspace_id, profile_id)]))
         try:
-            return await bus.request(
-                nc, PROFILE_QUERY_SUBJECT, ProfileQuery(workspace_id=workspace_id, profile_id=profile_id), ProfileSnapshot
-            )
+            return await bus.request(nc, PROFILE_QUERY_SUBJECT, query, ProfileSnapshot)
         except Exception as exc:
             return exc
 
-    ordered = sorted(keys)
+    ordered = sorted(wanted)
     return dict(zip(ordered, await asyncio.gather(*(one(*key) for key in ordered)), strict=True))
 
 
@@ -1095,7 +1136,7 @@ async def test_send(d: Dispatcher, workspace_id: str, body: TestSendIn) -> Resul
         profile_id=profile_id, user_id=body.user_id, message=content, requested_at=now,
     )
     if body.user_id is not None:
-        profiles = await _profiles(d.nc, {(workspace_id, profile_id)})
+        profiles = await _profiles(d.nc, _profile_parts([send]))
     else:
         trait = {"email": "email", "sms": "phone"}.get(body.channel)
         profiles = {(workspace_id, profile_id): ProfileSnapshot(profile_id=profile_id, traits={trait: body.address} if trait else {})}

@@ -359,3 +359,32 @@ async def test_outcome_events_left_behind_by_a_failed_publish_are_drained(sessio
         stop.set()
         await drain
     assert event["event"] == "$message_skipped" and event["properties"]["send_id"] == send.send_id
+
+
+async def test_templates_see_attributes_devices_and_computed_values_and_only_what_they_read_is_asked(  # type: ignore[no-untyped-def]
+    dispatcher, responder, hook, sessions, workspace_id
+) -> None:
+    from kernel.contracts import Event
+    from services.profiles import service as profiles
+
+    receiver, url = hook
+    receiver.failures = 0
+    phone = {"device": {"id": "d-ada", "type": "ios", "model": "iPhone15,2"}, "os": {"name": "iOS", "version": "18.1"},
+             "locale": "de-DE", "app": {"name": "Shop", "version": "3.2.0"}}
+    async with unit_of_work(sessions) as s:
+        [applied] = await profiles.apply_events(s, [Event.model_validate({
+            "workspace_id": workspace_id, "message_id": uuid.uuid4().hex, "type": "track", "event": "Application Opened",
+            "user_id": "ada", "context": phone, "timestamp": NOW, "received_at": NOW})])
+    profile_id = applied.resolved.profile_id
+    rich = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {
+        "language": "{{ user.attributes.language }}",
+        "phones": "{% for d in user.devices %}{{ d.model }}{% endfor %}",
+        "sessions": "{{ user.computed.sessions.count }}"}})
+    plain = a_send(workspace_id, profile_id, "webhook", {"url": url, "body": {"hi": "{{ user.traits.plan | default: 'x' }}"}})
+
+    assert service._profile_parts([plain]) == {(workspace_id, profile_id): frozenset({"traits", "subscriptions"})}
+    assert service._profile_parts([rich])[(workspace_id, profile_id)] == frozenset(
+        {"traits", "subscriptions", "attributes", "devices", "computed"})
+    await handle(dispatcher, rich)
+    assert (await delivery(sessions, rich.send_id)).status == "sent"
+    assert receiver.calls[-1]["body"] == {"language": "de", "phones": "iPhone15,2", "sessions": "1"}
