@@ -22,12 +22,15 @@ from kernel.contracts import ERASED_PROFILE_ID, ERASURE_CONSUMERS, Event
 from kernel.db import unit_of_work
 from services.dispatcher.app import build as build_dispatcher
 from services.dispatcher.config import get_settings as dispatcher_settings
+from services.dispatcher.inbox.models import InboxMessage
 from services.dispatcher.models import Delivery
 from services.profiles.app import build as build_profiles
 from services.profiles.config import get_settings as profiles_settings
 from services.scheduler.app import build as build_scheduler
 from services.scheduler.config import get_settings as scheduler_settings
+from services.scheduler.delivery.models import CapLedger
 from services.scheduler.models import ScheduledSend
+from services.scheduler.results.models import Conversion
 from services.segmenter.app import build as build_segmenter
 from services.segmenter.config import get_settings as segmenter_settings
 from services.segmenter.models import Membership, Segment
@@ -106,6 +109,13 @@ async def test_an_erasure_removes_the_person_everywhere_within_a_minute_and_keep
                 user_id=user_id, channel="email", status=status, trigger={"name": "Order Completed", "properties": {"total": 20}},
                 triggered_at=T0, due_at=NOW + timedelta(hours=1),
             ))
+        sent = f"snd_requested_{workspace_id}"
+        s.add(CapLedger(send_id=sent, workspace_id=workspace_id, profile_id=pid, campaign_id="cmp_1", channel="email", sent_at=T0))
+        s.add(Conversion(campaign_id="cmp_1", profile_id=pid, workspace_id=workspace_id, user_id=user_id, send_id=sent,
+                         message_id="order-1", opened_at=T0, converted_at=T0))
+        s.add(InboxMessage(send_id=f"snd_inbox_{workspace_id}", workspace_id=workspace_id, profile_id=pid, user_id=user_id,
+                           campaign_id="cmp_2", channel="content_card", content={"title": "Hi Ada"}, sent_at=T0,
+                           expires_at=NOW + timedelta(days=1)))
         await s.execute(insert(Delivery).values(
             send_id=f"snd_requested_{workspace_id}", workspace_id=workspace_id, campaign_id="cmp_1", profile_id=pid,
             user_id=user_id, channel="email", status="sent", attempts=1, recipient="ada@example.com",
@@ -130,8 +140,8 @@ async def test_an_erasure_removes_the_person_everywhere_within_a_minute_and_keep
     names = 1 + len(profile["aliases"]) + len(profile["anonymous_ids"])  # ada, anon-web, anon-phone, ...
     assert parts["profiles"]["devices"] == 1 and parts["profiles"]["tombstones"] == names
     assert parts["segmenter"] == {"memberships": 1}
-    assert parts["scheduler"] == {"sends_cancelled": 1, "sends_anonymized": 2}
-    assert parts["dispatcher"]["deliveries_anonymized"] == 1
+    assert parts["scheduler"] == {"sends_cancelled": 1, "sends_anonymized": 2, "cap_counts": 1, "conversions_anonymized": 1}
+    assert parts["dispatcher"]["deliveries_anonymized"] == 1 and parts["dispatcher"]["inbox_messages"] == 1
 
     assert (await profiles.get(f"/api/v1/users/{user_id}")).status_code == 404
     assert (await profiles.get("/api/v1/users/anon-web", params={"by": "anonymous_id"})).status_code == 404
@@ -148,6 +158,10 @@ async def test_an_erasure_removes_the_person_everywhere_within_a_minute_and_keep
         assert (delivery.status, delivery.campaign_id, delivery.channel) == ("sent", "cmp_1", "email")  # still counted
         assert (delivery.profile_id, delivery.user_id, delivery.recipient, delivery.subject, delivery.request,
                 delivery.provider_response) == (ERASED_PROFILE_ID, None, None, None, None, None)
+        [conversion] = (await s.scalars(select(Conversion).where(Conversion.workspace_id == workspace_id))).all()
+        assert (conversion.profile_id, conversion.user_id, conversion.message_id) == (f"{ERASED_PROFILE_ID}:{sent}", None, "")
+        for model in (CapLedger, InboxMessage):
+            assert await s.scalar(select(func.count()).select_from(model).where(model.workspace_id == workspace_id)) == 0
         stored = await s.scalar(text("SELECT count(*) FROM profiles.tombstones WHERE workspace_id = :ws"), {"ws": workspace_id})
         assert stored == names
         digests = (await s.scalars(text("SELECT digest FROM profiles.tombstones WHERE workspace_id = :ws"), {"ws": workspace_id})).all()

@@ -12,13 +12,15 @@ from kernel.contracts import (
     ErasureRequested,
     PersonalDataQuery,
 )
+from services.dispatcher.inbox.models import InboxMessage
 from services.dispatcher.models import Delivery, PushAttempt
 
 ERASED = "erased"  # the reason code of a delivery an erasure stopped
 
 
 async def erase(session: AsyncSession, request: ErasureRequested) -> dict[str, int]:
-    """Stop the person's unfinished deliveries, drop their per-device attempts, and anonymize every row.
+    """Stop the person's unfinished deliveries, drop their per-device attempts and inbox messages (rendered for
+    them), and anonymize every delivery.
 
     What stays of a delivery is its send id, campaign, channel, status, reason code, attempts and
     times: enough for a campaign's counts, nothing that says who it was for or what it said.
@@ -39,7 +41,13 @@ async def erase(session: AsyncSession, request: ErasureRequested) -> dict[str, i
             provider_response=None, reason=None, updated_at=func.now(),
         )
     )
+    inbox = await session.execute(
+        delete(InboxMessage).where(
+            InboxMessage.workspace_id == request.workspace_id, InboxMessage.profile_id.in_(request.profile_ids)
+        )
+    )
     return {
+        "inbox_messages": int(inbox.rowcount or 0),  # type: ignore[attr-defined]
         "deliveries_stopped": int(stopped.rowcount or 0),  # type: ignore[attr-defined]
         "push_attempts": int(attempts.rowcount or 0),  # type: ignore[attr-defined]
         "deliveries_anonymized": int(anonymized.rowcount or 0),  # type: ignore[attr-defined]
