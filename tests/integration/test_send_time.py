@@ -15,9 +15,12 @@ from kernel.contracts import Event, ResolvedEvent
 from kernel.db import unit_of_work
 from services.profiles.models import Profile, StoredEvent
 from services.scheduler import service
+from services.scheduler.app import build as build_scheduler
+from services.scheduler.config import get_settings as scheduler_settings
 from services.scheduler.models import Campaign, Occurrence, ScheduledSend
 from services.scheduler.timing import domain
 from services.scheduler.timing import service as timing
+from tests.integration.helpers import running
 from tests.unit.test_send_time import history
 
 EARLIEST = datetime(2026, 12, 8, 8, 10, tzinfo=UTC)  # a Tuesday
@@ -160,3 +163,14 @@ async def test_a_scheduled_occurrence_sends_each_user_at_their_best_hour(
                          wall_at=wall, due_at=EARLIEST, status="pending"))
     assert await service.decide_due_occurrences(sessions, EARLIEST, workspace_id) == len(USERS)
     assert await due_times(sessions, campaign_id) == expected(EARLIEST)
+
+
+async def test_intelligent_timing_is_a_campaign_delivery_option(workspace_id: str, infra: Any) -> None:
+    async with running(build_scheduler, scheduler_settings, workspace_id) as api:
+        body = {"name": "Back in stock", "channel": "email", "trigger": {"event": "Product Viewed"}, "delay_seconds": 3600,
+                "delivery": {"intelligent_timing": True}, "message": {"subject": "Back", "body": "In stock again"}}
+        r = await api.post("/api/v1/campaigns", json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["delivery"] == {"intelligent_timing": True}
+        r = await api.post("/api/v1/campaigns", json=body | {"delivery": {"intelligent_timing": "sometimes"}})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-2:] == ["delivery", "intelligent_timing"], r.text

@@ -116,6 +116,9 @@ class DeliveryIn(BaseModel):
     rate_per_minute: int | None = Field(
         default=None, ge=1, le=1_000_000, description="at most this many sends a minute; the rest wait (never dropped)"
     )
+    intelligent_timing: bool | None = Field(  # None (not given) keeps the stored delivery as it was written
+        default=None, description="send each user's message at their best local hour within 24 h (docs/experiments.md)"
+    )
 
 
 class VariantIn(BaseModel):
