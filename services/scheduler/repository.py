@@ -111,20 +111,28 @@ async def cancel_pending(
 
 async def claim_due(session: AsyncSession, limit: int, now: datetime | None = None) -> list[tuple[ScheduledSend, Campaign]]:
     """Claim sends of active campaigns due by `now` (default: the database's clock); other replicas skip the rows
-    this one locked."""
-    rows = await session.execute(
-        select(ScheduledSend, Campaign)
-        .join(Campaign, Campaign.id == ScheduledSend.campaign_id)
+    this one locked.
+
+    The campaign is an EXISTS, not a join: PostgreSQL then walks `sends_due` in due order and stops at `limit`
+    (a join hashed every scheduled send and sorted them: 14 ms for 8,000, linear in the backlog).
+    """
+    active = select(Campaign.id).where(Campaign.id == ScheduledSend.campaign_id, Campaign.status == "active").exists()
+    sends = list(await session.scalars(
+        select(ScheduledSend)
         .where(
             ScheduledSend.status == "scheduled",
             ScheduledSend.due_at <= (func.now() if now is None else literal(now, DateTime(timezone=True))),
-            Campaign.status == "active",
+            active,
         )
         .order_by(ScheduledSend.due_at)
         .limit(limit)
-        .with_for_update(of=ScheduledSend, skip_locked=True)
-    )
-    return [(r[0], r[1]) for r in rows]
+        .with_for_update(skip_locked=True)
+    ))
+    if not sends:
+        return []
+    ids = {s.campaign_id for s in sends}
+    campaigns = {c.id: c for c in await session.scalars(select(Campaign).where(Campaign.id.in_(ids)))}
+    return [(s, campaigns[s.campaign_id]) for s in sends if s.campaign_id in campaigns]
 
 
 async def exception_performed(
