@@ -21,8 +21,9 @@ import nats
 import orjson
 from nats.js.api import StreamConfig
 
-from bench.channels import channels
 from bench.campaigns import scheduled_campaign
+from bench.caps import frequency_caps
+from bench.channels import channels
 from bench.harness import FAILED, Env, Figure, RssSampler, parse_only_server
 from herald.stack import set_rate_limits
 from kernel.contracts import SendRequested, send_subject
@@ -926,7 +927,7 @@ def failed(name: str, exc: BaseException) -> Figure:
 LABELS = {
     "ingest": "1. Ingest", "profiles": "2. Event → profile", "trigger": "3. Trigger latency", "segments": "4. Segments",
     "dispatch": "5. Dispatch", "fairness": "7. Fairness", "scheduled": "8. Scheduled campaign",
-    "channels": "9. Channels",
+    "channels": "9. Channels", "caps": "10. Frequency caps",
 }
 SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] = {
     "ingest": ingest,
@@ -935,6 +936,7 @@ SCENARIOS: dict[str, Callable[[Env, Size, Progress], Awaitable[list[Figure]]]] =
     "segments": segments,
     "dispatch": dispatch,
     "fairness": fairness,
-    "scheduled": scheduled_campaign,
     "channels": channels,
+    "scheduled": scheduled_campaign,
+    "caps": frequency_caps,
 }
