@@ -1513,6 +1513,7 @@ class PersonalDataQuery(Contract):
 
     workspace_id: str
     profile_ids: list[str]
+    part: str = ""  # which of the service's parts (empty: its main one)
     after: str | None = None
     limit: int = Field(500, ge=1, le=1000)
 
@@ -1551,6 +1552,40 @@ class DeliveryRecord(Contract):
     provider_response: str | None = None
     created_at: datetime
     sent_at: datetime | None = None
+
+
+class ConversionRecord(Contract):
+    """A campaign goal the person reached after a send."""
+
+    campaign_id: str
+    send_id: str
+    variant: str | None = None
+    message_id: str
+    converted_at: datetime
+
+
+class InboxRecord(Contract):
+    """An in-app message or content card rendered for the person."""
+
+    send_id: str
+    campaign_id: str
+    channel: str
+    content: dict[str, Any] = Field(default_factory=dict)
+    sent_at: datetime
+    expires_at: datetime
+    viewed_at: datetime | None = None
+    clicked_at: datetime | None = None
+    dismissed_at: datetime | None = None
+
+
+class ConversionPage(Contract):
+    records: list[ConversionRecord]
+    after: str | None = None
+
+
+class InboxPage(Contract):
+    records: list[InboxRecord]
+    after: str | None = None
 
 
 class MembershipPage(Contract):

@@ -31,6 +31,7 @@ from kernel.contracts import Event
 from kernel.db import unit_of_work
 from services.dispatcher.app import build as build_dispatcher
 from services.dispatcher.config import get_settings as dispatcher_settings
+from services.dispatcher.inbox.models import InboxMessage
 from services.dispatcher.models import Delivery
 from services.profiles.app import build as build_profiles
 from services.profiles.config import get_settings as profiles_settings
@@ -39,6 +40,7 @@ from services.profiles.repository import get_profile
 from services.scheduler.app import build as build_scheduler
 from services.scheduler.config import get_settings as scheduler_settings
 from services.scheduler.models import ScheduledSend
+from services.scheduler.results.models import Conversion
 from services.segmenter.app import build as build_segmenter
 from services.segmenter.config import get_settings as segmenter_settings
 from services.segmenter.models import Membership, Segment
@@ -92,6 +94,11 @@ async def a_person(profiles: httpx.AsyncClient, nc: NATS, sessions: async_sessio
             send_id=f"snd_{workspace_id}", workspace_id=workspace_id, campaign_id="cmp_1", profile_id=pid, user_id="ada",
             channel="email", status="sent", attempts=1, recipient="ada@example.com", subject="Level 7!",
         ))
+        s.add(Conversion(campaign_id="cmp_1", profile_id=pid, workspace_id=workspace_id, user_id="ada",
+                         send_id=f"snd_{workspace_id}", message_id="order-1", opened_at=T0, converted_at=T0))
+        s.add(InboxMessage(send_id=f"snd_card_{workspace_id}", workspace_id=workspace_id, profile_id=pid, user_id="ada",
+                           campaign_id="cmp_2", channel="content_card", content={"title": "Hi Ada"}, sent_at=T0,
+                           expires_at=T0 + timedelta(days=30)))
     return ada
 
 
@@ -113,6 +120,8 @@ async def test_the_export_holds_everything_herald_keeps_on_the_person(
     assert [(m["segment_id"], m["segment_name"]) for m in doc["memberships"]] == [(f"seg_{workspace_id}", "Players")]
     assert [(s["send_id"], s["status"]) for s in doc["sends"]] == [(f"snd_{workspace_id}", "requested")]
     assert [(d["recipient"], d["subject"]) for d in doc["deliveries"]] == [("ada@example.com", "Level 7!")]
+    assert [(c["campaign_id"], c["message_id"]) for c in doc["conversions"]] == [("cmp_1", "order-1")]
+    assert [m["content"] for m in doc["inbox_messages"]] == [{"title": "Hi Ada"}]
     assert doc["incomplete"] == []
     for table in ("devices", "events"):  # shown in their own sections, not again as tables
         assert not isinstance(doc.get(table), dict)
@@ -120,7 +129,7 @@ async def test_the_export_holds_everything_herald_keeps_on_the_person(
     # Without the other services, their parts are named as missing and the document is still whole.
     r = await profiles.get("/api/v1/users/ada/export")
     assert r.status_code == 200
-    assert {p["part"] for p in r.json()["incomplete"]} == {"memberships", "sends", "deliveries"}
+    assert {p["part"] for p in r.json()["incomplete"]} == {"memberships", "sends", "conversions", "deliveries", "inbox_messages"}
 
 
 async def test_export_of_someone_else_or_nobody_is_404_and_bad_input_4xx(profiles: httpx.AsyncClient) -> None:

@@ -10,6 +10,8 @@ from kernel.contracts import (
     DeliveryPage,
     DeliveryRecord,
     ErasureRequested,
+    InboxPage,
+    InboxRecord,
     PersonalDataQuery,
 )
 from services.dispatcher.inbox.models import InboxMessage
@@ -54,8 +56,10 @@ async def erase(session: AsyncSession, request: ErasureRequested) -> dict[str, i
     }
 
 
-async def export(session: AsyncSession, query: PersonalDataQuery) -> DeliveryPage:
-    """A page of the person's delivery log, by send id."""
+async def export(session: AsyncSession, query: PersonalDataQuery) -> DeliveryPage | InboxPage:
+    """A page of the person's delivery log, by send id (part `inbox`: their in-app messages and cards)."""
+    if query.part == "inbox":
+        return await _inbox(session, query)
     rows = await session.scalars(
         select(Delivery)
         .where(Delivery.workspace_id == query.workspace_id, Delivery.profile_id.in_(query.profile_ids))
@@ -67,3 +71,18 @@ async def export(session: AsyncSession, query: PersonalDataQuery) -> DeliveryPag
     more = len(deliveries) > query.limit
     records = [DeliveryRecord.model_validate(d, from_attributes=True) for d in deliveries[: query.limit]]
     return DeliveryPage(records=records, after=records[-1].send_id if more else None)
+
+
+async def _inbox(session: AsyncSession, query: PersonalDataQuery) -> InboxPage:
+    """A page of the person's inbox messages, by send id."""
+    rows = await session.scalars(
+        select(InboxMessage)
+        .where(InboxMessage.workspace_id == query.workspace_id, InboxMessage.profile_id.in_(query.profile_ids))
+        .where(InboxMessage.send_id > (query.after or ""))
+        .order_by(InboxMessage.send_id)
+        .limit(query.limit + 1)
+    )
+    found = list(rows)
+    more = len(found) > query.limit
+    records = [InboxRecord.model_validate(m, from_attributes=True) for m in found[: query.limit]]
+    return InboxPage(records=records, after=records[-1].send_id if more else None)

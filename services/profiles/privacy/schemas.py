@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernel.contracts import DeliveryRecord, MembershipRecord, SendRecord
+from kernel.contracts import ConversionRecord, DeliveryRecord, InboxRecord, MembershipRecord, SendRecord
 from services.profiles.privacy.domain import ErasureStatus
 from services.profiles.schemas import UserProfile
 
@@ -51,5 +51,7 @@ class UserExport(BaseModel):
     events: list[dict[str, Any]] = Field(description="every event on the person's timeline, oldest first")
     memberships: list[MembershipRecord]
     sends: list[SendRecord]
+    conversions: list[ConversionRecord]
     deliveries: list[DeliveryRecord]
+    inbox_messages: list[InboxRecord]
     incomplete: list[MissingPart] = Field(description="parts another service could not give (empty: the export is whole)")

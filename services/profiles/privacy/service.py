@@ -18,9 +18,11 @@ from kernel import bus
 from kernel.contracts import (
     ERASING_SERVICES,
     EXPORT_SUBJECTS,
+    ConversionPage,
     DeliveryPage,
     ErasureReport,
     ErasureRequested,
+    InboxPage,
     MembershipPage,
     PersonalDataQuery,
     SendPage,
@@ -132,13 +134,16 @@ class _Part:
 
     name: str
     service: str
-    page: type[MembershipPage] | type[SendPage] | type[DeliveryPage]
+    page: type[MembershipPage] | type[SendPage] | type[DeliveryPage] | type[ConversionPage] | type[InboxPage]
+    part: str = ""  # which of the service's parts (PersonalDataQuery.part)
 
 
 OTHER_PARTS = (
     _Part("memberships", "segmenter", MembershipPage),
     _Part("sends", "scheduler", SendPage),
+    _Part("conversions", "scheduler", ConversionPage, "conversions"),
     _Part("deliveries", "dispatcher", DeliveryPage),
+    _Part("inbox_messages", "dispatcher", InboxPage, "inbox"),
 )
 
 
@@ -208,9 +213,9 @@ async def _pages(nc: NATS, part: _Part, workspace_id: str, profile_ids: list[str
     """Another service's records on the person, each as JSON, a page at a time."""
     after: str | None = None
     while True:
-        query = PersonalDataQuery(workspace_id=workspace_id, profile_ids=profile_ids, after=after)
+        query = PersonalDataQuery(workspace_id=workspace_id, profile_ids=profile_ids, part=part.part, after=after)
         page: BaseModel = await bus.request(nc, EXPORT_SUBJECTS[part.service], query, part.page, timeout=EXPORT_TIMEOUT)
-        assert isinstance(page, MembershipPage | SendPage | DeliveryPage)
+        assert isinstance(page, MembershipPage | SendPage | DeliveryPage | ConversionPage | InboxPage)
         for record in page.records:
             yield record.model_dump_json().encode()
         if page.after is None:

@@ -4,7 +4,15 @@ erased; listed when they are exported."""
 from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kernel.contracts import ERASED_PROFILE_ID, ErasureRequested, PersonalDataQuery, SendPage, SendRecord
+from kernel.contracts import (
+    ERASED_PROFILE_ID,
+    ConversionPage,
+    ConversionRecord,
+    ErasureRequested,
+    PersonalDataQuery,
+    SendPage,
+    SendRecord,
+)
 from services.scheduler.delivery.models import CapLedger
 from services.scheduler.models import ScheduledSend
 from services.scheduler.results.models import Conversion
@@ -46,8 +54,10 @@ async def erase(session: AsyncSession, request: ErasureRequested) -> dict[str, i
     }
 
 
-async def export(session: AsyncSession, query: PersonalDataQuery) -> SendPage:
-    """A page of the person's send decisions, by send id."""
+async def export(session: AsyncSession, query: PersonalDataQuery) -> SendPage | ConversionPage:
+    """A page of the person's send decisions, by send id (part `conversions`: the goals they reached)."""
+    if query.part == "conversions":
+        return await _conversions(session, query)
     rows = await session.scalars(
         select(ScheduledSend)
         .where(ScheduledSend.workspace_id == query.workspace_id, ScheduledSend.profile_id.in_(query.profile_ids))
@@ -59,3 +69,18 @@ async def export(session: AsyncSession, query: PersonalDataQuery) -> SendPage:
     more = len(sends) > query.limit
     records = [SendRecord.model_validate(s, from_attributes=True) for s in sends[: query.limit]]
     return SendPage(records=records, after=records[-1].send_id if more else None)
+
+
+async def _conversions(session: AsyncSession, query: PersonalDataQuery) -> ConversionPage:
+    """A page of the person's conversions, by send id."""
+    rows = await session.scalars(
+        select(Conversion)
+        .where(Conversion.workspace_id == query.workspace_id, Conversion.profile_id.in_(query.profile_ids))
+        .where(Conversion.send_id > (query.after or ""))
+        .order_by(Conversion.send_id)
+        .limit(query.limit + 1)
+    )
+    found = list(rows)
+    more = len(found) > query.limit
+    records = [ConversionRecord.model_validate(c, from_attributes=True) for c in found[: query.limit]]
+    return ConversionPage(records=records, after=records[-1].send_id if more else None)
