@@ -368,7 +368,8 @@ async def release_due(session: AsyncSession, nc: NATS, limit: int, now: datetime
         passed.append((send, campaign))
     requested: list[SendRequested] = []
     went: list[tuple[ScheduledSend, Campaign]] = []
-    outcomes = await delivery_service.apply_policy(session, passed, now)
+    with session.no_autoflush:  # the claimed rows are written once, below, not flushed half-decided by the policy's reads
+        outcomes = await delivery_service.apply_policy(session, passed, now)
     for (send, campaign), outcome in zip(passed, outcomes, strict=True):
         send.variant = outcome.variant
         if isinstance(outcome, delivery_domain.Suppress):

@@ -120,7 +120,9 @@ async def history(
 async def record_sent(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Count these sends toward caps (once each: the send id is the key)."""
     if rows:
-        await session.execute(insert(CapLedger).values(rows).on_conflict_do_nothing())
+        # executemany (SQLAlchemy batches it into a few multi-row INSERTs): one statement with a VALUES list per
+        # batch is compiled afresh every time, which cost more than the insert.
+        await session.execute(insert(CapLedger).on_conflict_do_nothing(), rows)
 
 
 async def reserve_rate(session: AsyncSession, campaign_id: str, minute: datetime, wanted: int) -> int:
