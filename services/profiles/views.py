@@ -4,6 +4,9 @@ Created by the profiles migrations. Columns may be added, never renamed or remov
 segmenter compiles segment filters against them (windowed session and purchase counts against
 `segment_activity_days`); the scheduler reads `segment_events` to find exception events; the
 dispatcher reads push-enabled devices and their tokens from `segment_devices`.
+`segment_subscriptions` holds each profile's subscription states (a channel's own: `group_id` null; a
+group's: its id, `channel` the group's channel), `segment_subscription_groups` the workspace's subscription
+groups; the scheduler checks a campaign's group there (docs/subscriptions.md).
 """
 
 from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, Numeric, String, Table
@@ -75,4 +78,24 @@ segment_activity_days = Table(
     Column("sessions", Integer),
     Column("purchases", Integer),
     Column("revenue", Numeric(20, 4)),
+)
+segment_subscriptions = Table(
+    "segment_subscriptions",
+    views,
+    Column("workspace_id", String),
+    Column("profile_id", String),
+    Column("channel", String),  # email, push or sms: the channel's own state, or the group's channel
+    Column("group_id", String),  # null: the channel's own state
+    Column("state", String),  # opted_in, subscribed, unsubscribed
+    Column("at", DateTime(timezone=True)),
+    Column("source", String),
+)
+segment_subscription_groups = Table(
+    "segment_subscription_groups",
+    views,
+    Column("workspace_id", String),
+    Column("group_id", String),
+    Column("channel", String),
+    Column("name", String),
+    Column("archived_at", DateTime(timezone=True)),
 )

@@ -40,6 +40,8 @@ class Campaign(Base):
     message: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # Delivery policy (services/scheduler/delivery): exempt from caps, holdout and quiet hours when transactional.
     transactional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A subscription group of the profiles service (docs/subscriptions.md): the dispatcher checks membership.
+    subscription_group_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     delivery: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # {"window", "rate_per_minute"}
     variants: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB, nullable=True)
     control_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -10,10 +10,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.pagination import like_pattern
-from services.profiles.views import segment_events, segment_profiles
+from services.profiles.views import segment_events, segment_profiles, segment_subscription_groups
 from services.scheduler import domain
 from services.scheduler.models import Campaign, Occurrence, ScheduledSend
 from services.segmenter.conditions import compile_comparison
+
+
+async def subscription_group(session: AsyncSession, workspace_id: str, group_id: str) -> Any | None:
+    """A subscription group as the profiles service publishes it (channel, archived_at), or None."""
+    g = segment_subscription_groups.c
+    return (await session.execute(
+        select(g.channel, g.archived_at).where(g.workspace_id == workspace_id, g.group_id == group_id)
+    )).first()
 
 
 async def add_campaign(session: AsyncSession, campaign: Campaign) -> None:

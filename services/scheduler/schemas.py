@@ -244,6 +244,9 @@ INBOX_SETTINGS = {"layout", "pinned", "expires_at", "ttl_hours"}  # the in-app a
 APP_CHANNELS = ("push", "email", "sms")  # channels whose credentials (and, for push, devices) may be an app's own
 
 
+SUBSCRIPTION_GROUP_ID = r"^sg_[A-Za-z0-9_-]{1,61}$"  # the profiles service's subscription group ids
+
+
 class CampaignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo (`"delay"`) is a 422 naming it, never a default kept
 
@@ -287,6 +290,11 @@ class CampaignIn(BaseModel):
                 raise invalid([(("experiment",), "no_variants", "an experiment picks between variants: give at least two")])
         return self
 
+    subscription_group_id: str | None = Field(
+        default=None, pattern=SUBSCRIPTION_GROUP_ID,
+        description="send only to users subscribed to this subscription group of the campaign's channel (a transactional "
+        "campaign: to everyone who has not left it); docs/subscriptions.md",
+    )
     # The delivery policy's fields (services/scheduler/delivery, docs/delivery.md).
     transactional: bool = Field(
         default=False, description="exempt from frequency caps, the global control group and quiet hours (not from its window)"
@@ -499,6 +507,7 @@ class CampaignOut(BaseModel):
     starts_at: datetime | None
     ends_at: datetime | None
     message: dict[str, Any]
+    subscription_group_id: str | None = None
     transactional: bool = False
     delivery: dict[str, Any] | None = None
     variants: list[dict[str, Any]] | None = None
@@ -554,6 +563,7 @@ class CampaignPatch(BaseModel):
     ends_at: datetime | None = None
     app_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     message: dict[str, Any] | None = None
+    subscription_group_id: str | None = Field(default=None, pattern=SUBSCRIPTION_GROUP_ID)
     transactional: bool | None = None
     delivery: delivery_schemas.DeliveryIn | None = None
     variants: list[delivery_schemas.VariantIn] | None = Field(default=None, min_length=1, max_length=delivery_schemas.MAX_VARIANTS)

@@ -71,6 +71,22 @@ async def check_audience(nc: NATS, workspace_id: str, body: CampaignIn) -> None:
             raise Unprocessable([{"loc": ["body", *loc], "msg": f"segment {segment_id!r} is archived: it matches nobody"}])
 
 
+async def check_subscription_group(session: AsyncSession, workspace_id: str, body: CampaignIn) -> None:
+    """A 422 naming `subscription_group_id` unless it is a live subscription group of this workspace on the
+    campaign's channel (read through the profiles service's published view)."""
+    if body.subscription_group_id is None:
+        return
+    group = await repository.subscription_group(session, workspace_id, body.subscription_group_id)
+    problem = (
+        f"no subscription group {body.subscription_group_id!r} in this workspace" if group is None
+        else f"subscription group {body.subscription_group_id!r} is archived" if group.archived_at is not None
+        else f"subscription group {body.subscription_group_id!r} is on channel {group.channel}, not {body.channel}"
+        if group.channel != body.channel else None
+    )
+    if problem is not None:
+        raise Unprocessable([{"loc": ["body", "subscription_group_id"], "msg": problem}])
+
+
 def check_schedule(body: CampaignIn, now: datetime) -> None:
     """A 422 naming `schedule.at` when the schedule starts in the past (for everyone it could reach)."""
     if body.schedule is not None and body.schedule.rules().has_passed(now):
@@ -97,6 +113,7 @@ def campaign_fields(body: CampaignIn) -> dict[str, Any]:
         "starts_at": body.starts_at,
         "ends_at": body.ends_at,
         "message": body.message,
+        "subscription_group_id": body.subscription_group_id,
         # Delivery policy (services/scheduler/delivery): exemptions, window and rate, experiment arms, translations.
         "transactional": body.transactional,
         "delivery": body.delivery.model_dump(mode="json", exclude_none=True) if body.delivery else None,
@@ -113,6 +130,7 @@ async def create_campaign(session: AsyncSession, nc: NATS, workspace_id: str, bo
     """Store a draft campaign after checking that its segments exist and its schedule is ahead."""
     check_schedule(body, datetime.now(UTC))
     await check_audience(nc, workspace_id, body)
+    await check_subscription_group(session, workspace_id, body)
     campaign = Campaign(id=f"cmp_{secrets.token_hex(8)}", workspace_id=workspace_id, status="draft", **campaign_fields(body))
     await repository.add_campaign(session, campaign)
     return campaign
@@ -131,7 +149,7 @@ STORED = (
     "name", "channel", "trigger", "audience", "delay_seconds", "cancel_on", "starts_at", "ends_at", "message",
     "schedule", "segment_entry", "reeligible_after_days", "max_sends_per_user",
     "conversion", "experiment",
-    "transactional", "delivery", "variants", "control_percent", "locales",
+    "transactional", "delivery", "variants", "control_percent", "locales", "subscription_group_id",
 )
 
 
@@ -160,6 +178,8 @@ async def update_campaign(session: AsyncSession, nc: NATS, workspace_id: str, ca
         check_schedule(body, datetime.now(UTC))
     if {"audience", "segment_entry"} & changed:
         await check_audience(nc, workspace_id, body)
+    if {"subscription_group_id", "channel"} & changed:
+        await check_subscription_group(session, workspace_id, body)
     for field in changed:
         setattr(campaign, field, fields[field])
     if changed:
@@ -390,6 +410,7 @@ async def release_due(session: AsyncSession, nc: NATS, limit: int, now: datetime
                 trigger=TriggerEvent.model_validate(send.trigger),
                 requested_at=now,
                 transactional=campaign.transactional,
+                subscription_group_id=campaign.subscription_group_id,
                 variant=outcome.variant,
             )
         except ValidationError as exc:

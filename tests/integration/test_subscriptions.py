@@ -4,14 +4,14 @@ change makes (on PROFILES, not moving last_seen), merges, the published view, an
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from nats.aio.client import Client as NATS
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
@@ -20,6 +20,10 @@ from kernel.db import unit_of_work
 from services.profiles.app import build
 from services.profiles.config import get_settings
 from services.profiles.subscriptions import service as subscriptions
+from services.scheduler.app import build as build_scheduler
+from services.scheduler.config import get_settings as scheduler_settings
+from services.scheduler.models import Campaign, ScheduledSend
+from services.scheduler.service import release_due
 from tests.conftest import eventually
 from tests.integration.helpers import person, running
 from tests.integration.test_dispatch_delivery import a_send, delivery, dispatcher, handle, responder, smtp  # noqa: F401
@@ -323,3 +327,40 @@ async def test_the_dispatcher_skips_what_the_user_left_and_a_transactional_send_
     events = [orjson.loads((await outcomes.next_msg(timeout=5)).data) for _ in range(3 + 4 * 2)]  # skipped once, sent twice
     reasons = sorted(e["properties"]["reason_code"] for e in events if e["event"] == "$message_skipped")
     assert reasons == ["left_group", "not_in_group", "unsubscribed"]
+
+
+# --- a campaign's subscription group (the scheduler) ----------------------------------------------------------
+
+
+async def test_a_campaign_names_a_live_group_of_its_channel_and_its_sends_carry_it(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], nc: NATS, workspace_id: str
+) -> None:
+    email, push, gone = await group(api), await group(api, "Offers", "push"), await group(api, "Old")
+    await api.post(f"/api/v1/subscription-groups/{gone}/archive")
+    other = f"ws_{uuid.uuid4().hex[:16]}"
+    async with running(build, get_settings, other) as elsewhere:
+        theirs = await group(elsewhere)
+    body = {"name": "Digest", "channel": "email", "trigger": {"event": "Bought"}, "message": {"subject": "Hi", "body": "News"}}
+    async with running(build_scheduler, scheduler_settings, workspace_id) as scheduler:
+        made = await scheduler.post("/api/v1/campaigns", json={**body, "subscription_group_id": email, "transactional": True})
+        assert made.status_code == 201, made.text
+        assert made.json()["subscription_group_id"] == email
+        for group_id, words in ((push, "on channel push"), (gone, "archived"), (theirs, "no subscription group"),
+                                ("sg_nobody", "no subscription group")):
+            r = await scheduler.post("/api/v1/campaigns", json={**body, "subscription_group_id": group_id})
+            assert r.status_code == 422, r.text
+            assert r.json()["detail"][0]["loc"] == ["body", "subscription_group_id"] and words in r.json()["detail"][0]["msg"]
+        r = await scheduler.post("/api/v1/campaigns", json={**body, "subscription_group_id": "weekly"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "subscription_group_id"]
+        r = await scheduler.patch(f"/api/v1/campaigns/{made.json()['id']}", json={"subscription_group_id": push})
+        assert r.status_code == 422 and "on channel push" in r.text
+    async with unit_of_work(sessions) as s:
+        await s.execute(update(Campaign).where(Campaign.id == made.json()["id"]).values(status="active"))
+        s.add(ScheduledSend(
+            send_id=uuid.uuid4().hex, workspace_id=workspace_id, campaign_id=made.json()["id"], profile_id="p_1",
+            user_id="u1", channel="email", status="scheduled", triggered_at=T0, due_at=datetime.now(UTC) - timedelta(seconds=1),
+            trigger={"message_id": "m", "name": "Bought", "properties": {}, "timestamp": T0.isoformat()},
+        ))
+    async with unit_of_work(sessions) as s:
+        requested = [r for r in await release_due(s, nc, 1000) if r.workspace_id == workspace_id]
+    assert [(r.subscription_group_id, r.transactional) for r in requested] == [(email, True)]
