@@ -161,6 +161,15 @@ async def test_campaign_delivery_fields_are_stored_and_bad_ones_refused_naming_t
     assert [v["name"] for v in stored["variants"]] == ["A", "B"] and stored["variants"][1]["locales"]["de"]["title"] == "B-de"
     assert stored["locales"]["pt-BR"]["title"] == "Oi" and stored["transactional"] is False
 
+    campaign_id = r.json()["id"]
+    bad_edit = await api.patch(f"/api/v1/campaigns/{campaign_id}", json={"control_percent": 20})
+    assert bad_edit.status_code == 422 and ["body", "variants"] in [d["loc"] for d in bad_edit.json()["detail"]], bad_edit.text
+    edited = await api.patch(f"/api/v1/campaigns/{campaign_id}", json={"control_percent": 20, "variants": [
+        {"name": "A", "weight": 40, "message": PUSH}, {"name": "B", "weight": 40, "message": PUSH}]})
+    assert edited.status_code == 200 and edited.json()["control_percent"] == 20, edited.text
+    copy = await api.post(f"/api/v1/campaigns/{campaign_id}/duplicate")
+    assert copy.status_code == 201 and copy.json()["variants"] == edited.json()["variants"], copy.text
+
     window = {"start": "09:00", "end": "21:00"}
     two = [{"name": "A", "weight": 50, "message": PUSH}, {"name": "B", "weight": 50, "message": PUSH}]
     refused: list[tuple[dict[str, Any], list[Any], str]] = [
