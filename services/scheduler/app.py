@@ -14,6 +14,7 @@ from kernel.web import create_app, open_resources
 from services.scheduler import handlers, service
 from services.scheduler.api import router
 from services.scheduler.config import get_settings
+from services.scheduler.delivery.api import router as delivery_router
 from services.scheduler.privacy import service as privacy
 from services.scheduler.results import service as results
 
@@ -64,4 +65,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def build() -> FastAPI:
     """The scheduler ASGI app."""
-    return create_app("Herald scheduler", lifespan, [router])
+    return create_app("Herald scheduler", lifespan, [router, delivery_router])
