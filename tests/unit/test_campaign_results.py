@@ -12,6 +12,7 @@ NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 def test_only_herald_engagement_events_are_outcomes() -> None:
     assert domain.engagement_outcome("$message_opened") == "opened"
     assert domain.engagement_outcome("$message_unsubscribed") == "unsubscribed"
+    assert domain.engagement_outcome("$message_viewed") == "opened"  # an in-app message shown
     assert domain.engagement_outcome("$message_skipped") is None
     assert domain.engagement_outcome("message_opened") is None
     assert domain.engagement_outcome("Order Completed") is None

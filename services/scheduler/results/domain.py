@@ -32,11 +32,18 @@ ALPHA = 0.05
 Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile
 
 
+# An app reports that it showed an in-app message or card as `$message_viewed` (docs/channels.md): for an
+# inbox message, being shown is what an open is for an email, so stats count it as opened.
+OUTCOME_ALIASES: dict[str, Outcome] = {"viewed": "opened"}
+
+
 def engagement_outcome(event_name: str) -> Outcome | None:
     """The outcome a Herald engagement event reports (`$message_opened` → "opened"), None for any other event."""
     if not event_name.startswith(OUTCOME_EVENT_PREFIX):
         return None
     outcome = event_name[len(OUTCOME_EVENT_PREFIX):]
+    if outcome in OUTCOME_ALIASES:
+        return OUTCOME_ALIASES[outcome]
     return outcome if outcome in OUTCOMES else None
 
 

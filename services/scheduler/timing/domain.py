@@ -21,7 +21,7 @@ HOURS_OF_WEEK = 7 * 24
 HORIZON_HOURS = 24  # a send waits at most this long for its best hour
 MIN_HISTORY = 5  # sessions + engagements a user needs before their own hours are trusted
 ENGAGEMENT_WEIGHT = 2  # an open or a click says more about attention than a session start
-ENGAGEMENT_EVENTS = ("$message_opened", "$message_clicked")
+ENGAGEMENT_EVENTS = ("$message_opened", "$message_clicked", "$message_viewed")  # viewed: an in-app message shown
 
 
 def hour_of_week(at: datetime, zone: tzinfo) -> int:
