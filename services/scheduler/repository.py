@@ -398,6 +398,13 @@ async def claim_due_occurrences(
     return [(r[0], r[1]) for r in rows]
 
 
+async def defer_occurrence(session: AsyncSession, occurrence_id: str, until: datetime) -> None:
+    """Look at a pending occurrence again at `until` (its decision failed)."""
+    await session.execute(
+        update(Occurrence).where(Occurrence.id == occurrence_id, Occurrence.status == "pending").values(due_at=until)
+    )
+
+
 async def occurrences_of(session: AsyncSession, campaign_id: str) -> list[Occurrence]:
     """A campaign's occurrences, oldest first."""
     return list(await session.scalars(select(Occurrence).where(Occurrence.campaign_id == campaign_id).order_by(Occurrence.wall_at)))

@@ -579,15 +579,28 @@ async def decide_due_occurrences(
 ) -> int:
     """Decide due occurrences (of one workspace, when given) one per transaction (each may enter a million users)
     until none is due; returns how many sends entered. Any replica may run it: an occurrence is claimed FOR UPDATE
-    SKIP LOCKED."""
+    SKIP LOCKED. One that fails is rolled back, logged and looked at again OCCURRENCE_RETRY later, without holding
+    back the others."""
     total = 0
     while True:
-        async with unit_of_work(sessions) as session:
-            claimed = await repository.claim_due_occurrences(session, now or datetime.now(UTC), 1, workspace_id)
-            if not claimed:
-                return total
-            occurrence, campaign = claimed[0]
-            total += await decide_occurrence(session, occurrence, campaign, now or datetime.now(UTC))
+        claimed_id: str | None = None
+        try:
+            async with unit_of_work(sessions) as session:
+                claimed = await repository.claim_due_occurrences(session, now or datetime.now(UTC), 1, workspace_id)
+                if not claimed:
+                    return total
+                occurrence, campaign = claimed[0]
+                claimed_id = occurrence.id
+                total += await decide_occurrence(session, occurrence, campaign, now or datetime.now(UTC))
+        except Exception as exc:
+            if claimed_id is None:
+                raise
+            log.warning("occurrence_deferred", occurrence=claimed_id, error=repr(exc))
+            async with unit_of_work(sessions) as session:
+                await repository.defer_occurrence(session, claimed_id, (now or datetime.now(UTC)) + OCCURRENCE_RETRY)
+
+
+OCCURRENCE_RETRY = timedelta(minutes=1)
 
 
 async def run_occurrence_timer(

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
@@ -19,7 +19,7 @@ from kernel.db import unit_of_work
 from services.profiles.models import Profile
 from services.scheduler import domain, service
 from services.scheduler.delivery import repository as delivery_repository
-from services.scheduler.models import Occurrence, ScheduledSend
+from services.scheduler.models import Campaign, Occurrence, ScheduledSend
 from services.scheduler.schemas import TriggerIn
 from services.segmenter.models import Membership
 from tests.conftest import eventually
@@ -355,3 +355,19 @@ async def test_bad_entries_are_a_422_naming_the_field(
     r = await api.post("/api/v1/campaigns", json={"name": "bad", "channel": "email", "message": MESSAGE, **fields})
     assert r.status_code == 422, r.text
     assert loc in [e["loc"] for e in r.json()["detail"]], r.text
+
+
+async def test_an_occurrence_that_cannot_be_decided_waits_without_holding_back_the_others(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], sessions: async_sessionmaker[AsyncSession], workspace_id: str
+) -> None:
+    api, _ = apis
+    anyone = await user(sessions, workspace_id, "free")
+    broken = await launched(api, schedule={"at": f"{DAY}T08:00:00"})
+    fine = await launched(api, schedule={"at": f"{DAY}T09:00:00"})
+    async with unit_of_work(sessions) as s:  # a stored schedule no rule can read (written by hand)
+        await s.execute(update(Campaign).where(Campaign.id == broken["id"]).values(schedule={"at": "not a time"}))
+    decided_at = utc(f"{DAY}T09:00:00")
+    assert await service.decide_due_occurrences(sessions, decided_at, workspace_id) == 1
+    assert set(await sends(sessions, fine["id"])) == {anyone}
+    [waiting] = await occurrences(sessions, broken["id"])
+    assert waiting.status == "pending" and waiting.due_at == decided_at + service.OCCURRENCE_RETRY
