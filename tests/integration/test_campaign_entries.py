@@ -3,6 +3,7 @@ own time zone), segment entry (SEGMENTS consumed), API-triggered, with re-eligib
 exception events. The scheduler and the segmenter run in-process; time is passed to the service (`now`), never
 waited for."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -371,3 +372,16 @@ async def test_an_occurrence_that_cannot_be_decided_waits_without_holding_back_t
     assert set(await sends(sessions, fine["id"])) == {anyone}
     [waiting] = await occurrences(sessions, broken["id"])
     assert waiting.status == "pending" and waiting.due_at == decided_at + service.OCCURRENCE_RETRY
+
+
+async def test_two_replicas_deciding_at_once_decide_each_occurrence_once(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], sessions: async_sessionmaker[AsyncSession], workspace_id: str
+) -> None:
+    api, _ = apis
+    everyone = {await user(sessions, workspace_id, "free") for _ in range(30)}
+    campaign = await launched(api, schedule={"at": f"{DAY}T09:00:00", "repeat": {"every": "day"}})
+    at = utc(f"{DAY}T09:00:00")
+    entered = await asyncio.gather(*(service.decide_due_occurrences(sessions, at, workspace_id) for _ in range(2)))
+    assert sorted(entered) == [0, 30]  # one replica claimed it; the other skipped the locked row
+    assert set(await sends(sessions, campaign["id"])) == everyone and len(await all_sends(sessions, campaign["id"])) == 30
+    assert [(o.status, o.entered) for o in await occurrences(sessions, campaign["id"])] == [("done", 30), ("pending", None)]
