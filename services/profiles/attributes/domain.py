@@ -12,9 +12,12 @@ whatever order events arrive in:
   drops the operations older than itself and keeps the newer ones, and `add` then `remove` of one
   element means the same in any arrival order. A redelivered event is never applied twice: the profiles
   service de-duplicates every event by its message id before applying it, so an `inc` counts once.
-- At most MAX_OPS operations are kept per trait; older ones are folded into the base (the base's time
-  moves to theirs). A set older than the folded operations, arriving later still, is then ignored as
-  any late set is: the horizon of late arrivals for a trait is its last MAX_OPS operations.
+- At most MAX_OPS operations are kept per trait; older ones are folded into the base. An operation
+  arriving later that is older than the folded ones is applied to the base (exact for `inc`, which
+  commutes; an `add` or `remove` then acts as if it came just after them), and a set older than them
+  is ignored as an older set is: the horizon of late sets is a trait's last MAX_OPS operations. A merge
+  keeps both profiles' operations since the winning set; what the losing side had folded counts only
+  through its base.
 - Arrays (a set one or the result of `add`) hold at most ARRAY_CAP elements: a longer set keeps its first
   ARRAY_CAP, an `add` past the cap drops the oldest elements; either is reported as a warning.
 - An operation of the wrong shape (`inc` of a non-number, `add` of a non-list, `inc` on a text trait,
@@ -166,6 +169,8 @@ def apply(
                 previous > stamp or (previous == stamp and repr(_base(traits, pending, name)) >= repr(value))
             ):
                 continue
+            if stamp <= pending.get(name, {}).get("folded", ""):
+                continue  # older than operations already folded into the base: past the horizon, like an older set
             times[name] = stamp
             state = pending.pop(name, None)
             later = [o for o in state["ops"] if o[0] >= stamp] if state else []
@@ -180,17 +185,21 @@ def apply(
             state = pending.get(name)
             base = _from_state(state) if state else before
             ops = list(state["ops"]) if state else []
+            folded = state.get("folded", "") if state else ""
             current = _fold(base, ops)
             if (why := _shape_problem(kind, arg, current)) is not None:
                 out.problems.append(Problem(WRONG_TYPE_OPERATION, name, why))
                 continue
-            ops.append([stamp, message_id, kind, arg])
-            ops.sort(key=lambda o: (o[0], o[1]))
-            while len(ops) > MAX_OPS:  # fold the oldest into the base; the base's time moves to its time
+            if stamp < folded:  # older than operations folded into the base: applied to it (exact for inc)
+                base = _fold(base, [[stamp, message_id, kind, arg]])
+            else:
+                ops.append([stamp, message_id, kind, arg])
+                ops.sort(key=lambda o: (o[0], o[1]))
+            while len(ops) > MAX_OPS:  # fold the oldest into the base
                 oldest = ops.pop(0)
                 base = _fold(base, [oldest])
-                times[name] = oldest[0]
-            pending[name] = _state(base, ops)
+                folded = max(folded, oldest[0])
+            pending[name] = _state(base, ops, folded)
             value = _fold(base, ops)
             if _apply_one(current, kind, arg)[1]:
                 out.problems.append(Problem(ARRAY_TRUNCATED, name, f"adding passed {ARRAY_CAP} elements: the oldest were dropped"))
@@ -200,8 +209,13 @@ def apply(
     return out
 
 
-def _state(base: Any, ops: list[list[Any]]) -> dict[str, Any]:
-    return {"ops": ops} if base is _ABSENT else {"base": base, "ops": ops}
+def _state(base: Any, ops: list[list[Any]], folded: str = "") -> dict[str, Any]:
+    """A trait's pending state: its base (absent: none), the operations since, and the time of the newest
+    operation folded into the base (late sets older than it are ignored; late operations apply to the base)."""
+    state: dict[str, Any] = {"ops": ops} if base is _ABSENT else {"base": base, "ops": ops}
+    if folded:
+        state["folded"] = folded
+    return state
 
 
 def _from_state(state: dict[str, Any]) -> Any:
@@ -251,10 +265,13 @@ def merge(
             if op[0] >= stamp and op[1] not in seen:
                 seen.add(op[1])
                 ops.append(op)
+        folded = max((mine or {}).get("folded", ""), (theirs or {}).get("folded", ""))
         while len(ops) > MAX_OPS:
-            base = _fold(base, [ops.pop(0)])
+            oldest = ops.pop(0)
+            base = _fold(base, [oldest])
+            folded = max(folded, oldest[0])
         before = traits.get(name, _ABSENT)
-        pending[name] = _state(base, ops)
+        pending[name] = _state(base, ops, folded)
         _settle(traits, name, _fold(base, ops))
         if traits.get(name, _ABSENT) != before:
             changed.append(name)
