@@ -433,11 +433,11 @@ async def _decide(
     exception = await repository.exception_performed(session, send, campaign.cancel_on, now)
     if exception:
         return "cancelled", f"exception event {exception!r} performed"
-    segment_id = (campaign.audience or {}).get("segment_id")
-    if segment_id:
-        answer = await in_audience(nc, send.workspace_id, segment_id, send.profile_id)
-        if not answer.member:
-            return "not_in_audience", f"left segment {segment_id} before the send was due"
+    # The audience is checked again when the send falls due (segment_ids, exclusions and the older
+    # segment_id alike): a user who left it, or entered an excluded segment, meanwhile gets nothing.
+    refusal = await audience_refusal(nc, send.workspace_id, campaign.audience, send.profile_id)
+    if refusal:
+        return "not_in_audience", f"{refusal} when the send was due"
     return None
 
 

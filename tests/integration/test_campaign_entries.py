@@ -151,6 +151,15 @@ async def test_a_local_time_schedule_sends_at_nine_in_every_user_s_own_time_zone
     assert (await sends(sessions, campaign["id"]))[new_york].status == "cancelled"
     assert (await sends(sessions, campaign["id"]))[tokyo].status == "scheduled"
 
+    # The audience is checked again, live, when a send falls due: Tokyo's user moved to the free plan meanwhile.
+    async with unit_of_work(sessions) as s:
+        await s.execute(update(Profile).where(Profile.profile_id == tokyo).values(traits={"plan": "free"}))
+    async with unit_of_work(sessions) as s:
+        await service.release_due(s, nc, 1000, due[tokyo])
+    released = await sends(sessions, campaign["id"])
+    assert (released[tokyo].status, released[tokyo].reason) == ("not_in_audience", f"not in segment {pro} when the send was due")
+    assert released[kiritimati].status == "requested" and released[berlin].status == "scheduled"
+
 
 async def test_an_occurrence_decided_late_sends_next_day_to_those_whose_time_passed(
     apis: tuple[httpx.AsyncClient, httpx.AsyncClient], sessions: async_sessionmaker[AsyncSession], workspace_id: str
