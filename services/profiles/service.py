@@ -371,6 +371,8 @@ def _rejections(event: Event, problems: list[tuple[str, list[str | int], str]]) 
 
 async def _tombstoned(session: AsyncSession, workspace_id: str, events: list[Event]) -> set[int]:
     """The positions of the events an erased person's tombstones keep out: one lookup for the whole batch."""
+    if not await tombstones.any_tombstone(session, workspace_id):
+        return set()
     digests = sorted({d for event in events for d in privacy.event_digests(event)})
     gone = await tombstones.tombstoned(session, workspace_id, digests)
     return privacy.blocked_positions(events, [is_herald_event(e) for e in events], gone) if gone else set()

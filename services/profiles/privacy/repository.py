@@ -32,6 +32,11 @@ async def tombstoned(session: AsyncSession, workspace_id: str, digests: list[str
     return dict(rows.tuples().all())
 
 
+async def any_tombstone(session: AsyncSession, workspace_id: str) -> bool:
+    """Whether anyone in the workspace was ever erased (one index probe: most batches need look no further)."""
+    return bool(await session.scalar(select(select(Tombstone.digest).where(Tombstone.workspace_id == workspace_id).exists())))
+
+
 async def bury(session: AsyncSession, workspace_id: str, digests: list[str], at: datetime, erasure_id: str) -> None:
     """Keep these digests as erased at `at` (an identity erased again keeps the later time)."""
     if not digests:
