@@ -11,21 +11,24 @@ import httpx
 import orjson
 import pytest
 from nats.aio.client import Client as NATS
+from pydantic import ValidationError
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
 from kernel.contracts import SUBSCRIPTION_SUBJECT, SendRequested, SubscriptionChange, SubscriptionSet
 from kernel.db import unit_of_work
+from kernel.errors import Unprocessable
+from services.profiles import service as profiles_service
 from services.profiles.app import build
 from services.profiles.config import get_settings
 from services.profiles.subscriptions import service as subscriptions
-from services.scheduler.app import build as build_scheduler
-from services.scheduler.config import get_settings as scheduler_settings
+from services.scheduler import api as scheduler_api
+from services.scheduler import service as scheduler
 from services.scheduler.models import Campaign, ScheduledSend
-from services.scheduler.service import release_due
+from services.scheduler.schemas import CampaignIn, CampaignPatch
 from tests.conftest import eventually
-from tests.integration.helpers import person, running
+from tests.integration.helpers import running
 from tests.integration.test_dispatch_delivery import a_send, delivery, dispatcher, handle, responder, smtp  # noqa: F401
 from tests.integration.test_profile_updates import T0, apply, event
 
@@ -293,9 +296,12 @@ async def test_the_dispatcher_skips_what_the_user_left_and_a_transactional_send_
     outcomes = await nc.jetstream().subscribe(f"events.{workspace_id}.track", ordered_consumer=True)
     async with unit_of_work(sessions) as s:
         digest = (await subscriptions.create_group(s, workspace_id, "email", "Weekly digest", None)).group_id
-    left = await person(sessions, workspace_id, {"email": "left@example.com"})
-    never = await person(sessions, workspace_id, {"email": "never@example.com"})
-    member = await person(sessions, workspace_id, {"email": "member@example.com"})
+    users = {}
+    for name in ("left", "never", "member"):  # made as the event path makes them, so their outcome events land on them
+        await apply(sessions, nc.jetstream(), event(workspace_id, type=IDENTIFY, user_id=name, traits={"email": f"{name}@example.com"}))
+        async with unit_of_work(sessions) as s:
+            users[name] = (await profiles_service.find_profile(s, workspace_id, name, "user_id")).profile_id
+    left, never, member = users["left"], users["never"], users["member"]
     await _set(sessions, workspace_id, left, channel="email", state="unsubscribed")
     await _set(sessions, workspace_id, left, group_id=digest, state="unsubscribed")
     await _set(sessions, workspace_id, member, channel="email", state="opted_in")
@@ -303,9 +309,10 @@ async def test_the_dispatcher_skips_what_the_user_left_and_a_transactional_send_
     message = {"subject": "Hi", "body": "News."}
 
     def send(profile_id: str, transactional: bool = False, group: str | None = None) -> SendRequested:
-        return a_send(workspace_id, profile_id, "email", message).model_copy(
-            update={"transactional": transactional, "subscription_group_id": group}
-        )
+        return a_send(workspace_id, profile_id, "email", message).model_copy(update={
+            "transactional": transactional, "subscription_group_id": group,
+            "user_id": next(u for u, p in users.items() if p == profile_id),
+        })
 
     cases = {
         "left marketing": (send(left), ("skipped", "unsubscribed")),
@@ -341,26 +348,32 @@ async def test_a_campaign_names_a_live_group_of_its_channel_and_its_sends_carry_
     async with running(build, get_settings, other) as elsewhere:
         theirs = await group(elsewhere)
     body = {"name": "Digest", "channel": "email", "trigger": {"event": "Bought"}, "message": {"subject": "Hi", "body": "News"}}
-    async with running(build_scheduler, scheduler_settings, workspace_id) as scheduler:
-        made = await scheduler.post("/api/v1/campaigns", json={**body, "subscription_group_id": email, "transactional": True})
-        assert made.status_code == 201, made.text
-        assert made.json()["subscription_group_id"] == email
-        for group_id, words in ((push, "on channel push"), (gone, "archived"), (theirs, "no subscription group"),
-                                ("sg_nobody", "no subscription group")):
-            r = await scheduler.post("/api/v1/campaigns", json={**body, "subscription_group_id": group_id})
-            assert r.status_code == 422, r.text
-            assert r.json()["detail"][0]["loc"] == ["body", "subscription_group_id"] and words in r.json()["detail"][0]["msg"]
-        r = await scheduler.post("/api/v1/campaigns", json={**body, "subscription_group_id": "weekly"})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "subscription_group_id"]
-        r = await scheduler.patch(f"/api/v1/campaigns/{made.json()['id']}", json={"subscription_group_id": push})
-        assert r.status_code == 422 and "on channel push" in r.text
+
+    async def create(**fields: Any) -> Campaign:
+        async with unit_of_work(sessions) as s:
+            return await scheduler.create_campaign(s, nc, workspace_id, CampaignIn.model_validate({**body, **fields}))
+
+    made = await create(subscription_group_id=email, transactional=True)
+    assert scheduler_api._out(made).subscription_group_id == email  # as the API shows it
+    for group_id, words in ((push, "on channel push"), (gone, "archived"), (theirs, "no subscription group"),
+                            ("sg_nobody", "no subscription group")):
+        with pytest.raises(Unprocessable) as refused:
+            await create(subscription_group_id=group_id)
+        assert refused.value.detail[0]["loc"] == ["body", "subscription_group_id"] and words in refused.value.detail[0]["msg"]
+    with pytest.raises(ValidationError) as invalid:
+        CampaignIn.model_validate({**body, "subscription_group_id": "weekly"})
+    assert invalid.value.errors()[0]["loc"] == ("subscription_group_id",)
+    with pytest.raises(Unprocessable) as refused:
+        async with unit_of_work(sessions) as s:
+            await scheduler.update_campaign(s, nc, workspace_id, made.id, CampaignPatch(subscription_group_id=push))
+    assert "on channel push" in refused.value.detail[0]["msg"]
     async with unit_of_work(sessions) as s:
-        await s.execute(update(Campaign).where(Campaign.id == made.json()["id"]).values(status="active"))
+        await s.execute(update(Campaign).where(Campaign.id == made.id).values(status="active"))
         s.add(ScheduledSend(
-            send_id=uuid.uuid4().hex, workspace_id=workspace_id, campaign_id=made.json()["id"], profile_id="p_1",
+            send_id=uuid.uuid4().hex, workspace_id=workspace_id, campaign_id=made.id, profile_id="p_1",
             user_id="u1", channel="email", status="scheduled", triggered_at=T0, due_at=datetime.now(UTC) - timedelta(seconds=1),
             trigger={"message_id": "m", "name": "Bought", "properties": {}, "timestamp": T0.isoformat()},
         ))
     async with unit_of_work(sessions) as s:
-        requested = [r for r in await release_due(s, nc, 1000) if r.workspace_id == workspace_id]
+        requested = [r for r in await scheduler.release_due(s, nc, 1000) if r.workspace_id == workspace_id]
     assert [(r.subscription_group_id, r.transactional) for r in requested] == [(email, True)]
