@@ -41,7 +41,7 @@ class DevSettings(StreamSettings):
     host: str = Field("127.0.0.1", description="address the local stack binds")
     gateway_port: int = Field(8000, description="the gateway's port; the services take the next five")
     smtp_port: int = Field(1025, description="the dev SMTP sink's port")
-    sink_http_port: int = Field(8025, description="the dev sinks' HTTP port (caught mail, webhooks)")
+    sink_http_port: int = Field(8025, description="the dev sinks' HTTP port (caught mail, webhooks, pushes, texts)")
     nats_port: int = Field(4222, description="embedded NATS port")
     postgres_port: int = Field(54329, description="embedded PostgreSQL port")
     nats_url: str | None = Field(None, description="use this NATS instead of starting one")
@@ -212,7 +212,7 @@ def _banner(config: StackConfig, demo: dict[str, str]) -> None:
   Workspace    {demo['workspace_id']}
   Write key    [bold]{demo['write_key']}[/]   (SDKs: HTTP Basic user, empty password)
   API key      [bold]{demo['api_key']}[/]
-  Dev sinks    SMTP on {config.host}:{config.smtp_port}; caught mail and webhooks at {sink}/messages
+  Dev sinks    SMTP on {config.host}:{config.smtp_port}; caught mail, webhooks, pushes (APNs, FCM) and texts (Twilio) at {sink}/messages
 
 Try the README's walkthrough with:
   export HERALD={gw} WRITE_KEY={demo['write_key']} API_KEY={demo['api_key']}

@@ -220,8 +220,8 @@ async def test_frequency_caps_count_across_campaigns_and_channels_and_spare_tran
     rows = await sends(sessions, workspace_id)
     assert [rows[s].status for s in (first, second, mail)] == ["requested"] * 3
     assert rows[third].status == "suppressed" and rows[third].rule == "frequency_cap"
-    assert "at most 2 push sends per 7 days" in (rows[third].reason or "")
-    assert rows[mail_again].status == "suppressed" and "at most 3 sends per 7 days" in (rows[mail_again].reason or "")
+    assert "at most 2 push messages per 7 days" in (rows[third].reason or "")
+    assert rows[mail_again].status == "suppressed" and "at most 3 messages per 7 days" in (rows[mail_again].reason or "")
     assert rows[receipt].status == "requested" and rows[receipt].rule is None  # transactional: not capped
     # a week after the first push, one push is free again (the first has left the 7 days)
     await release(sessions, nc, MONDAY_NOON + 7 * day + timedelta(hours=1))

@@ -79,14 +79,14 @@ def test_channel_cap_counts_that_channel_within_its_days() -> None:
     assert isinstance(decide(rules, campaign(), user(history=two)), Go)
     three = (*two, sent("push", 6.9))
     out = decide(rules, campaign(), user(history=three))
-    assert isinstance(out, Suppress) and out.rule == "frequency_cap" and "at most 3 push sends per 7 days" in out.reason
+    assert isinstance(out, Suppress) and out.rule == "frequency_cap" and "at most 3 push messages per 7 days" in out.reason
     assert isinstance(decide(rules, campaign(channel="email"), user(history=three)), Go)
 
 
 def test_any_cap_counts_every_channel() -> None:
     rules = Rules(frequency_caps=(Cap("push", 3, 7), Cap("any", 2, 1)))
     out = decide(rules, campaign(channel="email"), user(history=(sent("push", 0.5), sent("sms", 0.2))))
-    assert isinstance(out, Suppress) and "at most 2 sends per 1 days" in out.reason
+    assert isinstance(out, Suppress) and "at most 2 messages per day" in out.reason
     assert isinstance(decide(rules, campaign(channel="email"), user(history=(sent("push", 1.5), sent("sms", 0.2)))), Go)
 
 

@@ -299,8 +299,9 @@ def decide(rules: Rules, campaign: CampaignRules, user: Recipient, now: datetime
         arm(position(user.bucket, campaign.id), campaign.control_percent, campaign.variants), campaign.winner
     )
     if not campaign.transactional and (cap := cap_reached(rules.frequency_caps, campaign.channel, user.history, now)):
-        what = "sends" if cap.channel == ANY_CHANNEL else f"{cap.channel} sends"
-        return Suppress("frequency_cap", f"frequency cap: at most {cap.max} {what} per {cap.per_days} days", variant)
+        what = "message" if cap.channel == ANY_CHANNEL else f"{cap.channel} message"
+        many, days = ("" if cap.max == 1 else "s"), ("day" if cap.per_days == 1 else f"{cap.per_days} days")
+        return Suppress("frequency_cap", f"frequency cap: at most {cap.max} {what}{many} per {days}", variant)
     quiet = None if campaign.transactional else quiet_hours_window(user.quiet_hours)
     window = quiet or campaign.window  # the user's quiet hours override the campaign's window
     outside = campaign.outside  # "wait" unless the campaign says "drop"
