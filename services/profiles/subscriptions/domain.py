@@ -153,39 +153,30 @@ def change_event(
     else:
         properties["group_id"] = key
         properties["channel"] = group_channel
-    return Event(
-        workspace_id=workspace_id,
-        message_id=f"herald:subscription:{profile_id}:{key}:{after.state}:{after.source}:{after.at.isoformat()}",
-        type="track",
-        user_id=who.user_id,
-        anonymous_id=who.anonymous_id,
-        event="$subscription_changed",
-        properties=properties,
-        context={"library": {"name": "herald-profiles"}},
-        timestamp=after.at,
-        received_at=received_at,
-    )
+    message_id = f"herald:subscription:{profile_id}:{key}:{after.state}:{after.source}:{after.at.isoformat()}"
+    return _announcement(workspace_id, who, "$subscription_changed", message_id, properties, after.at, received_at)
 
 
 def consent_event(
     workspace_id: str, who: Speaker, record: dict[str, Any], before: str | None, received_at: datetime
 ) -> Event:
     """The `$consent_changed` event a consent record in force puts on the user's timeline."""
+    properties = {
+        "purpose": record["purpose"], "from": before, "to": record["status"],
+        "policy_version": record["policy_version"], "source": record["source"],
+    }
+    return _announcement(
+        workspace_id, who, "$consent_changed", f"herald:consent:{record['consent_id']}", properties, record["at"], received_at
+    )
+
+
+def _announcement(
+    workspace_id: str, who: Speaker, name: str, message_id: str, properties: dict[str, Any], at: datetime,
+    received_at: datetime,
+) -> Event:
+    """One of Herald's own events about this user, as the profiles service announces a change."""
     return Event(
-        workspace_id=workspace_id,
-        message_id=f"herald:consent:{record['consent_id']}",
-        type="track",
-        user_id=who.user_id,
-        anonymous_id=who.anonymous_id,
-        event="$consent_changed",
-        properties={
-            "purpose": record["purpose"],
-            "from": before,
-            "to": record["status"],
-            "policy_version": record["policy_version"],
-            "source": record["source"],
-        },
-        context={"library": {"name": "herald-profiles"}},
-        timestamp=record["at"],
-        received_at=received_at,
+        workspace_id=workspace_id, message_id=message_id, type="track", user_id=who.user_id,
+        anonymous_id=who.anonymous_id, event=name, properties=properties,
+        context={"library": {"name": "herald-profiles"}}, timestamp=at, received_at=received_at,
     )
