@@ -343,6 +343,7 @@ IGNORED_WHY = {
     devices.PUSH_TOKEN_WITHOUT_DEVICE: "a push_tokens entry without a device_id: left out",
     activity.UNKNOWN_CURRENCY: "an order in a currency with no configured rate: counted without its amount",
     activity.BAD_AMOUNT: "an order whose revenue or total is not a number: counted without its amount",
+    **subscriptions_domain.IGNORED_WHY,
 }
 REJECTION_NAMESPACE = uuid.UUID("5d0c8c8e-4c1e-4f43-9d0b-3b7a8d0f12a6")
 MAX_REJECTION_ERRORS = 20  # values listed per rejection

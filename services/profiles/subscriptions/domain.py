@@ -35,6 +35,14 @@ TRAIT_SOURCE = "sdk"  # the source of a change a profile's traits asked for
 GROUP_PREFIX = "sg_"
 MAX_GROUPS_PER_CALL = 100
 _RANK: dict[str, int] = {"opted_in": 0, "subscribed": 1, "unsubscribed": 2}
+# Why a subscription trait was left out (the rest of the call is applied), as the rejections list says it.
+INVALID_STATE, INVALID_GROUP, UNKNOWN_GROUP = "invalid_subscription_state", "invalid_subscription_group", "unknown_subscription_group"
+IGNORED_WHY = {
+    INVALID_STATE: "email_subscribe, push_subscribe or sms_subscribe is not opted_in, subscribed or unsubscribed: left out",
+    INVALID_GROUP: "a subscription_groups entry is not {subscription_group_id: sg_…, subscription_state: subscribed or "
+    "unsubscribed}: left out",
+    UNKNOWN_GROUP: "a subscription group this workspace does not have, or has archived: left out",
+}
 ConsentStatus = Literal["granted", "withdrawn"]
 
 
@@ -79,20 +87,20 @@ def trait_changes(traits: dict[str, Any], at: datetime) -> tuple[list[Requested]
         if isinstance(value, str) and value in SUBSCRIPTION_STATES:
             changes.append(Requested(channel, SubscriptionEntry(state=value, at=at, source=TRAIT_SOURCE)))
         else:
-            ignored.append("invalid_subscription_state")
+            ignored.append(INVALID_STATE)
     groups = traits.get(GROUPS_TRAIT)
     if groups is None:
         return changes, ignored
     if not isinstance(groups, list):
-        return changes, [*ignored, "invalid_subscription_group"]
+        return changes, [*ignored, INVALID_GROUP]
     for item in groups[:MAX_GROUPS_PER_CALL]:
         group_id = item.get("subscription_group_id") if isinstance(item, dict) else None
         state = item.get("subscription_state") if isinstance(item, dict) else None
         if isinstance(group_id, str) and group_id.startswith(GROUP_PREFIX) and len(group_id) <= 64 and state in GROUP_STATES:
             changes.append(Requested(group_id, SubscriptionEntry(state=state, at=at, source=TRAIT_SOURCE)))
         else:
-            ignored.append("invalid_subscription_group")
-    ignored += ["invalid_subscription_group"] * max(0, len(groups) - MAX_GROUPS_PER_CALL)
+            ignored.append(INVALID_GROUP)
+    ignored += [INVALID_GROUP] * max(0, len(groups) - MAX_GROUPS_PER_CALL)
     return changes, ignored
 
 

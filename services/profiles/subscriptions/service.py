@@ -111,7 +111,7 @@ async def apply_traits(
         if domain.is_channel(change.key) or (group is not None and group.archived_at is None):
             usable.append(change)
         else:
-            ignored.append("unknown_subscription_group")
+            ignored.append(domain.UNKNOWN_GROUP)
     who = Speaker(event.user_id, event.anonymous_id)
     _, staged = await apply(session, workspace_id, profile_id, who, usable, groups, datetime.now(UTC))
     return staged, ignored
