@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.pagination import like_pattern
-from services.profiles.views import segment_devices, segment_profiles
+from services.profiles.views import segment_devices, segment_profiles, segment_subscriptions
 from services.segmenter.conditions import NOW_PARAM
 from services.segmenter.models import Membership, Segment
 
@@ -85,24 +85,37 @@ def stored_member(workspace_id: str, segment_id: str) -> ColumnElement[bool]:
     )
 
 
+def _not_unsubscribed(channel: str) -> ColumnElement[bool]:
+    """The profile has not unsubscribed from the channel (as the dispatcher's send rule reads it)."""
+    p, s = segment_profiles.c, segment_subscriptions.c
+    return ~exists(
+        select(1).where(
+            s.workspace_id == p.workspace_id, s.profile_id == p.profile_id,
+            s.channel == channel, s.group_id.is_(None), s.state == "unsubscribed",
+        )
+    )
+
+
 def _reachable_by_email() -> ColumnElement[bool]:
-    """An `email` trait that looks like an address (name@domain.tld), as the email channel will use it."""
+    """An `email` trait that looks like an address (name@domain.tld), as the email channel will use it, and email
+    not unsubscribed."""
     email = segment_profiles.c.traits["email"]
     return and_(
         func.jsonb_typeof(email) == "string",
         func.btrim(email.astext).op("~")(r"^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$"),
+        _not_unsubscribed("email"),
     )
 
 
 def _reachable_by_push() -> ColumnElement[bool]:
-    """A push-enabled device with a token, as the push channel reads them."""
+    """A push-enabled device with a token, as the push channel reads them, and push not unsubscribed."""
     p, d = segment_profiles.c, segment_devices.c
-    return exists(
+    return and_(exists(
         select(1).where(
             d.workspace_id == p.workspace_id, d.profile_id == p.profile_id,
             d.push_enabled.is_(True), d.push_token.is_not(None),
         )
-    )
+    ), _not_unsubscribed("push"))
 
 
 async def reach(session: AsyncSession, workspace_id: str, condition: ColumnElement[bool]) -> dict[str, int]:

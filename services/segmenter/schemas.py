@@ -70,10 +70,12 @@ class Reach(BaseModel):
 
     size: int = Field(description="profiles matching now (anonymous ones included)")
     email: int = Field(
-        description="of them, those with an `email` trait that looks like an address (name@domain.tld). Subscription "
-        "states do not exist yet: once they do, only those also subscribed to email will count"
+        description="of them, those with an `email` trait that looks like an address (name@domain.tld) who have not "
+        "unsubscribed from email (docs/subscriptions.md)"
     )
-    push: int = Field(description="of them, those with at least one push-enabled device with a token")
+    push: int = Field(
+        description="of them, those with at least one push-enabled device with a token who have not unsubscribed from push"
+    )
 
 
 class Preview(BaseModel):

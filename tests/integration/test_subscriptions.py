@@ -12,7 +12,7 @@ import orjson
 import pytest
 from nats.aio.client import Client as NATS
 from pydantic import ValidationError
-from sqlalchemy import text, update
+from sqlalchemy import text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
@@ -27,6 +27,7 @@ from services.scheduler import api as scheduler_api
 from services.scheduler import service as scheduler
 from services.scheduler.models import Campaign, ScheduledSend
 from services.scheduler.schemas import CampaignIn, CampaignPatch
+from services.segmenter import repository as segmenter_repository
 from tests.conftest import eventually
 from tests.integration.helpers import running
 from tests.integration.test_dispatch_delivery import a_send, delivery, dispatcher, handle, responder, smtp  # noqa: F401
@@ -377,3 +378,19 @@ async def test_a_campaign_names_a_live_group_of_its_channel_and_its_sends_carry_
     async with unit_of_work(sessions) as s:
         requested = [r for r in await scheduler.release_due(s, nc, 1000) if r.workspace_id == workspace_id]
     assert [(r.subscription_group_id, r.transactional) for r in requested] == [(email, True)]
+
+
+async def test_a_segment_s_reach_leaves_out_who_unsubscribed_from_the_channel(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], nc: NATS, workspace_id: str
+) -> None:
+    for name in ("ann", "ben", "cat"):
+        await apply(sessions, nc.jetstream(), event(workspace_id, type=IDENTIFY, user_id=name, traits={"email": f"{name}@example.com"}))
+    await api.put("/api/v1/users/ben/subscriptions", json={"email": {"state": "unsubscribed"}})
+    await api.put("/api/v1/users/cat/subscriptions", json={"email": {"state": "opted_in"}, "push": {"state": "unsubscribed"}})
+    for name in ("ann", "cat"):
+        r = await api.post(f"/api/v1/users/{name}/devices", json={"device_id": f"phone-{name}", "platform": "ios",
+                                                                  "push_token": f"token-{name}-{workspace_id}"})
+        assert r.status_code == 200, r.text
+    async with unit_of_work(sessions) as s:
+        counted = await segmenter_repository.reach(s, workspace_id, true())
+    assert counted == {"size": 3, "email": 2, "push": 1}  # ben left email; cat left push
