@@ -126,7 +126,9 @@ def render(send: SendRequested, profile: ProfileSnapshot, now: datetime) -> Rend
     size = len(orjson.dumps(content))
     if size > MAX_RENDERED_BYTES:
         raise PayloadTooLarge(f"the rendered message is {size} bytes as JSON; at most {MAX_RENDERED_BYTES}")
-    return RenderedInbox(content, pinned, now, until)
+    # The feed orders by when the scheduler decided the send, not when this replica rendered it: sends are
+    # dispatched concurrently and retried, and a retried older message must not jump above a newer one.
+    return RenderedInbox(content, pinned, send.requested_at, until)
 
 
 def _in_app(message: InAppContent, context: dict[str, Any], budget: templates.Budget) -> dict[str, Any]:
