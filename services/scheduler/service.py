@@ -360,9 +360,11 @@ async def _on_event(
 RECHECK_AFTER = timedelta(seconds=5)  # a send whose check failed (the segmenter down) is looked at again
 
 
-async def release_due(session: AsyncSession, nc: NATS, limit: int, now: datetime | None = None) -> list[SendRequested]:
-    """Claim sends due by `now` and decide each: cancelled, out of audience, stopped or held by the delivery
-    policy, or requested (returned).
+async def release_due(
+    session: AsyncSession, nc: NATS, limit: int, now: datetime | None = None, workspace_id: str | None = None
+) -> list[SendRequested]:
+    """Claim sends due by `now` (of one workspace, when given) and decide each: cancelled, out of audience, stopped
+    or held by the delivery policy, or requested (returned).
 
     First each send's own checks (the campaign ended, an exception event, the audience), one by one:
     one whose audience cannot be checked now waits a little and is looked at again. Then the delivery
@@ -374,7 +376,7 @@ async def release_due(session: AsyncSession, nc: NATS, limit: int, now: datetime
     """
     now = now or datetime.now(UTC)
     passed: list[tuple[ScheduledSend, Campaign]] = []
-    for send, campaign in await repository.claim_due(session, limit, now):
+    for send, campaign in await repository.claim_due(session, limit, now, workspace_id):
         send.updated_at = now
         try:
             decision = await _decide(session, nc, send, campaign, now)

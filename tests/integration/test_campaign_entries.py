@@ -155,7 +155,7 @@ async def test_a_local_time_schedule_sends_at_nine_in_every_user_s_own_time_zone
     async with unit_of_work(sessions) as s:
         await s.execute(update(Profile).where(Profile.profile_id == tokyo).values(traits={"plan": "free"}))
     async with unit_of_work(sessions) as s:
-        await service.release_due(s, nc, 1000, due[tokyo])
+        await service.release_due(s, nc, 1000, due[tokyo], workspace_id)
     released = await sends(sessions, campaign["id"])
     assert (released[tokyo].status, released[tokyo].reason) == ("not_in_audience", f"not in segment {pro} when the send was due")
     assert released[kiritimati].status == "requested" and released[berlin].status == "scheduled"

@@ -376,7 +376,7 @@ async def test_a_campaign_names_a_live_group_of_its_channel_and_its_sends_carry_
             trigger={"message_id": "m", "name": "Bought", "properties": {}, "timestamp": T0.isoformat()},
         ))
     async with unit_of_work(sessions) as s:
-        requested = [r for r in await scheduler.release_due(s, nc, 1000) if r.workspace_id == workspace_id]
+        requested = await scheduler.release_due(s, nc, 1000, workspace_id=workspace_id)
     assert [(r.subscription_group_id, r.transactional) for r in requested] == [(email, True)]
 
 
