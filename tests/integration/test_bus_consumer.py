@@ -4,11 +4,13 @@ import asyncio
 import uuid
 
 from nats.aio.client import Client as NATS
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerInfo, StreamConfig
+from nats.js.client import JetStreamContext
 
 from kernel import bus
 from kernel.contracts import MembershipChanged
 from kernel.errors import PermanentError
+from tests.conftest import eventually
 
 PAYLOAD = MembershipChanged(
     workspace_id="ws", segment_id="s", profile_id="p", change="entered", at="2026-11-22T00:00:00Z", cause_message_id="m"
@@ -46,6 +48,12 @@ async def test_transient_failures_are_redelivered_poison_and_permanent_failures_
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
+async def _settled(js: JetStreamContext, stream: str, durable: str) -> ConsumerInfo | None:
+    """The consumer's info once nothing is pending or waiting for an ack, else None."""
+    info = await js.consumer_info(stream, durable)
+    return info if info.num_ack_pending == 0 and info.num_pending == 0 else None
+
+
 async def _wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(timeout):
         while not predicate():
@@ -74,10 +82,11 @@ async def test_a_batched_handler_gets_whole_fetches_and_a_failed_batch_is_retrie
                             handler=handler, batch=10, concurrency=2, batched=True)
     async with bus.consuming(js, [spec]):
         await _wait_until(lambda: len(batches) == 5)
+        # A message is acked after its handler returns: wait for the last acks before the consumer stops.
+        info = await eventually(lambda: _settled(js, f"T_{tag}", f"d{tag}"))
     assert batches[0] == ["one", "two", "hopeless", "three"]  # the poison message never reached it
     assert batches[1:] == [["one"], ["two"], ["hopeless"], ["three"]]
     assert correlations[:4] == ["c-one", "c-two", "c-hopeless", "c-three"]
-    info = await js.consumer_info(f"T_{tag}", f"d{tag}")
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
