@@ -7,12 +7,13 @@ it holds on a person over request/reply, for the export the profiles service str
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kernel import bus
@@ -31,6 +32,24 @@ log = structlog.get_logger(__name__)
 Erase = Callable[[AsyncSession, ErasureRequested], Awaitable[dict[str, int]]]
 Page = Callable[[AsyncSession, PersonalDataQuery], Awaitable[BaseModel]]
 ERASURE_BATCH = 16
+Record = TypeVar("Record", bound=BaseModel)
+
+
+async def person_rows(
+    session: AsyncSession, model: Any, record: type[Record], query: PersonalDataQuery, key: str = "send_id"
+) -> tuple[list[Record], str | None]:
+    """One page of the person's rows of `model` (workspace_id, profile_id and a text `key` column), in `key` order
+    after `query.after`, as `record`s; with the key to ask the next page after, None on the last page."""
+    column = getattr(model, key)
+    rows = list(await session.scalars(
+        select(model)
+        .where(model.workspace_id == query.workspace_id, model.profile_id.in_(query.profile_ids))
+        .where(column > (query.after or ""))
+        .order_by(column)
+        .limit(query.limit + 1)
+    ))
+    records = [record.model_validate(row, from_attributes=True) for row in rows[: query.limit]]
+    return records, (str(getattr(records[-1], key)) if len(rows) > query.limit else None)
 
 
 def erasure_consumer(

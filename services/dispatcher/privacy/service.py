@@ -14,6 +14,7 @@ from kernel.contracts import (
     InboxRecord,
     PersonalDataQuery,
 )
+from kernel.privacy import person_rows
 from services.dispatcher.inbox.models import InboxMessage
 from services.dispatcher.models import Delivery, PushAttempt
 
@@ -60,29 +61,11 @@ async def export(session: AsyncSession, query: PersonalDataQuery) -> DeliveryPag
     """A page of the person's delivery log, by send id (part `inbox`: their in-app messages and cards)."""
     if query.part == "inbox":
         return await _inbox(session, query)
-    rows = await session.scalars(
-        select(Delivery)
-        .where(Delivery.workspace_id == query.workspace_id, Delivery.profile_id.in_(query.profile_ids))
-        .where(Delivery.send_id > (query.after or ""))
-        .order_by(Delivery.send_id)
-        .limit(query.limit + 1)
-    )
-    deliveries = list(rows)
-    more = len(deliveries) > query.limit
-    records = [DeliveryRecord.model_validate(d, from_attributes=True) for d in deliveries[: query.limit]]
-    return DeliveryPage(records=records, after=records[-1].send_id if more else None)
+    records, after = await person_rows(session, Delivery, DeliveryRecord, query)
+    return DeliveryPage(records=records, after=after)
 
 
 async def _inbox(session: AsyncSession, query: PersonalDataQuery) -> InboxPage:
     """A page of the person's inbox messages, by send id."""
-    rows = await session.scalars(
-        select(InboxMessage)
-        .where(InboxMessage.workspace_id == query.workspace_id, InboxMessage.profile_id.in_(query.profile_ids))
-        .where(InboxMessage.send_id > (query.after or ""))
-        .order_by(InboxMessage.send_id)
-        .limit(query.limit + 1)
-    )
-    found = list(rows)
-    more = len(found) > query.limit
-    records = [InboxRecord.model_validate(m, from_attributes=True) for m in found[: query.limit]]
-    return InboxPage(records=records, after=records[-1].send_id if more else None)
+    messages, after = await person_rows(session, InboxMessage, InboxRecord, query)
+    return InboxPage(records=messages, after=after)

@@ -1,7 +1,7 @@
 """A person's send decisions: pending ones cancelled and all kept only as anonymous counts when they are
 erased; listed when they are exported."""
 
-from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy import delete, func, literal, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.contracts import (
@@ -13,6 +13,7 @@ from kernel.contracts import (
     SendPage,
     SendRecord,
 )
+from kernel.privacy import person_rows
 from services.scheduler.delivery.models import CapLedger
 from services.scheduler.models import ScheduledSend
 from services.scheduler.results.models import Conversion
@@ -58,29 +59,11 @@ async def export(session: AsyncSession, query: PersonalDataQuery) -> SendPage | 
     """A page of the person's send decisions, by send id (part `conversions`: the goals they reached)."""
     if query.part == "conversions":
         return await _conversions(session, query)
-    rows = await session.scalars(
-        select(ScheduledSend)
-        .where(ScheduledSend.workspace_id == query.workspace_id, ScheduledSend.profile_id.in_(query.profile_ids))
-        .where(ScheduledSend.send_id > (query.after or ""))
-        .order_by(ScheduledSend.send_id)
-        .limit(query.limit + 1)
-    )
-    sends = list(rows)
-    more = len(sends) > query.limit
-    records = [SendRecord.model_validate(s, from_attributes=True) for s in sends[: query.limit]]
-    return SendPage(records=records, after=records[-1].send_id if more else None)
+    records, after = await person_rows(session, ScheduledSend, SendRecord, query)
+    return SendPage(records=records, after=after)
 
 
 async def _conversions(session: AsyncSession, query: PersonalDataQuery) -> ConversionPage:
     """A page of the person's conversions, by send id."""
-    rows = await session.scalars(
-        select(Conversion)
-        .where(Conversion.workspace_id == query.workspace_id, Conversion.profile_id.in_(query.profile_ids))
-        .where(Conversion.send_id > (query.after or ""))
-        .order_by(Conversion.send_id)
-        .limit(query.limit + 1)
-    )
-    found = list(rows)
-    more = len(found) > query.limit
-    records = [ConversionRecord.model_validate(c, from_attributes=True) for c in found[: query.limit]]
-    return ConversionPage(records=records, after=records[-1].send_id if more else None)
+    conversions, after = await person_rows(session, Conversion, ConversionRecord, query)
+    return ConversionPage(records=conversions, after=after)
