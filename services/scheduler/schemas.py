@@ -519,12 +519,6 @@ class CampaignOut(BaseModel):
     updated_at: datetime
 
 
-class CampaignStats(BaseModel):
-    campaign_id: str
-    triggered: int
-    by_status: dict[str, int]
-
-
 class SendOut(BaseModel):
     send_id: str
     campaign_id: str
