@@ -19,6 +19,17 @@ from services.ingest.config import get_settings as ingest_settings
 from tests.conftest import Infra
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The whole stack as real processes (the session's `stack`) belongs to tests/e2e, which runs after this tier:
+    started here, its scheduler, segmenter and responders would go on answering and releasing sends under the
+    integration tests that follow, which run their own services in-process."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.get("stack", ()) if info is not None else ()
+        if "tests/integration/" in item.nodeid and defs and defs[-1].func.__module__ == "tests.conftest":
+            raise pytest.UsageError(f"{item.nodeid} uses the real-process stack: move it to tests/e2e")
+
+
 @dataclass
 class Edge:
     """The gateway, with ingest behind it, and a workspace to send as."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from herald.stack import Stack
 from tests.conftest import eventually
-from tests.e2e.conftest import Workspace, ws  # noqa: F401  (the fixture)
+from tests.e2e.conftest import Workspace
 
 
 async def timeline_with(space: Workspace, user: str, *names: str) -> list[dict[str, Any]]:
@@ -33,7 +33,7 @@ async def a_user(space: Workspace, **traits: Any) -> str:
     return user
 
 
-async def test_sent_delivered_and_bounced_are_on_the_users_timeline_with_the_send_and_campaign(ws: Workspace) -> None:  # noqa: F811
+async def test_sent_delivered_and_bounced_are_on_the_users_timeline_with_the_send_and_campaign(ws: Workspace) -> None:
     campaign = await ws.campaign(delay_seconds=0, cancel_on=[], message={"subject": "Hi", "body": "Your {{ event.properties.name }}"})
     fine = await a_user(ws, email=f"fine-{uuid.uuid4().hex[:6]}@example.com")
     gone_address = f"gone-{uuid.uuid4().hex[:6]}@example.com"
@@ -54,7 +54,7 @@ async def test_sent_delivered_and_bounced_are_on_the_users_timeline_with_the_sen
     assert not [e for e in events if e["name"] in ("$message_delivered", "$message_failed")]
 
 
-async def test_a_webhooks_2xx_is_delivered(ws: Workspace, stack: Stack) -> None:  # noqa: F811
+async def test_a_webhooks_2xx_is_delivered(ws: Workspace, stack: Stack) -> None:
     hook = f"/hooks/{uuid.uuid4().hex[:8]}"
     await ws.campaign(channel="webhook", delay_seconds=0, cancel_on=[],
                       message={"url": f"{stack.config.url('sinks')}/webhooks{hook}", "body": {"hi": "{{ user.user_id }}"}})
@@ -64,7 +64,7 @@ async def test_a_webhooks_2xx_is_delivered(ws: Workspace, stack: Stack) -> None:
     assert one(events, "$message_delivered")["properties"]["channel"] == "webhook"
 
 
-async def test_a_test_send_goes_through_the_real_provider_and_answers_how_it_went(ws: Workspace) -> None:  # noqa: F811
+async def test_a_test_send_goes_through_the_real_provider_and_answers_how_it_went(ws: Workspace) -> None:
     address = f"test-{uuid.uuid4().hex[:6]}@example.com"
     sent = await ws.api.post("/api/v1/channels/test", json={
         "channel": "email", "address": address, "message": {"subject": "Checking {{ 1 | plus: 1 }}", "body": "Hello"},
@@ -109,7 +109,7 @@ async def test_a_test_send_goes_through_the_real_provider_and_answers_how_it_wen
     assert (no_address.json()["status"], no_address.json()["reason_code"]) == ("skipped", "no_address")
 
 
-async def test_a_webhook_to_a_link_local_or_private_address_is_refused(ws: Workspace) -> None:  # noqa: F811
+async def test_a_webhook_to_a_link_local_or_private_address_is_refused(ws: Workspace) -> None:
     # The stack allows loopback (its sinks are there), nothing else that is not public.
     for url in ("http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/hook", "http://[fe80::1]/hook"):
         answer = await ws.api.post("/api/v1/channels/test", json={"channel": "webhook", "user_id": await a_user(ws),

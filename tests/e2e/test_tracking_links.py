@@ -13,7 +13,7 @@ import pytest
 
 from kernel import signing
 from tests.conftest import eventually
-from tests.e2e.conftest import Workspace, ws  # noqa: F401  (the fixture)
+from tests.e2e.conftest import Workspace
 
 HTML = (
     "<html><body><h1>Hi {{ user.traits.first_name }}</h1>"
@@ -65,7 +65,7 @@ def altered(token: str) -> list[str]:
     return [f"{signing._b64(claims)}.{mac}", f"{body}.{mac[:-3]}{'AAA' if not mac.endswith('AAA') else 'BBB'}", body]
 
 
-async def test_links_are_wrapped_opens_and_clicks_are_recorded_once_and_forged_links_are_404(ws: Workspace) -> None:  # noqa: F811
+async def test_links_are_wrapped_opens_and_clicks_are_recorded_once_and_forged_links_are_404(ws: Workspace) -> None:
     user, email = await an_email(ws)
     links = hrefs(email["html"])
     assert [path(u).startswith("/v1/links/c/") for u in links] == [True, True, False]  # mailto: is left alone
@@ -109,7 +109,7 @@ async def test_links_are_wrapped_opens_and_clicks_are_recorded_once_and_forged_l
     assert named(await timeline(ws, user), "$message_opened") == [open_event]  # nothing more came later
 
 
-async def test_one_click_unsubscribe_and_its_landing_page_change_the_users_subscription(ws: Workspace) -> None:  # noqa: F811
+async def test_one_click_unsubscribe_and_its_landing_page_change_the_users_subscription(ws: Workspace) -> None:
     user, email = await an_email(ws)
     url = email["headers"]["List-Unsubscribe"].strip("<>")
     assert email["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -146,7 +146,7 @@ async def test_one_click_unsubscribe_and_its_landing_page_change_the_users_subsc
 
 
 @pytest.mark.parametrize("route", ["/v1/links/o/{t}", "/v1/links/c/{t}", "/v1/unsubscribe/{t}"])
-async def test_a_link_signed_with_another_key_is_404(ws: Workspace, route: str) -> None:  # noqa: F811
+async def test_a_link_signed_with_another_key_is_404(ws: Workspace, route: str) -> None:
     purpose = {"o": "open", "c": "click"}.get(route.split("/")[3], "unsubscribe")
     claims = {"w": ws.workspace_id, "s": "s1", "u": "ada", "c": "email", "l": "https://evil.example/", "i": 1}
     token = signing.link_token(b"not the stack's key, but long enough......", purpose, claims)
