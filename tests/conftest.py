@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nats
 import pytest
+import structlog
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -15,9 +16,18 @@ from herald.infra import EmbeddedNats, EmbeddedPostgres, free_port
 from herald.stack import Stack, StackConfig, migrate
 from kernel import signing
 from kernel.db import make_engine, make_sessionmaker
+from kernel.logging import configure_logging
 
 SIGNING_KEY, PUBLIC_KEY = signing.new_key_pair()  # this session's gateway key pair
 SIGNER = signing.Signer(SIGNING_KEY)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Log in the services' own console format, as `make run` does: a traceback is plain text. Unconfigured,
+    structlog renders it with rich and every local variable, which takes seconds per dead-lettered message and
+    stalled the consumers of the in-process services under test. Loggers stay uncached for `capture_logs`."""
+    configure_logging("tests", "console", "INFO")
+    structlog.configure(cache_logger_on_first_use=False)
 
 
 def as_gateway(workspace_id: str) -> signing.GatewayAuth:
