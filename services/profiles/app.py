@@ -23,8 +23,8 @@ from kernel.web import create_app, open_resources
 from services.profiles import handlers
 from services.profiles.api import devices_router, router
 from services.profiles.attributes.api import router as attributes_router
-from services.profiles.config import get_settings
 from services.profiles.braze import handlers as braze_handlers
+from services.profiles.config import get_settings
 from services.profiles.privacy import handlers as privacy_handlers
 from services.profiles.privacy import service as privacy
 from services.profiles.privacy.api import erasures_router
