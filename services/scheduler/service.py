@@ -1,6 +1,7 @@
 """Scheduler use cases: campaigns, trigger → durable send, due send → SENDS."""
 
 import asyncio
+import contextlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -499,10 +500,8 @@ async def run_timer(
             log.warning("due_sends_failed", error=repr(exc))
             released = 0
         if released < batch:
-            try:
+            with contextlib.suppress(TimeoutError):  # the poll's time passed: look again
                 await asyncio.wait_for(due.wait(), timeout=poll_seconds)
-            except TimeoutError:
-                pass
 
 
 # --- entries besides a trigger: schedules, segment entry, API calls ---------------------------------
@@ -615,10 +614,8 @@ async def run_occurrence_timer(
                 due.set()
         except Exception as exc:
             log.warning("occurrences_failed", error=repr(exc))
-        try:
+        with contextlib.suppress(TimeoutError):  # the poll's time passed: look again
             await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-        except TimeoutError:
-            pass
 
 
 async def on_membership_changes(session: AsyncSession, changes: list[MembershipChanged], now: datetime | None = None) -> int:

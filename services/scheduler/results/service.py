@@ -1,6 +1,7 @@
 """Results use cases: count engagement and conversions from resolved events, assemble the stats, decide experiments."""
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
@@ -203,7 +204,5 @@ async def run_experiments(sessions: async_sessionmaker[AsyncSession], stop: asyn
                 await decide_due_experiments(session, datetime.now(UTC))
         except Exception as exc:
             log.warning("experiments_failed", error=repr(exc))
-        try:
+        with contextlib.suppress(TimeoutError):  # the poll's time passed: look again
             await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-        except TimeoutError:
-            pass
